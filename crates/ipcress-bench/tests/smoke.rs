@@ -1,0 +1,150 @@
+//! One tiny case per transport, end to end, with real child processes: every
+//! consumer must receive exactly the bytes the producer sent. Nothing here
+//! looks at timings; the watchdog only turns a hang into a failure.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ipcress-bench");
+const WATCHDOG: Duration = Duration::from_secs(180);
+
+fn transports() -> Vec<&'static str> {
+    let mut v = vec!["pipe", "pipe-1m", "uds", "uds-4m", "tcp", "iox", "ring"];
+    if cfg!(feature = "ipcress") {
+        v.extend(["ipc-send", "ipc-reserve"]);
+    }
+    v
+}
+
+/// Runs `ipcress-bench case ARGS` and returns its JSON outcome.
+fn case(args: &[&str]) -> Value {
+    let mut child = Command::new(BIN)
+        .arg("case")
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn ipcress-bench");
+    let since = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if since.elapsed() > WATCHDOG {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ipcress-bench case {args:?} hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(
+        out.status.success(),
+        "ipcress-bench case {args:?} failed: {}",
+        out.status
+    );
+    serde_json::from_slice(&out.stdout).expect("outcome JSON")
+}
+
+/// The producer's payload: byte i of every message is (31 i) mod 251.
+fn payload_sum(size: u64) -> u64 {
+    (0..size).map(|i| (i * 31) % 251).sum()
+}
+
+fn reports<'a>(outcome: &'a Value, role: &str) -> Vec<&'a Value> {
+    outcome["reports"]
+        .as_array()
+        .expect("reports")
+        .iter()
+        .filter(|r| r["role"] == role)
+        .collect()
+}
+
+fn check_stream(t: &str, size: u64, count: u64, consumers: usize, ring_mib: &str) {
+    let outcome = case(&[
+        "--transport",
+        t,
+        "--size",
+        &size.to_string(),
+        "--count",
+        &count.to_string(),
+        "--consumers",
+        &consumers.to_string(),
+        "--ring-mib",
+        ring_mib,
+    ]);
+    let got = reports(&outcome, "consumer");
+    assert_eq!(got.len(), consumers, "{t}: consumer reports");
+    for r in got {
+        assert_eq!(
+            r["bytes"].as_u64(),
+            Some(size * count),
+            "{t}: bytes for {size} B x {count}"
+        );
+        assert_eq!(
+            r["sum"].as_u64(),
+            Some(payload_sum(size) * count),
+            "{t}: byte sum"
+        );
+    }
+}
+
+#[test]
+fn streams_deliver_every_byte() {
+    for t in transports() {
+        // An odd size, so byte-stream reads split messages anywhere.
+        check_stream(t, 1000, 300, 1, "1");
+        // Messages three times the ring: fragments, wrap-around, partial writes.
+        check_stream(t, 3 << 20, 4, 1, "1");
+    }
+}
+
+#[test]
+fn fan_out_reaches_every_consumer() {
+    for t in transports().into_iter().filter(|&t| t != "ring") {
+        check_stream(t, 64, 1000, 3, "1");
+    }
+}
+
+#[test]
+fn ping_pong_returns_every_message() {
+    for t in transports() {
+        let waits: &[&str] = if t == "ring" {
+            &["spin"]
+        } else {
+            &["spin", "block"]
+        };
+        for &wait in waits {
+            let outcome = case(&[
+                "--transport",
+                t,
+                "--kind",
+                "pingpong",
+                "--wait",
+                wait,
+                "--count",
+                "200",
+                "--warmup",
+                "10",
+            ]);
+            for role in ["ping", "pong"] {
+                let r = reports(&outcome, role);
+                assert_eq!(r.len(), 1, "{t} {wait}: {role} report");
+                assert_eq!(
+                    r[0]["bytes"].as_u64(),
+                    Some(210 * 64),
+                    "{t} {wait}: {role} bytes"
+                );
+                assert_eq!(
+                    r[0]["sum"].as_u64(),
+                    Some(210 * payload_sum(64)),
+                    "{t} {wait}: {role} sum"
+                );
+            }
+            let lat = &reports(&outcome, "ping")[0]["latency"];
+            assert_eq!(
+                lat["round_trips"].as_u64(),
+                Some(200),
+                "{t} {wait}: histogram count"
+            );
+        }
+    }
+}

@@ -1,0 +1,1067 @@
+//! Consumers: durable named ones, ephemeral subscribers, and group members
+//! that share the work of a stream. Reading, waiting, zero-copy messages,
+//! streaming fragmented messages, and the unblocker.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{Ordering::*, fence};
+use std::time::{Duration, Instant};
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::format::{self, *};
+use crate::storage::Seg;
+use crate::stream::{Inner, Policy, Stream};
+use crate::sys;
+
+/// Where a new consumer starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum From {
+    /// The oldest retained record.
+    Start,
+    /// The tail: only records written from now on.
+    End,
+    /// A record's position (must be retained).
+    Position(u64),
+}
+
+/// How a consumer waits for data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Wait {
+    /// Spin briefly, then sleep on a futex (lowest CPU).
+    #[default]
+    Park,
+    /// Spin without sleeping (lowest latency, burns a core).
+    Spin,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Durable,
+    Subscriber,
+    Member { group: usize, tag: u8 },
+}
+
+/// What a poll found.
+struct Delivered {
+    pos: u64,
+    flags: u16,
+    body: Body,
+}
+
+enum Body {
+    /// Bytes borrowed from the mapping (Block policy, plain frame).
+    Mapped { seg: Seg, off: usize, len: usize },
+    /// Decoded bytes in the consumer's buffer.
+    Buffer,
+}
+
+enum Peek {
+    Empty,
+    Frame {
+        seg: Seg,
+        off: usize,
+        len: u32,
+        flags: u16,
+        total: u64,
+    },
+}
+
+/// A message held by a group member until its next `recv` (or `commit`).
+#[derive(Clone, Copy)]
+struct Held {
+    slot: usize,
+    claimed: u64,
+    adopted: bool,
+}
+
+/// Reads a stream. Not shared between threads; make one per reader.
+pub struct Consumer {
+    s: Arc<Inner>,
+    kind: Kind,
+    slot: usize,
+    /// Next position to read (own position; unused for members).
+    pos: u64,
+    seg: Option<Seg>,
+    buf: Vec<u8>,
+    wait: Wait,
+    stuck: Option<(u64, Instant)>,
+    last_wake: u64,
+    wake_step: u64,
+    msgs: u64,
+    held: Option<Held>,
+    last_maintenance: Instant,
+    name: String,
+}
+
+/// Spins before parking.
+const SPINS: u32 = 200;
+
+impl Stream {
+    /// Open or create the durable consumer `name` (new ones start at the
+    /// oldest retained record).
+    pub fn consumer(&self, name: &str) -> Result<Consumer> {
+        self.consumer_from(name, From::Start)
+    }
+
+    /// Open the durable consumer `name`, creating it at `from` if new.
+    pub fn consumer_from(&self, name: &str, from: From) -> Result<Consumer> {
+        crate::stream::validate_name(name)?;
+        let s = &self.inner;
+        check_key(s)?;
+        let _g = RegLock::take(s);
+        let slot = match s.find_cslot(KIND_DURABLE, name) {
+            Some(i) => {
+                let r = s.cslot(i);
+                let owner = r.u64_at(cslot::OWNER).load(Acquire);
+                if owner != sys::my_owner() && sys::owner_alive(owner) {
+                    return Err(Error::InUse {
+                        name: name.into(),
+                        pid: sys::owner_pid(owner),
+                    });
+                }
+                if r.u64_at(cslot::OWNER)
+                    .compare_exchange(owner, sys::my_owner(), AcqRel, Relaxed)
+                    .is_err()
+                {
+                    return Err(Error::InUse {
+                        name: name.into(),
+                        pid: sys::owner_pid(r.u64_at(cslot::OWNER).load(Acquire)),
+                    });
+                }
+                r.u64_at(cslot::HEARTBEAT_MS).store(sys::now_ms(), Relaxed);
+                i
+            }
+            None => {
+                let pos = start_position(s, from)?;
+                s.alloc_cslot(KIND_DURABLE, name, 0, pos)?
+            }
+        };
+        let pos = s.cslot(slot).u64_at(cslot::POSITION).load(Acquire);
+        Ok(Consumer::new(s.clone(), Kind::Durable, slot, pos, name))
+    }
+
+    /// An ephemeral subscriber starting at `from`; it holds producers back
+    /// only while its process lives.
+    pub fn subscribe(&self, from: From) -> Result<Consumer> {
+        let s = &self.inner;
+        check_key(s)?;
+        let pos = start_position(s, from)?;
+        let slot = s.alloc_cslot(KIND_SUBSCRIBER, "", 0, pos)?;
+        let mut c = Consumer::new(s.clone(), Kind::Subscriber, slot, pos, "");
+        // Registration: our slot is published; a producer that raised the
+        // head before seeing it is caught here.
+        let head = s.head_word().load(SeqCst);
+        if head > c.pos {
+            c.pos = resume_position(s, head);
+            c.publish(c.pos);
+        }
+        Ok(c)
+    }
+
+    /// Join group `group` (created at the oldest retained record if new):
+    /// each message goes to exactly one member.
+    pub fn group(&self, group: &str) -> Result<Consumer> {
+        self.group_from(group, From::Start)
+    }
+
+    /// Join group `group`, creating it at `from` if new.
+    pub fn group_from(&self, group: &str, from: From) -> Result<Consumer> {
+        crate::stream::validate_name(group)?;
+        let s = &self.inner;
+        check_key(s)?;
+        let _g = RegLock::take(s);
+        let gslot = match s.find_cslot(KIND_GROUP, group) {
+            Some(i) => i,
+            None => {
+                let pos = start_position(s, from)?;
+                let i = s.alloc_cslot(KIND_GROUP, group, 0, group_word(pos, 0))?;
+                // The group itself belongs to nobody in particular.
+                s.cslot(i).u64_at(cslot::OWNER).store(u64::MAX, Release);
+                i
+            }
+        };
+        let slot = s.alloc_cslot(KIND_MEMBER, group, gslot as u32, 0)?;
+        let tag = (slot + 1) as u8;
+        Ok(Consumer::new(
+            s.clone(),
+            Kind::Member { group: gslot, tag },
+            slot,
+            0,
+            group,
+        ))
+    }
+
+    /// Remove the durable consumer or group `name` (it must not be in use).
+    pub fn remove_consumer(&self, name: &str) -> Result<()> {
+        let s = &self.inner;
+        let _g = RegLock::take(s);
+        let mut found = false;
+        for kind in [KIND_DURABLE, KIND_GROUP] {
+            while let Some(i) = s.find_cslot(kind, name) {
+                let r = s.cslot(i);
+                let owner = r.u64_at(cslot::OWNER).load(Acquire);
+                if kind == KIND_DURABLE && owner != sys::my_owner() && sys::owner_alive(owner) {
+                    return Err(Error::InUse {
+                        name: name.into(),
+                        pid: sys::owner_pid(owner),
+                    });
+                }
+                s.free_cslot(i);
+                found = true;
+            }
+        }
+        if found {
+            Ok(())
+        } else {
+            Err(Error::NotFound {
+                what: "consumer",
+                name: name.into(),
+            })
+        }
+    }
+
+    /// Every consumer slot in use.
+    pub fn consumers(&self) -> Vec<crate::stream::ConsumerInfo> {
+        self.inner.consumers()
+    }
+
+    /// Messages and bytes written by producers, and how many are live.
+    pub fn producer_totals(&self) -> (u64, u64, usize) {
+        self.inner.producer_totals()
+    }
+}
+
+fn check_key(s: &Inner) -> Result<()> {
+    if s.opts.encrypted && s.cipher.is_none() {
+        return Err(Error::KeyRequired {
+            stream: s.name.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// The first frame boundary at or after `head`.
+fn resume_position(s: &Inner, head: u64) -> u64 {
+    let r = (head + s.seg_size - 1) & !(s.seg_size - 1);
+    r.min(s.tail()).max(head.min(s.tail()))
+}
+
+fn start_position(s: &Inner, from: From) -> Result<u64> {
+    let head = s.head();
+    let tail = s.tail();
+    let oldest = if head == 0 {
+        0
+    } else {
+        resume_position(s, head)
+    };
+    match from {
+        From::Start => Ok(oldest),
+        From::End => Ok(tail),
+        From::Position(p) => {
+            if p < oldest || p > tail || p % ALIGN as u64 != 0 {
+                Err(Error::InvalidOptions(format!(
+                    "position {p} is not retained (oldest {oldest}, tail {tail})"
+                )))
+            } else {
+                Ok(p)
+            }
+        }
+    }
+}
+
+/// The lock that serialises finding-or-creating named slots.
+struct RegLock<'a>(&'a Inner);
+
+impl<'a> RegLock<'a> {
+    fn take(s: &'a Inner) -> RegLock<'a> {
+        let w = s.meta.u64_at(meta::REG_LOCK);
+        let me = sys::my_owner();
+        let started = Instant::now();
+        loop {
+            let cur = w.load(Acquire);
+            let free = cur == 0
+                || (!sys::owner_alive(cur) && cur != me)
+                || started.elapsed() > Duration::from_secs(5);
+            if free && w.compare_exchange(cur, me, AcqRel, Relaxed).is_ok() {
+                return RegLock(s);
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+impl Drop for RegLock<'_> {
+    fn drop(&mut self) {
+        self.0.meta.u64_at(meta::REG_LOCK).store(0, Release);
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.release_held();
+        let s = &self.s;
+        let r = s.cslot(self.slot);
+        r.u64_at(cslot::MESSAGES).store(self.msgs, Relaxed);
+        match self.kind {
+            Kind::Durable => {
+                // The position stays; the slot is free to be reopened.
+                r.u64_at(cslot::POSITION).store(self.pos, Release);
+                r.u64_at(cslot::HEARTBEAT_MS).store(sys::now_ms(), Relaxed);
+                // Keep the owner word: a durable consumer holds producers
+                // back while closed. Mark it closed with our (soon dead) pid.
+                s.wake_space();
+            }
+            Kind::Subscriber | Kind::Member { .. } => s.free_cslot(self.slot),
+        }
+    }
+}
+
+impl Consumer {
+    fn new(s: Arc<Inner>, kind: Kind, slot: usize, pos: u64, name: &str) -> Consumer {
+        let wake_step = if s.is_ring() {
+            (s.capacity / 16).max(4096)
+        } else {
+            s.seg_size / 4
+        };
+        Consumer {
+            s,
+            kind,
+            slot,
+            pos,
+            seg: None,
+            buf: Vec::new(),
+            wait: Wait::Park,
+            stuck: None,
+            last_wake: pos,
+            wake_step,
+            msgs: 0,
+            held: None,
+            last_maintenance: Instant::now(),
+            name: name.to_string(),
+        }
+    }
+
+    /// Choose how to wait for data.
+    pub fn set_wait(&mut self, w: Wait) {
+        self.wait = w;
+    }
+
+    /// Next position this consumer reads (for a group member: the group's).
+    pub fn position(&self) -> u64 {
+        match self.kind {
+            Kind::Member { group, .. } => {
+                split_group(self.s.cslot(group).u64_at(cslot::POSITION).load(Acquire)).0
+            }
+            _ => self.pos,
+        }
+    }
+
+    /// Name of the durable consumer or group ("" for subscribers).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Mark every message returned so far as processed: a durable consumer's
+    /// position is saved, a group member's held message is acknowledged.
+    pub fn commit(&mut self) -> Result<()> {
+        self.release_held();
+        if self.kind == Kind::Durable || self.kind == Kind::Subscriber {
+            self.publish(self.pos);
+        }
+        Ok(())
+    }
+
+    /// A user word of this consumer's slot (for bridges: 4 words).
+    pub fn user_word(&self, i: usize) -> u64 {
+        self.s
+            .cslot(self.slot)
+            .u64_at(cslot::USER + 8 * (i % cslot::USER_WORDS))
+            .load(Acquire)
+    }
+
+    /// Set a user word of this consumer's slot.
+    pub fn set_user_word(&self, i: usize, v: u64) {
+        self.s
+            .cslot(self.slot)
+            .u64_at(cslot::USER + 8 * (i % cslot::USER_WORDS))
+            .store(v, Release);
+    }
+
+    /// Wait for the next message.
+    pub fn recv(&mut self) -> Result<Message<'_>> {
+        let d = self.recv_until(None)?.expect("no deadline");
+        Ok(Message { c: self, d })
+    }
+
+    /// The next message if one is ready.
+    pub fn try_recv(&mut self) -> Result<Option<Message<'_>>> {
+        self.release_held();
+        match self.poll()? {
+            Some(d) => Ok(Some(Message { c: self, d })),
+            None => Ok(None),
+        }
+    }
+
+    /// Wait up to `timeout` for the next message.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Message<'_>>> {
+        let deadline = Instant::now() + timeout;
+        match self.recv_until(Some(deadline))? {
+            Some(d) => Ok(Some(Message { c: self, d })),
+            None => Ok(None),
+        }
+    }
+
+    fn recv_until(&mut self, deadline: Option<Instant>) -> Result<Option<Delivered>> {
+        self.release_held();
+        let mut spins = 0u32;
+        loop {
+            if let Some(d) = self.poll()? {
+                return Ok(Some(d));
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(None);
+            }
+            spins += 1;
+            if self.wait == Wait::Spin || spins < SPINS {
+                std::hint::spin_loop();
+                if spins % 1024 == 0 {
+                    self.maintenance();
+                }
+                continue;
+            }
+            spins = 0;
+            self.park(deadline)?;
+        }
+    }
+
+    /// Sleep on the data futex until a producer commits (or a timeout, so
+    /// that liveness checks and the unblocker run).
+    fn park(&mut self, deadline: Option<Instant>) -> Result<()> {
+        self.maintenance();
+        if matches!(self.kind, Kind::Durable | Kind::Subscriber) {
+            // Padding we skipped is consumed too.
+            let p = self.pos;
+            self.s
+                .cslot(self.slot)
+                .u64_at(cslot::POSITION)
+                .store(p, Release);
+        }
+        let s = self.s.clone();
+        s.wake_space();
+        s.data_waiters().fetch_add(1, SeqCst);
+        let seq = s.data_seq().load(SeqCst);
+        let ready = self.ready();
+        if !ready {
+            let mut t = Duration::from_millis(50);
+            if let Some(d) = deadline {
+                t = t.min(d.saturating_duration_since(Instant::now()));
+            }
+            if !t.is_zero() {
+                sys::futex_wait(s.data_seq(), seq, Some(t));
+            }
+        }
+        s.data_waiters().fetch_sub(1, SeqCst);
+        Ok(())
+    }
+
+    /// Is there a committed frame at our next position? (SeqCst: the other
+    /// half of the producer's commit-then-check-waiters.)
+    fn ready(&mut self) -> bool {
+        let p = match self.kind {
+            Kind::Member { group, .. } => {
+                split_group(self.s.cslot(group).u64_at(cslot::POSITION).load(SeqCst)).0
+            }
+            _ => self.pos,
+        };
+        if self.s.tail_word().load(SeqCst) & !TAIL_LOCK > p {
+            // Claimed: committed, or a hole the unblocker must look at.
+            return true;
+        }
+        false
+    }
+
+    /// Periodic work while idle: heartbeat, counters, dead group members.
+    fn maintenance(&mut self) {
+        if self.last_maintenance.elapsed() < Duration::from_millis(100) {
+            return;
+        }
+        self.last_maintenance = Instant::now();
+        let r = self.s.cslot(self.slot);
+        r.u64_at(cslot::HEARTBEAT_MS).store(sys::now_ms(), Relaxed);
+        r.u64_at(cslot::MESSAGES).store(self.msgs, Relaxed);
+    }
+
+    fn publish(&mut self, p: u64) {
+        self.s
+            .cslot(self.slot)
+            .u64_at(cslot::POSITION)
+            .store(p, Release);
+        if p.wrapping_sub(self.last_wake) >= self.wake_step {
+            self.last_wake = p;
+            self.s.wake_space();
+        }
+    }
+
+    /// Acknowledge the message handed out last (group members) and save
+    /// the position (others: auto-commit).
+    fn release_held(&mut self) {
+        if let Some(h) = self.held.take() {
+            let r = self.s.cslot(h.slot);
+            r.u64_at(cslot::DONE).store(h.claimed, SeqCst);
+            if h.adopted {
+                // The dead member's slot has nothing left to deliver.
+                r.u32_at(cslot::STATE).store(0, Release);
+                r.u64_at(cslot::OWNER).store(0, Release);
+                self.s.gen_word().fetch_add(1, SeqCst);
+            }
+            self.s.wake_space();
+        }
+        if matches!(self.kind, Kind::Durable | Kind::Subscriber) {
+            let p = self.pos;
+            self.publish(p);
+        }
+    }
+
+    fn seg_for(&mut self, pos: u64) -> Result<Option<Seg>> {
+        let idx = self.s.seg_index(pos);
+        if let Some(seg) = &self.seg {
+            if seg.index == idx {
+                return Ok(Some(seg.clone()));
+            }
+        }
+        let seg = self.s.segment(idx, false)?;
+        if let Some(seg) = &seg {
+            self.seg = Some(seg.clone());
+        }
+        Ok(seg)
+    }
+
+    /// Look at the frame at `p`, validating every field.
+    fn peek(&mut self, p: u64) -> Result<Peek> {
+        let Some(seg) = self.seg_for(p)? else {
+            return Ok(Peek::Empty);
+        };
+        let off = self.s.seg_offset(p) as usize;
+        let seg_size = self.s.seg_size;
+        let a = seg.region.u64_at(off).load(Acquire);
+        let b = if off + HEADER_LEN <= seg_size as usize {
+            seg.region.u64_at(off + 8).load(Relaxed)
+        } else {
+            0
+        };
+        match format::parse(a, b, p, self.s.lap(p), off as u64, seg_size) {
+            Ok(Slot::Empty) => Ok(Peek::Empty),
+            Ok(Slot::Frame { len, flags, total }) => Ok(Peek::Frame {
+                seg,
+                off,
+                len,
+                flags,
+                total,
+            }),
+            Err(reason) => {
+                // A stale or damaged header seen while the frame is being
+                // overwritten is lagging, not damage.
+                if self.s.head_word().load(Acquire) > p {
+                    return Err(self.lagged(p));
+                }
+                Err(Error::corrupt(p, reason))
+            }
+        }
+    }
+
+    fn lagged(&mut self, p: u64) -> Error {
+        let head = self.s.head_word().load(Acquire);
+        let resume = resume_position(&self.s, head).max(p);
+        if let Kind::Member { group, .. } = self.kind {
+            let gr = self.s.cslot(group);
+            let w = gr.u64_at(cslot::POSITION);
+            let cur = w.load(Acquire);
+            if split_group(cur).0 == p {
+                let _ = w.compare_exchange(cur, group_word(resume, 0), AcqRel, Relaxed);
+            }
+        } else {
+            self.pos = resume;
+            self.publish(resume);
+        }
+        Error::Lagged {
+            skipped_bytes: resume - p,
+        }
+    }
+
+    /// Deliver the next message at our position, if committed.
+    fn poll(&mut self) -> Result<Option<Delivered>> {
+        if let Kind::Member { .. } = self.kind {
+            return self.poll_group();
+        }
+        loop {
+            let p = self.pos;
+            if self.s.head_word().load(Acquire) > p {
+                return Err(self.lagged(p));
+            }
+            match self.peek(p)? {
+                Peek::Empty => {
+                    self.check_hole(p)?;
+                    return Ok(None);
+                }
+                Peek::Frame {
+                    seg,
+                    off,
+                    len,
+                    flags,
+                    total,
+                } => {
+                    self.stuck = None;
+                    if flags & (F_PADDING | F_ABORTED) != 0 || flags & F_BEGIN == 0 {
+                        // Padding, an aborted claim, or the rest of a
+                        // message whose start we never read.
+                        self.pos = p + total;
+                        continue;
+                    }
+                    let body = self.decode(p, &seg, off, len, flags)?;
+                    self.pos = p + total;
+                    self.msgs += 1;
+                    return Ok(Some(Delivered {
+                        pos: p,
+                        flags,
+                        body,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Check the frame's bytes and make them readable: borrow the mapping
+    /// when safe, else copy, validate and decode into the buffer.
+    fn decode(&mut self, p: u64, seg: &Seg, off: usize, len: u32, flags: u16) -> Result<Body> {
+        let body = off + HEADER_LEN;
+        let len_us = len as usize;
+        let copy =
+            self.s.opts.policy == Policy::Overwrite || flags & (F_COMPRESSED | F_ENCRYPTED) != 0;
+        if !copy {
+            if flags & F_CHECKSUM != 0 {
+                // SAFETY: Block policy: this consumer's published position is
+                // at or below `p`, so no producer writes this frame now.
+                let bytes = unsafe { seg.region.slice(body, len_us) };
+                if frame_crc(len, flags, bytes) != (seg.region.u64_at(off + 8).load(Relaxed) as u32)
+                {
+                    return Err(Error::corrupt(p, "checksum mismatch"));
+                }
+            }
+            return Ok(Body::Mapped {
+                seg: seg.clone(),
+                off: body,
+                len: len_us,
+            });
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        buf.resize(len_us, 0);
+        seg.region.read(body, &mut buf);
+        let b = seg.region.u64_at(off + 8).load(Relaxed);
+        if self.s.opts.policy == Policy::Overwrite {
+            // Seqlock-style validation: if a producer began overwriting
+            // this frame, it raised the head first (FORMAT.md, "Overwrite").
+            fence(Acquire);
+            let a_now = seg.region.u64_at(off).load(Relaxed);
+            if self.s.head_word().load(Relaxed) > p || split_a(a_now).len != len {
+                self.buf = buf;
+                return Err(self.lagged(p));
+            }
+        }
+        if flags & F_CHECKSUM != 0 && frame_crc(len, flags, &buf) != b as u32 {
+            self.buf = buf;
+            return Err(Error::corrupt(p, "checksum mismatch"));
+        }
+        let r = self.decode_codecs(p, len, flags, &mut buf);
+        self.buf = buf;
+        r.map(|()| Body::Buffer)
+    }
+
+    fn decode_codecs(&self, p: u64, len: u32, flags: u16, buf: &mut Vec<u8>) -> Result<()> {
+        let fail = |reason: &str| Error::Decode {
+            stream: self.s.name.clone(),
+            position: p,
+            reason: reason.into(),
+        };
+        if flags & F_ENCRYPTED != 0 {
+            let Some(cipher) = &self.s.cipher else {
+                return Err(Error::KeyRequired {
+                    stream: self.s.name.clone(),
+                });
+            };
+            let aad = crate::producer::aad(len, flags, p);
+            let n = cipher.open(p, &aad, buf).map_err(|()| {
+                fail("authentication failed (wrong key, or the record was altered or moved)")
+            })?;
+            buf.truncate(n);
+        } else if self.s.opts.encrypted {
+            return Err(fail("record is not encrypted in an encrypted stream"));
+        }
+        if flags & F_COMPRESSED != 0 {
+            let mut out = Vec::new();
+            codec::decompress(
+                self.s.opts.compression,
+                buf,
+                &mut out,
+                self.s.max_payload() * 64 + (64 << 20),
+            )
+            .map_err(|e| fail(&format!("decompression failed: {e}")))?;
+            *buf = out;
+        }
+        Ok(())
+    }
+
+    // ---- groups -------------------------------------------------------
+
+    fn poll_group(&mut self) -> Result<Option<Delivered>> {
+        let Kind::Member { group, tag } = self.kind else {
+            unreachable!("poll_group on a non-member")
+        };
+        if let Some(d) = self.adopt_orphans(group)? {
+            return Ok(Some(d));
+        }
+        let me = self.s.cslot(self.slot);
+        let gr = self.s.cslot(group);
+        let gw = gr.u64_at(cslot::POSITION);
+        loop {
+            let w = gw.load(Acquire);
+            let (next, wtag) = split_group(w);
+            if self.s.head_word().load(Acquire) > next {
+                return Err(self.lagged(next));
+            }
+            if wtag != 0 && wtag != tag {
+                self.help(wtag as usize - 1, next)?;
+            }
+            let (seg, off, len, flags, total) = match self.peek(next)? {
+                Peek::Empty => {
+                    self.check_hole(next)?;
+                    return Ok(None);
+                }
+                Peek::Frame {
+                    seg,
+                    off,
+                    len,
+                    flags,
+                    total,
+                } => (seg, off, len, flags, total),
+            };
+            self.stuck = None;
+            me.u64_at(cslot::INTENT).store(next, SeqCst);
+            if gw
+                .compare_exchange(w, group_word(next + total, tag), SeqCst, Relaxed)
+                .is_err()
+            {
+                me.u64_at(cslot::INTENT).store(u64::MAX, SeqCst);
+                continue;
+            }
+            me.u64_at(cslot::CLAIMED).fetch_max(next + 1, SeqCst);
+            me.u64_at(cslot::INTENT).store(u64::MAX, SeqCst);
+            if flags & (F_PADDING | F_ABORTED) != 0 || flags & F_BEGIN == 0 {
+                me.u64_at(cslot::DONE).store(next + 1, SeqCst);
+                continue;
+            }
+            self.held = Some(Held {
+                slot: self.slot,
+                claimed: next + 1,
+                adopted: false,
+            });
+            self.pos = next + total;
+            let body = self.decode(next, &seg, off, len, flags)?;
+            self.msgs += 1;
+            return Ok(Some(Delivered {
+                pos: next,
+                flags,
+                body,
+            }));
+        }
+    }
+
+    /// The group word names member `d` as the last claimer: make sure its
+    /// claim is recorded in its slot before the word moves on.
+    fn help(&mut self, d: usize, next: u64) -> Result<()> {
+        if d >= CONSUMER_SLOTS {
+            return Ok(());
+        }
+        let r = self.s.cslot(d);
+        let p = r.u64_at(cslot::INTENT).load(SeqCst);
+        if p == u64::MAX || p >= next {
+            return Ok(());
+        }
+        if let Peek::Frame { total, .. } = self.peek(p)? {
+            if p + total == next {
+                r.u64_at(cslot::CLAIMED).fetch_max(p + 1, SeqCst);
+            }
+        }
+        Ok(())
+    }
+
+    /// Deliver a message held by a dead member of our group, if any.
+    fn adopt_orphans(&mut self, group: usize) -> Result<Option<Delivered>> {
+        if self.last_maintenance.elapsed() < Duration::from_millis(100) && self.msgs % 256 != 0 {
+            return Ok(None);
+        }
+        let gr = self.s.cslot(group);
+        let gw = gr.u64_at(cslot::POSITION);
+        for i in 0..CONSUMER_SLOTS {
+            if i == self.slot {
+                continue;
+            }
+            let r = self.s.cslot(i);
+            let owner = r.u64_at(cslot::OWNER).load(Acquire);
+            if owner == 0
+                || r.u32_at(cslot::STATE).load(Acquire) != 1
+                || r.u32_at(cslot::KIND).load(Acquire) != KIND_MEMBER
+                || r.u32_at(cslot::GROUP).load(Acquire) as usize != group
+                || sys::owner_alive(owner)
+            {
+                continue;
+            }
+            if r.u64_at(cslot::OWNER)
+                .compare_exchange(owner, sys::my_owner(), AcqRel, Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            let (next, wtag) = split_group(gw.load(SeqCst));
+            if wtag as usize == i + 1 {
+                self.help(i, next)?;
+            }
+            let claimed = r.u64_at(cslot::CLAIMED).load(SeqCst);
+            let done = r.u64_at(cslot::DONE).load(SeqCst);
+            if claimed > done {
+                let p = claimed - 1;
+                if let Peek::Frame {
+                    seg,
+                    off,
+                    len,
+                    flags,
+                    total,
+                } = self.peek(p)?
+                {
+                    if flags & F_BEGIN != 0 && flags & (F_PADDING | F_ABORTED) == 0 {
+                        self.pos = p + total;
+                        self.held = Some(Held {
+                            slot: i,
+                            claimed,
+                            adopted: true,
+                        });
+                        let body = self.decode(p, &seg, off, len, flags)?;
+                        self.msgs += 1;
+                        return Ok(Some(Delivered {
+                            pos: p,
+                            flags,
+                            body,
+                        }));
+                    }
+                }
+            }
+            // Nothing to redeliver: free the dead member's slot.
+            r.u32_at(cslot::STATE).store(0, Release);
+            r.u64_at(cslot::OWNER).store(0, Release);
+            self.s.gen_word().fetch_add(1, SeqCst);
+        }
+        Ok(None)
+    }
+
+    // ---- holes left by dead producers -----------------------------------
+
+    /// Nothing committed at `p`: if it is claimed (tail past it) for longer
+    /// than `unblock_timeout` by a producer that is gone, abort the claim.
+    fn check_hole(&mut self, p: u64) -> Result<()> {
+        if self.s.tail() <= p {
+            self.stuck = None;
+            return Ok(());
+        }
+        match self.stuck {
+            Some((sp, since)) if sp == p => {
+                if since.elapsed() >= self.s.opts.unblock_timeout {
+                    crate::recovery::unblock(&self.s, p)?;
+                    self.stuck = Some((p, Instant::now()));
+                }
+            }
+            _ => self.stuck = Some((p, Instant::now())),
+        }
+        Ok(())
+    }
+}
+
+/// One message. It borrows the consumer: the next `recv` needs it back.
+pub struct Message<'a> {
+    c: &'a mut Consumer,
+    d: Delivered,
+}
+
+impl std::fmt::Debug for Message<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("position", &self.d.pos)
+            .field("fragmented", &self.is_fragmented())
+            .finish()
+    }
+}
+
+impl<'a> Message<'a> {
+    /// The record's position in the stream.
+    pub fn position(&self) -> u64 {
+        self.d.pos
+    }
+
+    /// Whether the message spans several fragments (read it with
+    /// [`reader`](Self::reader) or [`to_vec`](Self::to_vec)).
+    pub fn is_fragmented(&self) -> bool {
+        self.d.flags & F_END == 0
+    }
+
+    /// The bytes of a message that fits in one frame. Borrowed from shared
+    /// memory when the stream neither compresses nor encrypts nor overwrites.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        if self.is_fragmented() {
+            return None;
+        }
+        Some(self.first_fragment())
+    }
+
+    fn first_fragment(&self) -> &[u8] {
+        match &self.d.body {
+            // SAFETY: Block policy; this consumer's published position (or
+            // its group claim) is at or below the frame, so producers do not
+            // overwrite it while the message lives.
+            Body::Mapped { seg, off, len } => unsafe { seg.region.slice(*off, *len) },
+            Body::Buffer => &self.c.buf,
+        }
+    }
+
+    /// The whole message, reassembled.
+    pub fn to_vec(self) -> Result<Vec<u8>> {
+        if !self.is_fragmented() {
+            return Ok(self.first_fragment().to_vec());
+        }
+        let mut v = Vec::new();
+        let mut r = self.reader();
+        io::Read::read_to_end(&mut r, &mut v).map_err(|e| match e.downcast::<Error>() {
+            Ok(e) => e,
+            Err(e) => Error::io("read message", e),
+        })?;
+        Ok(v)
+    }
+
+    /// Read the message as a stream of bytes, fragment by fragment, without
+    /// reassembling it in memory.
+    pub fn reader(self) -> MessageReader<'a> {
+        let first = self.first_fragment().to_vec();
+        let end = !self.is_fragmented();
+        MessageReader {
+            start: self.d.pos,
+            c: self.c,
+            cur: first,
+            at: 0,
+            done: end,
+        }
+    }
+}
+
+/// `io::Read` over a (possibly fragmented) message.
+pub struct MessageReader<'a> {
+    c: &'a mut Consumer,
+    start: u64,
+    cur: Vec<u8>,
+    at: usize,
+    done: bool,
+}
+
+impl MessageReader<'_> {
+    /// Fetch the next fragment into `cur`. Ok(false) at the end.
+    fn next_fragment(&mut self) -> Result<bool> {
+        let c = &mut *self.c;
+        let mut spins = 0u32;
+        loop {
+            let p = c.pos;
+            if c.s.head_word().load(Acquire) > p {
+                return Err(c.lagged(p));
+            }
+            match c.peek(p)? {
+                Peek::Empty => {
+                    c.check_hole(p)?;
+                    spins += 1;
+                    if spins < SPINS {
+                        std::hint::spin_loop();
+                    } else {
+                        spins = 0;
+                        c.park(None)?;
+                    }
+                }
+                Peek::Frame {
+                    seg,
+                    off,
+                    len,
+                    flags,
+                    total,
+                } => {
+                    c.stuck = None;
+                    if flags & F_PADDING != 0 || (flags & F_ABORTED != 0 && flags & F_END == 0) {
+                        c.pos = p + total;
+                        continue;
+                    }
+                    if flags & F_BEGIN != 0 {
+                        // The writer died mid-message; the next message
+                        // starts here.
+                        return Err(Error::Aborted {
+                            position: self.start,
+                        });
+                    }
+                    if flags & F_ABORTED != 0 {
+                        c.pos = p + total;
+                        return Err(Error::Aborted {
+                            position: self.start,
+                        });
+                    }
+                    let body = c.decode(p, &seg, off, len, flags)?;
+                    self.cur.clear();
+                    match body {
+                        // SAFETY: as in Message::first_fragment.
+                        Body::Mapped { seg, off, len } => self
+                            .cur
+                            .extend_from_slice(unsafe { seg.region.slice(off, len) }),
+                        Body::Buffer => self.cur.extend_from_slice(&c.buf),
+                    }
+                    self.at = 0;
+                    c.pos = p + total;
+                    if let Kind::Member { .. } = c.kind {
+                        // Our claim moves along so the ring can be reused.
+                        c.s.cslot(c.slot)
+                            .u64_at(cslot::CLAIMED)
+                            .fetch_max(p + 1, SeqCst);
+                        if let Some(h) = &mut c.held {
+                            h.claimed = h.claimed.max(p + 1);
+                        }
+                    } else {
+                        let np = c.pos;
+                        c.publish(np);
+                    }
+                    if flags & F_END != 0 {
+                        self.done = true;
+                    }
+                    return Ok(true);
+                }
+            }
+        }
+    }
+}
+
+impl io::Read for MessageReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.at < self.cur.len() {
+                let n = out.len().min(self.cur.len() - self.at);
+                out[..n].copy_from_slice(&self.cur[self.at..self.at + n]);
+                self.at += n;
+                return Ok(n);
+            }
+            if self.done || out.is_empty() {
+                return Ok(0);
+            }
+            self.next_fragment().map_err(io::Error::other)?;
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! The byte layout shared by every participant: frame headers and the meta
+//! file. docs/FORMAT.md describes the same bytes in prose; keep them in step.
+
+/// Magic at offset 0 of the meta file: "IPCRESS" then 0x00, little-endian u64.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"IPCRESS\0");
+/// Format version written and read by this build.
+pub const VERSION: u32 = 1;
+
+/// Frame header size in bytes; frames are aligned to [`ALIGN`].
+pub const HEADER_LEN: usize = 16;
+/// Frame alignment.
+pub const ALIGN: usize = 8;
+
+// Frame flags (bits 32..48 of header word A).
+pub const F_COMMITTED: u16 = 0x0001;
+pub const F_PADDING: u16 = 0x0002;
+pub const F_BEGIN: u16 = 0x0004;
+pub const F_END: u16 = 0x0008;
+pub const F_COMPRESSED: u16 = 0x0010;
+pub const F_ENCRYPTED: u16 = 0x0020;
+pub const F_ABORTED: u16 = 0x0040;
+pub const F_CHECKSUM: u16 = 0x0080;
+pub const F_KNOWN: u16 = 0x00FF;
+
+/// Length field of an 8-byte padding frame (word A only, no word B).
+pub const PAD8_LEN: u32 = u32::MAX;
+
+/// Round `n` up to the frame alignment.
+#[inline]
+pub const fn align(n: u64) -> u64 {
+    (n + (ALIGN as u64 - 1)) & !(ALIGN as u64 - 1)
+}
+
+/// Total frame size for a payload of `len` bytes.
+#[inline]
+pub const fn frame_len(len: u64) -> u64 {
+    align(HEADER_LEN as u64 + len)
+}
+
+/// Header word A: `len | flags << 32 | lap << 48`. It is the commit word: a
+/// frame exists once A carries `F_COMMITTED` and the lap of its position.
+#[inline]
+pub const fn word_a(len: u32, flags: u16, lap: u16) -> u64 {
+    len as u64 | (flags as u64) << 32 | (lap as u64) << 48
+}
+
+/// Header word B: `crc | (position >> 3) << 32` (low 32 bits of it).
+#[inline]
+pub const fn word_b(crc: u32, position: u64) -> u64 {
+    crc as u64 | ((position >> 3) as u32 as u64) << 32
+}
+
+/// The fields of a header word A.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WordA {
+    pub len: u32,
+    pub flags: u16,
+    pub lap: u16,
+}
+
+#[inline]
+pub const fn split_a(a: u64) -> WordA {
+    WordA {
+        len: a as u32,
+        flags: (a >> 32) as u16,
+        lap: (a >> 48) as u16,
+    }
+}
+
+/// The 6 header bytes covered by the CRC and bound into the AEAD: length
+/// and flags as written in word A.
+#[inline]
+pub fn header_bytes(len: u32, flags: u16) -> [u8; 6] {
+    let mut b = [0u8; 6];
+    b[..4].copy_from_slice(&len.to_le_bytes());
+    b[4..].copy_from_slice(&flags.to_le_bytes());
+    b
+}
+
+/// CRC-32C of a frame: over the 6 header bytes, then the payload.
+#[inline]
+pub fn frame_crc(len: u32, flags: u16, payload: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&header_bytes(len, flags)), payload)
+}
+
+/// What a reader makes of the header at a position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// Nothing committed here in this lap yet.
+    Empty,
+    /// A committed frame: payload length, flags, total frame length.
+    Frame { len: u32, flags: u16, total: u64 },
+}
+
+/// Validate a header read at `position`, at `offset` within a segment of
+/// `segment_size` bytes. Every field is checked before it is trusted.
+pub fn parse(
+    a: u64,
+    b: u64,
+    position: u64,
+    lap: u16,
+    offset: u64,
+    segment_size: u64,
+) -> Result<Slot, &'static str> {
+    let w = split_a(a);
+    if w.flags & F_COMMITTED == 0 || w.lap != lap {
+        return Ok(Slot::Empty);
+    }
+    if w.flags & !F_KNOWN != 0 {
+        return Err("unknown frame flags");
+    }
+    if w.flags & F_PADDING != 0 && w.len == PAD8_LEN {
+        if offset + 8 > segment_size {
+            return Err("padding runs past the end of its segment");
+        }
+        return Ok(Slot::Frame {
+            len: 0,
+            flags: w.flags,
+            total: 8,
+        });
+    }
+    let total = frame_len(w.len as u64);
+    if offset + total > segment_size {
+        return Err("frame length runs past the end of its segment");
+    }
+    if (b >> 32) as u32 != (position >> 3) as u32 {
+        return Err("frame header names another position");
+    }
+    if w.flags & F_PADDING != 0 && w.flags & (F_BEGIN | F_END | F_COMPRESSED | F_ENCRYPTED) != 0 {
+        return Err("padding frame with data flags");
+    }
+    Ok(Slot::Frame {
+        len: w.len,
+        flags: w.flags,
+        total,
+    })
+}
+
+// ---- meta file ----------------------------------------------------------
+
+/// Size of the meta file.
+pub const META_LEN: usize =
+    4096 + CONSUMER_SLOTS * CONSUMER_SLOT_LEN + PRODUCER_SLOTS * PRODUCER_SLOT_LEN;
+
+pub mod meta {
+    //! Offsets inside the meta file.
+    pub const MAGIC: usize = 0;
+    pub const VERSION: usize = 8;
+    pub const LAYOUT: usize = 12;
+    pub const SEGMENT_SHIFT: usize = 16;
+    pub const SEGMENT_COUNT: usize = 20;
+    pub const POLICY: usize = 24;
+    pub const CHECKSUM: usize = 28;
+    pub const COMPRESSION: usize = 32;
+    pub const COMPRESSION_LEVEL: usize = 36;
+    pub const ENCRYPTION: usize = 40;
+    pub const RETAIN_BYTES: usize = 48;
+    pub const RETAIN_AGE_MS: usize = 56;
+    pub const DURABLE_TIMEOUT_MS: usize = 64;
+    pub const UNBLOCK_TIMEOUT_MS: usize = 72;
+    pub const STREAM_ID: usize = 80;
+    pub const CREATED_MS: usize = 96;
+    pub const KEY_CHECK: usize = 104;
+    /// CRC-32C of bytes 0..OPTIONS_CRC.
+    pub const OPTIONS_CRC: usize = 124;
+
+    // Shared words, each on its own 128-byte pair of cache lines.
+    pub const TAIL: usize = 128;
+    pub const HEAD: usize = 256;
+    pub const DATA_SEQ: usize = 384;
+    pub const DATA_WAITERS: usize = 388;
+    pub const SPACE_SEQ: usize = 512;
+    pub const SPACE_WAITERS: usize = 516;
+    pub const FRAG_LOCK: usize = 640;
+    /// Registry generation: bumped whenever a consumer slot is taken or freed.
+    pub const EPOCH: usize = 768;
+    /// Owner word of the lock that serialises creating named slots.
+    pub const REG_LOCK: usize = 896;
+
+    pub const CONSUMERS: usize = 4096;
+}
+
+/// Bit 63 of the tail word: a fragmented message is being written.
+pub const TAIL_LOCK: u64 = 1 << 63;
+
+pub const CONSUMER_SLOTS: usize = 128;
+pub const CONSUMER_SLOT_LEN: usize = 256;
+pub const PRODUCER_SLOTS: usize = 64;
+pub const PRODUCER_SLOT_LEN: usize = 64;
+pub const PRODUCERS: usize = meta::CONSUMERS + CONSUMER_SLOTS * CONSUMER_SLOT_LEN;
+
+pub mod cslot {
+    //! Offsets inside a consumer slot.
+    /// Owner word: pid | start time << 32; 0 = free.
+    pub const OWNER: usize = 0;
+    /// 0 = being set up, 1 = ready.
+    pub const STATE: usize = 8;
+    pub const KIND: usize = 12;
+    pub const GROUP: usize = 16;
+    pub const NAME_LEN: usize = 20;
+    pub const HEARTBEAT_MS: usize = 24;
+    pub const NAME: usize = 32;
+    pub const NAME_MAX: usize = 128;
+    pub const MESSAGES: usize = 160;
+    pub const CREATED_MS: usize = 168;
+    /// Hot line.
+    pub const POSITION: usize = 192;
+    pub const CLAIMED: usize = 200;
+    pub const DONE: usize = 208;
+    pub const INTENT: usize = 216;
+    pub const USER: usize = 224;
+    pub const USER_WORDS: usize = 4;
+}
+
+pub mod pslot {
+    //! Offsets inside a producer slot.
+    pub const OWNER: usize = 0;
+    /// Position + 1 of the claim in progress, 0 when idle.
+    pub const CLAIM: usize = 8;
+    pub const CLAIM_LEN: usize = 16;
+    pub const MESSAGES: usize = 24;
+    pub const BYTES: usize = 32;
+}
+
+pub const KIND_DURABLE: u32 = 1;
+pub const KIND_SUBSCRIBER: u32 = 2;
+pub const KIND_GROUP: u32 = 3;
+pub const KIND_MEMBER: u32 = 4;
+pub const KIND_USER: u32 = 5;
+
+pub const LAYOUT_RING: u32 = 1;
+pub const LAYOUT_LOG: u32 = 2;
+pub const POLICY_BLOCK: u32 = 1;
+pub const POLICY_OVERWRITE: u32 = 2;
+
+/// The smallest and largest segment sizes (log2).
+pub const MIN_SEGMENT_SHIFT: u32 = 12;
+pub const MAX_SEGMENT_SHIFT: u32 = 30;
+/// Largest number of segments in a ring.
+pub const MAX_SEGMENTS: u32 = 1 << 16;
+
+/// Group word: next position (>> 3) in the high 56 bits, claimer tag
+/// (member slot index + 1, 0 = none) in the low 8.
+#[inline]
+pub const fn group_word(next: u64, tag: u8) -> u64 {
+    (next >> 3) << 8 | tag as u64
+}
+
+#[inline]
+pub const fn split_group(w: u64) -> (u64, u8) {
+    ((w >> 8) << 3, w as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_round_trip() {
+        let a = word_a(123, F_COMMITTED | F_BEGIN | F_END, 7);
+        assert_eq!(
+            split_a(a),
+            WordA {
+                len: 123,
+                flags: F_COMMITTED | F_BEGIN | F_END,
+                lap: 7
+            }
+        );
+        let b = word_b(0xdead_beef, 4096 * 9 + 8);
+        assert_eq!(
+            parse(a, b, 4096 * 9 + 8, 7, 8, 4096),
+            Ok(Slot::Frame {
+                len: 123,
+                flags: F_COMMITTED | F_BEGIN | F_END,
+                total: 144
+            })
+        );
+        assert_eq!(parse(a, b, 4096 * 9 + 8, 6, 8, 4096), Ok(Slot::Empty));
+        assert!(parse(a, b, 4096 * 9 + 16, 7, 16, 4096).is_err());
+        assert!(parse(a, b, 4096 * 9 + 8, 7, 4000, 4096).is_err());
+        assert_eq!(split_group(group_word(1 << 40, 9)), (1 << 40, 9));
+        assert_eq!(META_LEN, 4096 + 32768 + 4096);
+    }
+}

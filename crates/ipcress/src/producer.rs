@@ -1,0 +1,677 @@
+//! Producers: claim with one atomic add on the tail, write, publish the
+//! header with a compare-and-swap (see FORMAT.md, "Claim and commit").
+
+use std::io;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+use std::sync::atomic::{Ordering::*, fence};
+use std::time::{Duration, Instant};
+
+use crate::codec::{self, Compression};
+use crate::error::{Error, Result};
+use crate::format::{self, *};
+use crate::storage::Seg;
+use crate::stream::{Inner, Policy, Stream};
+use crate::sys;
+
+/// Appends records to a stream. One per thread; any number per stream.
+pub struct Producer {
+    s: Arc<Inner>,
+    pslot: Option<usize>,
+    seg: Option<Seg>,
+    /// Flow-control limit: claims may end at or below this position.
+    limit: u64,
+    generation: u64,
+    head_seen: u64,
+    scratch: Vec<u8>,
+    holds_frag_lock: bool,
+    messages: u64,
+    bytes: u64,
+    last_retention_seg: u64,
+}
+
+/// A claimed, uncommitted frame.
+struct Claim {
+    pos: u64,
+    seg: Seg,
+    off: usize,
+    total: u64,
+    stale_a: u64,
+}
+
+impl Stream {
+    /// A new producer.
+    pub fn producer(&self) -> Result<Producer> {
+        let s = self.inner.clone();
+        if s.opts.encrypted && s.cipher.is_none() {
+            return Err(Error::KeyRequired {
+                stream: s.name.clone(),
+            });
+        }
+        let mut pslot = None;
+        for i in 0..format::PRODUCER_SLOTS {
+            let r = s.pslot(i);
+            let w = r.u64_at(pslot::OWNER);
+            let cur = w.load(Acquire);
+            let free =
+                cur == 0 || (!sys::owner_alive(cur) && r.u64_at(pslot::CLAIM).load(Acquire) == 0);
+            if free
+                && w.compare_exchange(cur, sys::my_owner(), AcqRel, Relaxed)
+                    .is_ok()
+            {
+                r.u64_at(pslot::CLAIM).store(0, Release);
+                pslot = Some(i);
+                break;
+            }
+        }
+        Ok(Producer {
+            s,
+            pslot,
+            seg: None,
+            limit: 0,
+            generation: u64::MAX,
+            head_seen: 0,
+            scratch: Vec::new(),
+            holds_frag_lock: false,
+            messages: 0,
+            bytes: 0,
+            last_retention_seg: u64::MAX,
+        })
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        if self.holds_frag_lock {
+            self.release_frag_lock();
+        }
+        self.flush_counters();
+        if let Some(i) = self.pslot {
+            let r = self.s.pslot(i);
+            r.u64_at(pslot::CLAIM).store(0, Release);
+            r.u64_at(pslot::OWNER).store(0, Release);
+        }
+    }
+}
+
+impl Producer {
+    /// The stream this producer writes to.
+    pub fn stream_name(&self) -> &str {
+        &self.s.name
+    }
+
+    /// Largest payload accepted by `send` and `reserve`.
+    pub fn max_message_len(&self) -> usize {
+        self.s.max_payload()
+            - if self.s.cipher.is_some() {
+                codec::TAG_LEN
+            } else {
+                0
+            }
+    }
+
+    /// Append one message, waiting for space under the Block policy.
+    /// Returns the record's position.
+    pub fn send(&mut self, data: &[u8]) -> Result<u64> {
+        self.send_frame(data, F_BEGIN | F_END, false)
+    }
+
+    /// Append one message or give `Error::Full` at once when the ring is
+    /// full (Block policy).
+    pub fn try_send(&mut self, data: &[u8]) -> Result<u64> {
+        self.send_frame(data, F_BEGIN | F_END, true)
+    }
+
+    /// Claim `len` bytes inside shared memory to fill in place; `commit` the
+    /// grant to publish it. Dropped without commit, it becomes an aborted
+    /// frame that readers skip.
+    pub fn reserve(&mut self, len: usize) -> Result<Grant<'_>> {
+        let max = self.max_message_len();
+        if len > max {
+            return Err(Error::TooLarge {
+                len: len as u64,
+                max: max as u64,
+            });
+        }
+        if self.s.opts.compression != Compression::None {
+            // Compression needs the whole record first: fill a buffer.
+            return Ok(Grant {
+                p: self,
+                claim: None,
+                len,
+                buf: vec![0u8; len],
+            });
+        }
+        let stored = len
+            + if self.s.cipher.is_some() {
+                codec::TAG_LEN
+            } else {
+                0
+            };
+        let claim = self.claim(frame_len(stored as u64), false)?;
+        Ok(Grant {
+            p: self,
+            claim: Some(claim),
+            len,
+            buf: Vec::new(),
+        })
+    }
+
+    /// A writer for one message of any size, streamed in fragments. While
+    /// it is open, other producers of the stream wait.
+    pub fn writer(&mut self) -> Result<MessageWriter<'_>> {
+        self.acquire_frag_lock()?;
+        let chunk = (self.max_message_len() / 2).clamp(1, 256 << 10);
+        Ok(MessageWriter {
+            p: self,
+            buf: Vec::with_capacity(chunk),
+            chunk,
+            first: None,
+            finished: false,
+        })
+    }
+
+    /// Flush this producer's counters into its slot (for `stat`).
+    fn flush_counters(&mut self) {
+        if let Some(i) = self.pslot {
+            let r = self.s.pslot(i);
+            r.u64_at(pslot::MESSAGES).fetch_add(self.messages, Relaxed);
+            r.u64_at(pslot::BYTES).fetch_add(self.bytes, Relaxed);
+        }
+        self.messages = 0;
+        self.bytes = 0;
+    }
+
+    fn send_frame(&mut self, data: &[u8], mut flags: u16, try_only: bool) -> Result<u64> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let compressed = self.s.opts.compression != Compression::None
+            && codec::compress(self.s.opts.compression, data, &mut scratch);
+        let payload: &[u8] = if compressed {
+            flags |= F_COMPRESSED;
+            &scratch
+        } else {
+            data
+        };
+        let r = self.write_frame(payload, flags, try_only);
+        self.scratch = scratch;
+        if r.is_ok() {
+            self.messages += 1;
+            self.bytes += data.len() as u64;
+            if self.messages >= 4096 {
+                self.flush_counters();
+            }
+        }
+        r
+    }
+
+    /// Claim, copy `payload` in, seal and commit.
+    fn write_frame(&mut self, payload: &[u8], flags: u16, try_only: bool) -> Result<u64> {
+        let enc = self.s.cipher.is_some();
+        let stored = payload.len() + if enc { codec::TAG_LEN } else { 0 };
+        let max = self.s.max_payload();
+        if stored > max {
+            return Err(Error::TooLarge {
+                len: payload.len() as u64,
+                max: (max - if enc { codec::TAG_LEN } else { 0 }) as u64,
+            });
+        }
+        let claim = self.claim(frame_len(stored as u64), try_only)?;
+        claim.seg.region.write(claim.off + HEADER_LEN, payload);
+        self.finish_claim(claim, stored as u32, flags)
+    }
+
+    /// Seal (encrypt, checksum) the payload in place and publish the header.
+    fn finish_claim(&mut self, c: Claim, len: u32, mut flags: u16) -> Result<u64> {
+        flags |= F_COMMITTED;
+        if self.s.cipher.is_some() {
+            flags |= F_ENCRYPTED;
+        }
+        if self.s.checksummed() {
+            flags |= F_CHECKSUM;
+        }
+        let body = c.off + HEADER_LEN;
+        if let Some(cipher) = &self.s.cipher {
+            let aad = aad(len, flags, c.pos);
+            // SAFETY: the claim gives this producer exclusive ownership of
+            // the frame until it is committed below.
+            let buf = unsafe { c.seg.region.slice_mut(body, len as usize) };
+            cipher.seal(c.pos, &aad, buf);
+        }
+        let crc = if flags & F_CHECKSUM != 0 {
+            // SAFETY: as above: the frame is ours until committed.
+            let buf = unsafe { c.seg.region.slice(body, len as usize) };
+            frame_crc(len, flags, buf)
+        } else {
+            0
+        };
+        c.seg
+            .region
+            .u64_at(c.off + 8)
+            .store(word_b(crc, c.pos), Relaxed);
+        let a = word_a(len, flags, self.s.lap(c.pos));
+        let published = c
+            .seg
+            .region
+            .u64_at(c.off)
+            .compare_exchange(c.stale_a, a, SeqCst, Relaxed)
+            .is_ok();
+        self.clear_claim();
+        if !published {
+            return Err(Error::Unblocked { position: c.pos });
+        }
+        self.s.wake_data();
+        Ok(c.pos)
+    }
+
+    /// Turn a claimed frame into an aborted one (readers skip it).
+    fn abort_claim(&mut self, c: Claim) {
+        write_pad(
+            &c.seg,
+            c.off,
+            c.pos,
+            c.total,
+            self.s.lap(c.pos),
+            c.stale_a,
+            F_ABORTED,
+        );
+        self.clear_claim();
+        self.s.wake_data();
+    }
+
+    fn record_claim(&self, pos: u64, total: u64) {
+        if let Some(i) = self.pslot {
+            let r = self.s.pslot(i);
+            r.u64_at(pslot::CLAIM_LEN).store(total, Relaxed);
+            r.u64_at(pslot::CLAIM).store(pos + 1, Release);
+        }
+    }
+
+    fn clear_claim(&self) {
+        if let Some(i) = self.pslot {
+            self.s.pslot(i).u64_at(pslot::CLAIM).store(0, Release);
+        }
+    }
+
+    fn seg_for(&mut self, pos: u64) -> Result<Seg> {
+        let idx = self.s.seg_index(pos);
+        if let Some(seg) = &self.seg {
+            if seg.index == idx {
+                return Ok(seg.clone());
+            }
+        }
+        let seg = self
+            .s
+            .segment(idx, true)?
+            .ok_or_else(|| Error::corrupt(pos, "segment missing"))?;
+        self.seg = Some(seg.clone());
+        if !self.s.is_ring() && idx != self.last_retention_seg {
+            self.last_retention_seg = idx;
+            crate::recovery::apply_retention(&self.s, idx)?;
+        }
+        Ok(seg)
+    }
+
+    /// Claim `total` bytes for one frame that fits in a segment.
+    fn claim(&mut self, total: u64, try_only: bool) -> Result<Claim> {
+        debug_assert!(total <= self.s.seg_size && total % ALIGN as u64 == 0);
+        let seg_size = self.s.seg_size;
+        loop {
+            if try_only && self.must_wait(self.s.tail() + total) {
+                return Err(Error::Full);
+            }
+            let old = self.s.tail_word().fetch_add(total, AcqRel);
+            let pos = old & !TAIL_LOCK;
+            if pos.checked_add(total).is_none_or(|e| e >= TAIL_LOCK) {
+                return Err(Error::corrupt(pos, "tail position overflow"));
+            }
+            self.record_claim(pos, total);
+            let seg_end = (pos | (seg_size - 1)) + 1;
+            let end = pos + total;
+            if end > seg_end {
+                // Crosses a segment end: pad both pieces and claim again.
+                self.wait_space(end)?;
+                self.pad(pos, seg_end - pos)?;
+                self.pad(seg_end, end - seg_end)?;
+                self.clear_claim();
+                self.s.wake_data();
+                continue;
+            }
+            self.wait_space(end)?;
+            if old & TAIL_LOCK != 0 && !self.holds_frag_lock {
+                // A fragmented message is being written: step aside.
+                self.pad(pos, total)?;
+                self.clear_claim();
+                self.s.wake_data();
+                self.wait_frag_unlock();
+                continue;
+            }
+            let seg = self.seg_for(pos)?;
+            let off = self.s.seg_offset(pos) as usize;
+            let stale_a = seg.region.u64_at(off).load(Relaxed);
+            // Pairs with the reader's fence after copying (Overwrite
+            // validation): the head raised above is visible before our bytes.
+            fence(Release);
+            return Ok(Claim {
+                pos,
+                seg,
+                off,
+                total,
+                stale_a,
+            });
+        }
+    }
+
+    fn pad(&mut self, pos: u64, len: u64) -> Result<()> {
+        let seg = self.seg_for(pos)?;
+        let off = self.s.seg_offset(pos) as usize;
+        let stale = seg.region.u64_at(off).load(Relaxed);
+        write_pad(&seg, off, pos, len, self.s.lap(pos), stale, 0);
+        Ok(())
+    }
+
+    /// Would a claim ending at `end` have to wait for consumers?
+    fn must_wait(&mut self, end: u64) -> bool {
+        if !self.s.is_ring() || self.s.opts.policy != Policy::Block {
+            return false;
+        }
+        let generation = self.s.gen_word().load(SeqCst);
+        if end <= self.limit && generation == self.generation {
+            return false;
+        }
+        self.generation = generation;
+        self.limit = match self.s.floor(false) {
+            Some(f) => f.saturating_add(self.s.capacity),
+            None => u64::MAX,
+        };
+        end > self.limit
+    }
+
+    /// Wait until the bytes a claim ending at `end` overwrites are no
+    /// longer needed, then raise the head past them.
+    fn wait_space(&mut self, end: u64) -> Result<()> {
+        if !self.s.is_ring() {
+            return Ok(());
+        }
+        loop {
+            if self.must_wait(end) {
+                self.park_for_space(end);
+                continue;
+            }
+            if end > self.s.capacity {
+                let new_head = end - self.s.capacity;
+                if new_head > self.head_seen {
+                    self.head_seen = self.s.head_word().load(SeqCst);
+                    if new_head > self.head_seen {
+                        self.s.head_word().fetch_max(new_head, SeqCst);
+                        self.head_seen = new_head;
+                    }
+                }
+            }
+            // A consumer that registered before our head update is seen
+            // here (FORMAT.md, "Registration").
+            if self.s.opts.policy == Policy::Block
+                && self.s.gen_word().load(SeqCst) != self.generation
+            {
+                continue;
+            }
+            return Ok(());
+        }
+    }
+
+    fn park_for_space(&mut self, end: u64) {
+        let s = &self.s;
+        s.space_waiters().fetch_add(1, SeqCst);
+        let seq = s.space_seq().load(SeqCst);
+        // Check liveness: dead subscribers and members stop holding us back.
+        let floor = s.floor(true);
+        let limit = floor.map_or(u64::MAX, |f| f.saturating_add(s.capacity));
+        if end > limit {
+            sys::futex_wait(s.space_seq(), seq, Some(Duration::from_millis(20)));
+        }
+        s.space_waiters().fetch_sub(1, SeqCst);
+        self.limit = 0;
+    }
+
+    fn acquire_frag_lock(&mut self) -> Result<()> {
+        if self.holds_frag_lock {
+            return Err(Error::InvalidOptions(
+                "a writer is already open on this producer".into(),
+            ));
+        }
+        let me = sys::my_owner();
+        let lock = self.s.frag_lock();
+        loop {
+            let cur = lock.load(Acquire);
+            if cur == 0 || (!sys::owner_alive(cur) && cur != me) {
+                if lock.compare_exchange(cur, me, AcqRel, Relaxed).is_ok() {
+                    break;
+                }
+                continue;
+            }
+            let seq = self.s.space_seq().load(SeqCst);
+            self.s.space_waiters().fetch_add(1, SeqCst);
+            if lock.load(SeqCst) == cur {
+                sys::futex_wait(self.s.space_seq(), seq, Some(Duration::from_millis(10)));
+            }
+            self.s.space_waiters().fetch_sub(1, SeqCst);
+        }
+        self.s.tail_word().fetch_or(TAIL_LOCK, AcqRel);
+        self.holds_frag_lock = true;
+        Ok(())
+    }
+
+    fn release_frag_lock(&mut self) {
+        self.s.tail_word().fetch_and(!TAIL_LOCK, AcqRel);
+        self.s.frag_lock().store(0, Release);
+        self.holds_frag_lock = false;
+        self.s.space_seq().fetch_add(1, SeqCst);
+        sys::futex_wake_all(self.s.space_seq());
+    }
+
+    fn wait_frag_unlock(&mut self) {
+        let started = Instant::now();
+        loop {
+            if self.s.tail_word().load(Acquire) & TAIL_LOCK == 0 {
+                return;
+            }
+            let owner = self.s.frag_lock().load(Acquire);
+            let stale = if owner == 0 {
+                // Lock bit without an owner: its holder died between the two
+                // steps of taking or releasing it.
+                started.elapsed() > self.s.opts.unblock_timeout
+            } else {
+                !sys::owner_alive(owner)
+            };
+            if stale
+                && self
+                    .s
+                    .frag_lock()
+                    .compare_exchange(owner, sys::my_owner(), AcqRel, Relaxed)
+                    .is_ok()
+            {
+                self.s.tail_word().fetch_and(!TAIL_LOCK, AcqRel);
+                self.s.frag_lock().store(0, Release);
+                return;
+            }
+            let seq = self.s.space_seq().load(SeqCst);
+            self.s.space_waiters().fetch_add(1, SeqCst);
+            if self.s.tail_word().load(SeqCst) & TAIL_LOCK != 0 {
+                sys::futex_wait(self.s.space_seq(), seq, Some(Duration::from_millis(10)));
+            }
+            self.s.space_waiters().fetch_sub(1, SeqCst);
+        }
+    }
+}
+
+/// The associated data bound into an encrypted record: length and flags as
+/// in the header, then the position.
+pub(crate) fn aad(len: u32, flags: u16, pos: u64) -> [u8; 14] {
+    let mut a = [0u8; 14];
+    a[..6].copy_from_slice(&header_bytes(len, flags));
+    a[6..].copy_from_slice(&pos.to_le_bytes());
+    a
+}
+
+/// Write a padding frame of `len` bytes at `off` (position `pos`), unless
+/// someone (the unblocker) already published a header there.
+pub(crate) fn write_pad(
+    seg: &Seg,
+    off: usize,
+    pos: u64,
+    len: u64,
+    lap: u16,
+    stale: u64,
+    extra: u16,
+) {
+    let flags = F_COMMITTED | F_PADDING | extra;
+    let a = if len == 8 {
+        word_a(PAD8_LEN, flags, lap)
+    } else {
+        seg.region.u64_at(off + 8).store(word_b(0, pos), Relaxed);
+        word_a((len - HEADER_LEN as u64) as u32, flags, lap)
+    };
+    let _ = seg
+        .region
+        .u64_at(off)
+        .compare_exchange(stale, a, SeqCst, Relaxed);
+}
+
+/// A frame claimed in shared memory, filled in place.
+pub struct Grant<'a> {
+    p: &'a mut Producer,
+    claim: Option<Claim>,
+    len: usize,
+    /// Staging buffer when the stream compresses.
+    buf: Vec<u8>,
+}
+
+impl Grant<'_> {
+    /// Position the record will have (None when the stream compresses: the
+    /// claim happens at commit).
+    pub fn position(&self) -> Option<u64> {
+        self.claim.as_ref().map(|c| c.pos)
+    }
+
+    /// Publish the record. Returns its position.
+    pub fn commit(mut self) -> Result<u64> {
+        match self.claim.take() {
+            Some(c) => {
+                let stored = self.len
+                    + if self.p.s.cipher.is_some() {
+                        codec::TAG_LEN
+                    } else {
+                        0
+                    };
+                let r = self.p.finish_claim(c, stored as u32, F_BEGIN | F_END);
+                if r.is_ok() {
+                    self.p.messages += 1;
+                    self.p.bytes += self.len as u64;
+                }
+                r
+            }
+            None => {
+                let buf = std::mem::take(&mut self.buf);
+                self.p.send_frame(&buf, F_BEGIN | F_END, false)
+            }
+        }
+    }
+}
+
+impl Deref for Grant<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.claim {
+            // SAFETY: the frame is claimed by this grant and not yet
+            // published; nobody else writes or reads it.
+            Some(c) => unsafe { c.seg.region.slice(c.off + HEADER_LEN, self.len) },
+            None => &self.buf,
+        }
+    }
+}
+
+impl DerefMut for Grant<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match &self.claim {
+            // SAFETY: as in `deref`; `&mut self` makes the borrow unique.
+            Some(c) => unsafe { c.seg.region.slice_mut(c.off + HEADER_LEN, self.len) },
+            None => &mut self.buf,
+        }
+    }
+}
+
+impl Drop for Grant<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.claim.take() {
+            self.p.abort_claim(c);
+        }
+    }
+}
+
+/// Streams one message of any size into the stream as fragments.
+pub struct MessageWriter<'a> {
+    p: &'a mut Producer,
+    buf: Vec<u8>,
+    chunk: usize,
+    first: Option<u64>,
+    finished: bool,
+}
+
+impl MessageWriter<'_> {
+    fn emit(&mut self, last: bool, extra: u16) -> Result<()> {
+        let mut flags = extra;
+        if self.first.is_none() {
+            flags |= F_BEGIN;
+        }
+        if last {
+            flags |= F_END;
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let r = self.p.send_frame(&buf, flags, false);
+        self.buf = buf;
+        self.buf.clear();
+        let pos = r?;
+        if self.first.is_none() {
+            self.first = Some(pos);
+        }
+        Ok(())
+    }
+
+    /// Write the last fragment and release the stream to other producers.
+    /// Returns the message's position.
+    pub fn finish(mut self) -> Result<u64> {
+        self.finished = true;
+        let r = self.emit(true, 0);
+        self.p.release_frag_lock();
+        r?;
+        Ok(self.first.expect("a fragment was written"))
+    }
+}
+
+impl io::Write for MessageWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = self.chunk - self.buf.len();
+        let n = room.min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == self.chunk {
+            self.emit(false, 0).map_err(io::Error::other)?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for MessageWriter<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Close the message as aborted so readers do not wait for more.
+            if self.first.is_some() {
+                self.buf.clear();
+                let _ = self.emit(true, F_ABORTED);
+            }
+            self.p.release_frag_lock();
+        }
+    }
+}

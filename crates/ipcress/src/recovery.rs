@@ -1,0 +1,277 @@
+//! Repair: holes left by producers that died between claim and commit (the
+//! unblocker), log tail recovery after a crash or power loss, and log
+//! retention.
+
+use std::sync::atomic::Ordering::*;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::format::{self, *};
+use crate::producer::write_pad;
+use crate::storage::{self, Seg};
+use crate::stream::{Inner, Policy};
+use crate::sys;
+
+/// Abort the claim at `p` if its producer is gone. Called by a reader that
+/// has waited `unblock_timeout` on an uncommitted frame with the tail past it.
+pub(crate) fn unblock(s: &Inner, p: u64) -> Result<()> {
+    let Some(seg) = s.segment(s.seg_index(p), false)? else {
+        return Ok(());
+    };
+    let off = s.seg_offset(p) as usize;
+    let stale = seg.region.u64_at(off).load(Acquire);
+    if let Ok(Slot::Frame { .. }) = peek_raw(s, &seg, p) {
+        return Ok(());
+    }
+    let tail = s.tail();
+    if tail <= p {
+        return Ok(());
+    }
+    let mut exact: Option<(usize, u64)> = None;
+    let mut limit = tail;
+    for i in 0..PRODUCER_SLOTS {
+        let r = s.pslot(i);
+        let owner = r.u64_at(pslot::OWNER).load(Acquire);
+        let claim = r.u64_at(pslot::CLAIM).load(Acquire);
+        if owner == 0 || claim == 0 {
+            continue;
+        }
+        let cp = claim - 1;
+        let alive = sys::owner_alive(owner);
+        if cp == p {
+            if alive {
+                return Ok(());
+            }
+            exact = Some((i, r.u64_at(pslot::CLAIM_LEN).load(Acquire)));
+        } else if cp > p && alive {
+            limit = limit.min(cp);
+        }
+    }
+    let seg_end = (p | (s.seg_size - 1)) + 1;
+    let end = match exact {
+        Some((_, len)) if len >= 8 && len <= s.seg_size && len % 8 == 0 => p + len,
+        _ => {
+            // Find the next valid frame: the hole ends there.
+            let stop = limit.min(seg_end);
+            let mut q = p + 8;
+            while q < stop {
+                if let Ok(Slot::Frame { .. }) = peek_raw(s, &seg, q) {
+                    break;
+                }
+                q += 8;
+            }
+            q.min(stop)
+        }
+    };
+    if end <= p {
+        return Ok(());
+    }
+    tracing::warn!(stream = %s.name, position = p, len = end - p, "aborting a claim left by a dead producer");
+    write_pad(
+        &seg,
+        off,
+        p,
+        end.min(seg_end) - p,
+        s.lap(p),
+        stale,
+        F_ABORTED,
+    );
+    if end > seg_end {
+        if let Some(next) = s.segment(s.seg_index(seg_end), true)? {
+            let st = next.region.u64_at(0).load(Acquire);
+            write_pad(
+                &next,
+                0,
+                seg_end,
+                end - seg_end,
+                s.lap(seg_end),
+                st,
+                F_ABORTED,
+            );
+        }
+    }
+    if let Some((i, _)) = exact {
+        let _ = s
+            .pslot(i)
+            .u64_at(pslot::CLAIM)
+            .compare_exchange(p + 1, 0, AcqRel, Relaxed);
+    }
+    s.wake_data();
+    Ok(())
+}
+
+/// Parse the header at `p` in `seg`, also checking the CRC of committed
+/// data frames (used where a false positive would be harmful).
+fn peek_raw(s: &Inner, seg: &Seg, p: u64) -> Result<Slot, &'static str> {
+    let off = s.seg_offset(p) as usize;
+    let a = seg.region.u64_at(off).load(Acquire);
+    let b = if off + HEADER_LEN <= s.seg_size as usize {
+        seg.region.u64_at(off + 8).load(Relaxed)
+    } else {
+        0
+    };
+    let slot = format::parse(a, b, p, s.lap(p), off as u64, s.seg_size)?;
+    if let Slot::Frame { len, flags, total } = slot {
+        if flags & F_CHECKSUM != 0 && total > 8 {
+            let mut buf = vec![0u8; len as usize];
+            seg.region.read(off + HEADER_LEN, &mut buf);
+            if frame_crc(len, flags, &buf) != b as u32 {
+                return Err("checksum mismatch");
+            }
+        }
+    }
+    Ok(slot)
+}
+
+/// Repair a stream that nobody else has open (we hold the exclusive lock).
+pub(crate) fn recover(s: &Inner) -> Result<()> {
+    // Waiter counts and locks of processes that are gone.
+    s.data_waiters().store(0, Relaxed);
+    s.space_waiters().store(0, Relaxed);
+    for w in [s.frag_lock(), s.meta.u64_at(meta::REG_LOCK)] {
+        let o = w.load(Acquire);
+        if o != 0 && !sys::owner_alive(o) {
+            w.store(0, Release);
+        }
+    }
+    if s.frag_lock().load(Acquire) == 0 {
+        s.tail_word().fetch_and(!TAIL_LOCK, AcqRel);
+    }
+    if s.is_ring() {
+        return Ok(());
+    }
+    recover_log(s)
+}
+
+fn segment_indexes(s: &Inner) -> Result<Vec<u64>> {
+    let rd = std::fs::read_dir(&s.dir).map_err(|e| Error::from_os(&s.dir, "list", e))?;
+    let mut v: Vec<u64> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| storage::parse_segment_file_name(&e.file_name().to_string_lossy()))
+        .collect();
+    v.sort_unstable();
+    Ok(v)
+}
+
+fn recover_log(s: &Inner) -> Result<()> {
+    let idx = segment_indexes(s)?;
+    let Some(&last) = idx.last() else {
+        // Everything was dropped (or never written).
+        let t = s.tail();
+        if s.head() < t {
+            s.head_word().store(t, Release);
+        }
+        return Ok(());
+    };
+    let first = idx[0];
+    // Short segment files (power loss while growing): pad them with zeros.
+    for &i in &idx {
+        let path = s.dir.join(storage::segment_file_name(i));
+        let f = storage::open_file(&path, true)?;
+        let len = f
+            .metadata()
+            .map_err(|e| Error::from_os(&path, "stat", e))?
+            .len();
+        if len < s.seg_size {
+            tracing::warn!(file = %path.display(), len, "extending a truncated segment");
+            sys::reserve_space(&f, s.seg_size, &path)?;
+        }
+    }
+    if s.head() < first << s.seg_shift {
+        s.head_word().store(first << s.seg_shift, Release);
+    }
+    // Walk from the segment before the last one to the last valid frame.
+    let start_idx = if idx.contains(&(last.wrapping_sub(1))) && last > first {
+        last - 1
+    } else {
+        last
+    };
+    let mut pos = (start_idx << s.seg_shift).max(s.head());
+    let mut seg = s.segment(start_idx, false)?;
+    loop {
+        let i = s.seg_index(pos);
+        if seg.as_ref().is_none_or(|g| g.index != i) {
+            seg = s.segment(i, false)?;
+        }
+        let Some(g) = &seg else { break };
+        match peek_raw(s, g, pos) {
+            Ok(Slot::Frame { total, .. }) => pos += total,
+            _ => break,
+        }
+    }
+    let seg_end = (pos | (s.seg_size - 1)) + 1;
+    // Clear what follows the last valid frame so that nothing stale can
+    // look committed to a future reader, and drop later segment files.
+    if let Some(g) = s.segment(s.seg_index(pos), false)? {
+        let off = s.seg_offset(pos) as usize;
+        if off != 0 || pos < seg_end {
+            let zeros = vec![0u8; s.seg_size as usize - off];
+            g.region.write(off, &zeros);
+        }
+    }
+    for &i in idx.iter().filter(|&&i| i > s.seg_index(pos)) {
+        let _ = std::fs::remove_file(s.dir.join(storage::segment_file_name(i)));
+    }
+    let mut new_tail = pos;
+    if s.opts.encrypted && s.seg_offset(pos) != 0 {
+        // Never reuse a position (it is part of the nonce): skip to the next segment.
+        if let Some(g) = s.segment(s.seg_index(pos), false)? {
+            let off = s.seg_offset(pos) as usize;
+            let st = g.region.u64_at(off).load(Acquire);
+            write_pad(&g, off, pos, seg_end - pos, s.lap(pos), st, 0);
+        }
+        new_tail = seg_end;
+    }
+    let old = s.tail();
+    if old != new_tail {
+        tracing::warn!(stream = %s.name, old, new = new_tail, "recovered the log tail");
+    }
+    s.tail_word().store(new_tail, Release);
+    Ok(())
+}
+
+/// Drop old log segments by the retention rule, when a producer enters
+/// segment `current`.
+pub(crate) fn apply_retention(s: &Inner, current: u64) -> Result<()> {
+    let o = &s.opts;
+    if o.retain_bytes == 0 && o.retain_age.is_none() {
+        return Ok(());
+    }
+    let first = s.seg_index(s.head());
+    if current <= first + 1 {
+        return Ok(());
+    }
+    let tail = s.tail();
+    let floor = if o.policy == Policy::Block {
+        s.floor(true)
+    } else {
+        None
+    };
+    let mut drop_to = first;
+    for idx in first..current - 1 {
+        let seg_end = (idx + 1) << s.seg_shift;
+        let by_bytes = o.retain_bytes > 0 && tail.saturating_sub(seg_end) >= o.retain_bytes;
+        let by_age = o.retain_age.is_some_and(|age| older_than(s, idx, age));
+        if !(by_bytes || by_age) || floor.is_some_and(|f| f < seg_end) {
+            break;
+        }
+        drop_to = idx + 1;
+    }
+    if drop_to > first {
+        s.head_word().fetch_max(drop_to << s.seg_shift, SeqCst);
+        s.storage.forget_below(drop_to);
+        for idx in first..drop_to {
+            let _ = std::fs::remove_file(s.dir.join(storage::segment_file_name(idx)));
+        }
+    }
+    Ok(())
+}
+
+fn older_than(s: &Inner, idx: u64, age: Duration) -> bool {
+    let path = s.dir.join(storage::segment_file_name(idx));
+    std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|e| e > age)
+}

@@ -1,0 +1,105 @@
+//! Typed access to shared memory. Every atomic that lives in a mapping and
+//! every byte copied in or out of one goes through [`Region`]; callers work
+//! with offsets, never with pointers.
+
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+/// A window of mapped memory shared with other processes. It does not own the
+/// mapping: its creator keeps the mapping alive for as long as the region is
+/// used (see `Segment` and `Meta`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Region {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: a Region is an address range; all access to it goes through atomics
+// or through the copy methods whose safety contracts are stated below.
+unsafe impl Send for Region {}
+// SAFETY: as above.
+unsafe impl Sync for Region {}
+
+impl Region {
+    /// # Safety
+    /// `ptr..ptr+len` must stay mapped, readable and writable for as long as
+    /// the region (and any copy of it) is used, and `ptr` must be 8-aligned.
+    pub(crate) unsafe fn new(ptr: *mut u8, len: usize) -> Region {
+        debug_assert!((ptr as usize).is_multiple_of(8));
+        Region { ptr, len }
+    }
+
+    /// A sub-region. Panics if out of bounds (offsets are validated by callers).
+    pub(crate) fn sub(&self, off: usize, len: usize) -> Region {
+        assert!(off.checked_add(len).is_some_and(|end| end <= self.len) && off % 8 == 0);
+        // SAFETY: in bounds of a region that satisfies `new`'s contract, and
+        // 8-aligned because `off` is.
+        unsafe { Region::new(self.ptr.add(off), len) }
+    }
+
+    fn check(&self, off: usize, len: usize, align: usize) {
+        assert!(
+            off.checked_add(len).is_some_and(|end| end <= self.len) && off % align == 0,
+            "shared memory access out of bounds: {off}+{len} of {}",
+            self.len
+        );
+    }
+
+    /// The 64-bit shared word at `off`.
+    pub(crate) fn u64_at(&self, off: usize) -> &AtomicU64 {
+        self.check(off, 8, 8);
+        // SAFETY: in bounds and 8-aligned (checked above); the memory is live
+        // for the lifetime of `self` (contract of `new`), and AtomicU64 has
+        // the layout of u64, so other processes' atomic accesses agree.
+        unsafe { AtomicU64::from_ptr(self.ptr.add(off).cast()) }
+    }
+
+    /// The 32-bit shared word at `off`.
+    pub(crate) fn u32_at(&self, off: usize) -> &AtomicU32 {
+        self.check(off, 4, 4);
+        // SAFETY: as in `u64_at`, for a 4-aligned u32.
+        unsafe { AtomicU32::from_ptr(self.ptr.add(off).cast()) }
+    }
+
+    /// Copy bytes out. Another process may be writing them (Overwrite
+    /// policy): the caller validates the copy afterwards and never trusts it
+    /// otherwise.
+    pub(crate) fn read(&self, off: usize, dst: &mut [u8]) {
+        self.check(off, dst.len(), 1);
+        // SAFETY: source in bounds (checked), destination is a distinct
+        // exclusive slice; a concurrent writer can only make the copy stale,
+        // which the protocol detects (FORMAT.md, "Overwrite").
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(off), dst.as_mut_ptr(), dst.len()) }
+    }
+
+    /// Copy bytes in, to a range this process has claimed.
+    pub(crate) fn write(&self, off: usize, src: &[u8]) {
+        self.check(off, src.len(), 1);
+        // SAFETY: destination in bounds (checked); the caller owns the range
+        // by the claim protocol, so no other writer touches it.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.add(off), src.len()) }
+    }
+
+    /// Borrow bytes that nobody writes while the borrow lives.
+    ///
+    /// # Safety
+    /// No process may write `off..off+len` while the returned slice is alive
+    /// (guaranteed for committed frames that this consumer holds back under
+    /// the Block policy).
+    pub(crate) unsafe fn slice(&self, off: usize, len: usize) -> &[u8] {
+        self.check(off, len, 1);
+        // SAFETY: in bounds; no writer by the caller's contract.
+        unsafe { std::slice::from_raw_parts(self.ptr.add(off), len) }
+    }
+
+    /// Borrow bytes mutably.
+    ///
+    /// # Safety
+    /// The caller must own `off..off+len` exclusively (a claimed, uncommitted
+    /// frame) for as long as the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn slice_mut(&self, off: usize, len: usize) -> &mut [u8] {
+        self.check(off, len, 1);
+        // SAFETY: in bounds; exclusive by the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(off), len) }
+    }
+}

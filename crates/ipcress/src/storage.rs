@@ -1,0 +1,219 @@
+//! The two storage layouts behind one interface: a preallocated ring file
+//! reused in place, and a log of one file per segment.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::shm::Region;
+use crate::sys::{self, Mapping};
+
+/// One mapped segment: `region` is exactly `segment_size` bytes.
+#[derive(Clone)]
+pub(crate) struct Seg {
+    pub index: u64,
+    pub region: Region,
+    // Keeps the mapping behind `region` alive.
+    _map: Arc<Mapping>,
+}
+
+pub(crate) enum Storage {
+    Ring {
+        map: Arc<Mapping>,
+        count: u64,
+        seg_size: u64,
+    },
+    Log {
+        dir: PathBuf,
+        seg_size: u64,
+        mode: u32,
+        cache: Mutex<BTreeMap<u64, Arc<Mapping>>>,
+    },
+}
+
+/// How many log segments a process keeps mapped.
+const LOG_CACHE: usize = 16;
+
+pub(crate) fn open_file(path: &Path, write: bool) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => {
+                Error::corrupt(0, format!("{} is a symbolic link", path.display()))
+            }
+            _ => Error::from_os(path, "open", e),
+        })
+}
+
+/// Create `path` (exclusively) with `mode` and reserve `len` bytes.
+pub(crate) fn create_file(path: &Path, len: u64, mode: u32) -> Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| Error::from_os(path, "create", e))?;
+    sys::reserve_space(&f, len, path)?;
+    Ok(f)
+}
+
+pub(crate) fn segment_file_name(index: u64) -> String {
+    format!("{index:016x}.seg")
+}
+
+pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let hex = name.strip_suffix(".seg")?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+impl Storage {
+    pub(crate) fn open_ring(dir: &Path, count: u64, seg_size: u64) -> Result<Storage> {
+        let path = dir.join("data");
+        let f = open_file(&path, true)?;
+        let len = count * seg_size;
+        let map = Mapping::map(&f, len as usize, &path)?;
+        Ok(Storage::Ring {
+            map: Arc::new(map),
+            count,
+            seg_size,
+        })
+    }
+
+    pub(crate) fn open_log(dir: &Path, seg_size: u64, mode: u32) -> Storage {
+        Storage::Log {
+            dir: dir.to_path_buf(),
+            seg_size,
+            mode,
+            cache: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The segment holding stream segment `index`. For a log, `create` makes
+    /// the file if it does not exist; otherwise a missing file is `None`.
+    pub(crate) fn segment(&self, index: u64, create: bool) -> Result<Option<Seg>> {
+        match self {
+            Storage::Ring {
+                map,
+                count,
+                seg_size,
+            } => {
+                let off = (index % count) * seg_size;
+                // SAFETY: the mapping is `count * seg_size` bytes, page aligned,
+                // and kept alive by the Arc stored in the Seg.
+                let whole = unsafe { Region::new(map.ptr(), map.len()) };
+                Ok(Some(Seg {
+                    index,
+                    region: whole.sub(off as usize, *seg_size as usize),
+                    _map: map.clone(),
+                }))
+            }
+            Storage::Log {
+                dir,
+                seg_size,
+                mode,
+                cache,
+            } => {
+                let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(m) = cache.get(&index) {
+                    return Ok(Some(seg_of(index, m)));
+                }
+                let path = dir.join(segment_file_name(index));
+                let file = match open_file(&path, true) {
+                    Ok(f) => f,
+                    Err(Error::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        if !create {
+                            return Ok(None);
+                        }
+                        create_segment(dir, &path, *seg_size, *mode)?
+                    }
+                    Err(e) => return Err(e),
+                };
+                let map = Arc::new(Mapping::map(&file, *seg_size as usize, &path)?);
+                if cache.len() >= LOG_CACHE {
+                    // Drop the segment farthest from the one asked for.
+                    let far = *cache
+                        .keys()
+                        .max_by_key(|k| k.abs_diff(index))
+                        .expect("cache is not empty");
+                    cache.remove(&far);
+                }
+                cache.insert(index, map.clone());
+                Ok(Some(seg_of(index, &map)))
+            }
+        }
+    }
+
+    /// Forget mappings of log segments below `index` (they were dropped).
+    pub(crate) fn forget_below(&self, index: u64) {
+        if let Storage::Log { cache, .. } = self {
+            let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+            cache.retain(|&k, _| k >= index);
+        }
+    }
+
+    /// Flush every mapped segment to its file (durable streams).
+    pub(crate) fn flush(&self) -> Result<()> {
+        let maps: Vec<Arc<Mapping>> = match self {
+            Storage::Ring { map, .. } => vec![map.clone()],
+            Storage::Log { cache, .. } => cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .cloned()
+                .collect(),
+        };
+        for m in maps {
+            m.flush().map_err(|e| Error::io("msync", e))?;
+        }
+        Ok(())
+    }
+}
+
+fn seg_of(index: u64, m: &Arc<Mapping>) -> Seg {
+    // SAFETY: the mapping is alive while the Arc inside the Seg is, it is
+    // page aligned and exactly one segment long.
+    let region = unsafe { Region::new(m.ptr(), m.len()) };
+    Seg {
+        index,
+        region,
+        _map: m.clone(),
+    }
+}
+
+/// Create a segment file atomically: reserve a temporary file, then link it
+/// into place, so that nobody ever maps a short file.
+fn create_segment(dir: &Path, path: &Path, seg_size: u64, mode: u32) -> Result<File> {
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        crate::stream::random_u64()
+    ));
+    let f = create_file(&tmp, seg_size, mode);
+    let f = match f {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(f),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => open_file(path, true),
+        Err(e) => Err(Error::from_os(path, "create", e)),
+    }
+}

@@ -1,0 +1,198 @@
+//! The only module that makes raw OS calls: mappings, futex, process
+//! liveness, file locks and space reservation.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::OnceLock;
+use std::sync::atomic::AtomicU32;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, Result};
+
+/// A shared, writable mapping of a whole file.
+pub(crate) struct Mapping {
+    map: memmap2::MmapRaw,
+}
+
+impl Mapping {
+    /// Map `len` bytes of `file`, which must be at least that long.
+    pub(crate) fn map(file: &File, len: usize, path: &Path) -> Result<Mapping> {
+        let actual = file
+            .metadata()
+            .map_err(|e| Error::from_os(path, "stat", e))?
+            .len();
+        if actual < len as u64 {
+            return Err(Error::corrupt(
+                0,
+                format!(
+                    "{} is {actual} bytes, expected {len} (truncated file)",
+                    path.display()
+                ),
+            ));
+        }
+        let map = memmap2::MmapOptions::new()
+            .len(len)
+            .map_raw(file)
+            .map_err(|e| Error::from_os(path, "map", e))?;
+        Ok(Mapping { map })
+    }
+
+    pub(crate) fn ptr(&self) -> *mut u8 {
+        self.map.as_mut_ptr()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Write dirty pages of the mapping back to the file.
+    pub(crate) fn flush(&self) -> std::io::Result<()> {
+        self.map.flush()
+    }
+}
+
+/// Sleep until `*word != expected`, a wake, or the timeout. Works across
+/// processes (the futex is not private).
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    let ts = timeout.map(|d| libc::timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a valid, aligned u32 for the duration of the call and
+    // `ts_ptr` is null or points at a live timespec; FUTEX_WAIT only reads them.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            ts_ptr,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Wake every process sleeping on `word`.
+pub(crate) fn futex_wake_all(word: &AtomicU32) {
+    // SAFETY: `word` is a valid aligned u32; FUTEX_WAKE does not dereference
+    // anything else.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// This process's owner word: `pid | start_time_low32 << 32`, so that a
+/// recycled pid is not mistaken for the original process.
+pub(crate) fn my_owner() -> u64 {
+    static OWNER: OnceLock<u64> = OnceLock::new();
+    *OWNER.get_or_init(|| {
+        let pid = std::process::id();
+        owner_word(pid, start_time(pid).unwrap_or(0))
+    })
+}
+
+pub(crate) fn owner_word(pid: u32, start: u64) -> u64 {
+    (pid as u64) | ((start & 0xFFFF_FFFF) << 32)
+}
+
+/// The pid part of an owner word.
+pub(crate) fn owner_pid(owner: u64) -> u32 {
+    owner as u32
+}
+
+/// Start time of `pid` in clock ticks since boot (field 22 of /proc/PID/stat).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // Fields after the command start at field 3; starttime is field 22.
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Is the process named by an owner word still running?
+pub(crate) fn owner_alive(owner: u64) -> bool {
+    let pid = owner_pid(owner);
+    if pid == 0 {
+        return false;
+    }
+    if owner == my_owner() {
+        return true;
+    }
+    // SAFETY: kill with signal 0 only checks for existence and permission.
+    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    if r != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EPERM) {
+        return false;
+    }
+    match start_time(pid) {
+        Some(st) => (st & 0xFFFF_FFFF) == owner >> 32,
+        // /proc not readable: trust kill().
+        None => true,
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Reserve the blocks of `file` up to `len` so that writing through a
+/// mapping can never hit a full file system (which would be a SIGBUS).
+pub(crate) fn reserve_space(file: &File, len: u64, path: &Path) -> Result<()> {
+    // SAFETY: plain syscall on an owned, open descriptor.
+    let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) };
+    match r {
+        0 => Ok(()),
+        // Some file systems cannot fallocate; fall back to set_len (sparse).
+        libc::EOPNOTSUPP | libc::EINVAL => file
+            .set_len(len)
+            .map_err(|e| Error::from_os(path, "resize", e)),
+        e => Err(Error::from_os(
+            path,
+            "reserve space for",
+            std::io::Error::from_raw_os_error(e),
+        )),
+    }
+}
+
+/// Advisory lock kinds over the meta file.
+#[derive(Clone, Copy)]
+pub(crate) enum Lock {
+    Shared,
+    Exclusive,
+}
+
+/// Try to take a `flock` without blocking; true if taken.
+pub(crate) fn try_lock(file: &File, kind: Lock) -> bool {
+    let op = match kind {
+        Lock::Shared => libc::LOCK_SH,
+        Lock::Exclusive => libc::LOCK_EX,
+    };
+    // SAFETY: plain syscall on an owned, open descriptor.
+    unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) == 0 }
+}
+
+/// Take a `flock`, waiting for it.
+pub(crate) fn lock(file: &File, kind: Lock) {
+    let op = match kind {
+        Lock::Shared => libc::LOCK_SH,
+        Lock::Exclusive => libc::LOCK_EX,
+    };
+    // SAFETY: plain syscall on an owned, open descriptor.
+    unsafe {
+        libc::flock(file.as_raw_fd(), op);
+    }
+}

@@ -1,0 +1,271 @@
+//! Public-API conformance, run over both storage layouts.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use common::*;
+use ipcress::{Checksum, Error, From, Policy, Stream, StreamOptions};
+
+fn layouts() -> Vec<(&'static str, StreamOptions)> {
+    vec![
+        ("ring", StreamOptions::ring(1 << 16)),
+        ("log", StreamOptions::log(1 << 14)),
+    ]
+}
+
+#[test]
+fn send_and_receive_in_order() {
+    for (tag, opts) in layouts() {
+        let root = TempRoot::new(tag);
+        let s = Stream::create_in(root.path(), "s", &opts).unwrap();
+        let mut c = s.subscribe(From::Start).unwrap();
+        let mut p = s.producer().unwrap();
+        for i in 0..1000u64 {
+            let len = 12 + (i as usize * 37) % 900;
+            p.send(&payload(1, i, len)).unwrap();
+            let m = c.recv().unwrap();
+            assert_eq!(check_payload(m.bytes().unwrap()), (1, i), "{tag}");
+        }
+        assert!(c.try_recv().unwrap().is_none());
+    }
+}
+
+#[test]
+fn empty_message_and_reserve() {
+    for (tag, opts) in layouts() {
+        let root = TempRoot::new(tag);
+        let s = Stream::create_in(root.path(), "s", &opts).unwrap();
+        let mut c = s.subscribe(From::Start).unwrap();
+        let mut p = s.producer().unwrap();
+        p.send(b"").unwrap();
+        let mut g = p.reserve(5).unwrap();
+        g.copy_from_slice(b"hello");
+        let pos = g.commit().unwrap();
+        // Dropped grant: aborted frame, skipped by readers.
+        drop(p.reserve(100).unwrap());
+        p.send(b"after").unwrap();
+        assert_eq!(c.recv().unwrap().bytes().unwrap(), b"");
+        let m = c.recv().unwrap();
+        assert_eq!(m.position(), pos);
+        assert_eq!(m.bytes().unwrap(), b"hello");
+        drop(m);
+        assert_eq!(c.recv().unwrap().bytes().unwrap(), b"after");
+        assert!(c.try_recv().unwrap().is_none(), "{tag}");
+    }
+}
+
+#[test]
+fn fragmented_message_streams_through_small_ring() {
+    let root = TempRoot::new("frag");
+    let s = Stream::create_in(root.path(), "s", &StreamOptions::ring(1 << 16)).unwrap();
+    let s2 = s.clone();
+    let mut c = s.subscribe(From::Start).unwrap();
+    let total: usize = 3 << 20; // 48x the ring
+    let t = std::thread::spawn(move || {
+        let mut p = s2.producer().unwrap();
+        p.send(b"before").unwrap();
+        let mut w = p.writer().unwrap();
+        let mut sent = 0usize;
+        let mut i = 0u64;
+        while sent < total {
+            let chunk = payload(7, i, 4000.min(total - sent).max(12));
+            let chunk = &chunk[..4000.min(total - sent)];
+            w.write_all(chunk).unwrap();
+            sent += chunk.len();
+            i += 1;
+        }
+        w.finish().unwrap();
+        p.send(b"after").unwrap();
+    });
+    assert_eq!(c.recv().unwrap().bytes().unwrap(), b"before");
+    let m = c.recv().unwrap();
+    assert!(m.is_fragmented());
+    let mut r = m.reader();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 4000];
+    let mut i = 0u64;
+    loop {
+        let mut n = 0;
+        while n < 4000 {
+            let k = r.read(&mut buf[n..]).unwrap();
+            if k == 0 {
+                break;
+            }
+            n += k;
+        }
+        if n == 0 {
+            break;
+        }
+        let want = payload(7, i, 4000.min(total - got).max(12));
+        assert_eq!(&buf[..n], &want[..n]);
+        got += n;
+        i += 1;
+    }
+    drop(r);
+    assert_eq!(got, total);
+    assert_eq!(c.recv().unwrap().bytes().unwrap(), b"after");
+    t.join().unwrap();
+}
+
+#[test]
+fn block_policy_try_send_full_then_space() {
+    let root = TempRoot::new("full");
+    let s = Stream::create_in(root.path(), "s", &StreamOptions::ring(1 << 14)).unwrap();
+    let mut c = s.consumer("d").unwrap();
+    let mut p = s.producer().unwrap();
+    let mut n = 0u64;
+    loop {
+        match p.try_send(&payload(1, n, 500)) {
+            Ok(_) => n += 1,
+            Err(Error::Full) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(n > 10 && n < 40, "sent {n}");
+    for i in 0..n {
+        assert_eq!(check_payload(c.recv().unwrap().bytes().unwrap()), (1, i));
+    }
+    c.commit().unwrap();
+    p.try_send(&payload(1, n, 500)).unwrap();
+}
+
+#[test]
+fn overwrite_policy_reports_lag() {
+    let root = TempRoot::new("ovw");
+    let opts = StreamOptions::ring(1 << 14).policy(Policy::Overwrite);
+    let s = Stream::create_in(root.path(), "s", &opts).unwrap();
+    let mut c = s.subscribe(From::Start).unwrap();
+    let mut p = s.producer().unwrap();
+    for i in 0..200 {
+        p.try_send(&payload(1, i, 500)).unwrap();
+    }
+    match c.recv() {
+        Err(Error::Lagged { skipped_bytes }) => assert!(skipped_bytes > 0),
+        other => panic!("expected Lagged, got {other:?}"),
+    }
+    // After the lag, reads resume in order with intact data.
+    let (_, first) = check_payload(c.recv().unwrap().bytes().unwrap());
+    let mut last = first;
+    while let Some(m) = c.try_recv().unwrap() {
+        let (_, s) = check_payload(m.bytes().unwrap());
+        assert_eq!(s, last + 1);
+        last = s;
+    }
+    assert_eq!(last, 199);
+}
+
+#[test]
+fn durable_consumer_resumes() {
+    for (tag, opts) in layouts() {
+        let root = TempRoot::new(tag);
+        let s = Stream::create_in(root.path(), "s", &opts).unwrap();
+        let mut p = s.producer().unwrap();
+        {
+            let _c = s.consumer("worker").unwrap();
+        }
+        for i in 0..50 {
+            p.send(&payload(2, i, 100)).unwrap();
+        }
+        {
+            let mut c = s.consumer("worker").unwrap();
+            for i in 0..20 {
+                assert_eq!(check_payload(c.recv().unwrap().bytes().unwrap()).1, i);
+            }
+            c.commit().unwrap();
+        }
+        let mut c = s.consumer("worker").unwrap();
+        for i in 20..50 {
+            assert_eq!(
+                check_payload(c.recv().unwrap().bytes().unwrap()).1,
+                i,
+                "{tag}"
+            );
+        }
+        assert!(c.recv_timeout(Duration::from_millis(10)).unwrap().is_none());
+    }
+}
+
+#[test]
+fn groups_share_work_exactly_once() {
+    let root = TempRoot::new("grp");
+    let s = Stream::create_in(root.path(), "s", &StreamOptions::ring(1 << 16)).unwrap();
+    let mut a = s.group("g").unwrap();
+    let mut b = s.group("g").unwrap();
+    let mut p = s.producer().unwrap();
+    for i in 0..300 {
+        p.send(&payload(3, i, 64)).unwrap();
+    }
+    let mut seen = vec![0u32; 300];
+    for turn in 0..1000 {
+        let c = if turn % 2 == 0 { &mut a } else { &mut b };
+        if let Some(m) = c.try_recv().unwrap() {
+            seen[check_payload(m.bytes().unwrap()).1 as usize] += 1;
+        }
+    }
+    assert!(seen.iter().all(|&n| n == 1), "{seen:?}");
+}
+
+#[test]
+fn codecs_round_trip() {
+    use ipcress::{Compression, Key};
+    for comp in [Compression::None, Compression::Lz4, Compression::Zstd(3)] {
+        for enc in [false, true] {
+            let root = TempRoot::new("codec");
+            let opts = StreamOptions::ring(1 << 16)
+                .compression(comp)
+                .encrypted(enc);
+            let mut s = Stream::create_in(root.path(), "s", &opts).unwrap();
+            if enc {
+                s = s.with_key(&Key::from_bytes([7u8; 32])).unwrap();
+            }
+            let mut c = s.subscribe(From::Start).unwrap();
+            let mut p = s.producer().unwrap();
+            let line =
+                b"2026-11-21T10:00:00Z INFO request served path=/api/v1/items status=200 ms=12"
+                    .repeat(4);
+            let msgs: Vec<Vec<u8>> = vec![vec![], b"x".to_vec(), line.clone(), payload(1, 1, 3000)];
+            for m in &msgs {
+                p.send(m).unwrap();
+            }
+            for m in &msgs {
+                assert_eq!(&c.recv().unwrap().to_vec().unwrap(), m, "{comp} enc={enc}");
+            }
+        }
+    }
+}
+
+#[test]
+fn checksum_detects_damage() {
+    let root = TempRoot::new("crc");
+    let opts = StreamOptions::ring(1 << 14).checksum(Checksum::Crc32c);
+    let s = Stream::create_in(root.path(), "s", &opts).unwrap();
+    let mut p = s.producer().unwrap();
+    let pos = p.send(b"precious data").unwrap();
+    // Damage one payload byte in the data file.
+    let path = root.path().join("s").join("data");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[pos as usize + 16 + 3] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    let mut c = s.subscribe(From::Start).unwrap();
+    match c.recv() {
+        Err(Error::Corrupt { position, .. }) => assert_eq!(position, pos),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn names_are_validated() {
+    let root = TempRoot::new("names");
+    for bad in ["", ".", "..", "a/b", "a\0b", &"x".repeat(200), "sp ace"] {
+        assert!(matches!(
+            Stream::create_in(root.path(), bad, &StreamOptions::ring(1 << 14)),
+            Err(Error::InvalidName { .. })
+        ));
+    }
+    assert!(matches!(
+        Stream::open_in(root.path(), "nope"),
+        Err(Error::NotFound { .. })
+    ));
+}
