@@ -509,6 +509,13 @@ impl fmt::Debug for Cipher {
     }
 }
 
+fn nonce_of(stream_id: [u8; 16], position: u64) -> XNonce {
+    let mut n = [0u8; 24];
+    n[..16].copy_from_slice(&stream_id);
+    n[16..].copy_from_slice(&position.to_le_bytes());
+    XNonce::from(n)
+}
+
 impl Cipher {
     /// A cipher for one stream. The key schedule is zeroed when dropped.
     pub fn new(key: &Key, stream_id: [u8; 16]) -> Cipher {
@@ -519,10 +526,27 @@ impl Cipher {
     }
 
     fn nonce(&self, position: u64) -> XNonce {
-        let mut n = [0u8; 24];
-        n[..16].copy_from_slice(&self.stream_id);
-        n[16..].copy_from_slice(&position.to_le_bytes());
-        XNonce::from(n)
+        nonce_of(self.stream_id, position)
+    }
+
+    /// Like [`open`](Self::open), for a record first written to stream
+    /// `origin` at `position` (a frame carried over by a bridge).
+    #[allow(clippy::result_unit_err)]
+    pub fn open_with(
+        &self,
+        origin: [u8; 16],
+        position: u64,
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> Result<usize, ()> {
+        let Some(len) = buf.len().checked_sub(TAG_LEN) else {
+            return Err(());
+        };
+        let (msg, tag) = buf.split_at_mut(len);
+        self.aead
+            .decrypt_in_place_detached(&nonce_of(origin, position), aad, msg, Tag::from_slice(tag))
+            .map_err(|_| ())?;
+        Ok(len)
     }
 
     /// `buf` = plaintext followed by `TAG_LEN` bytes of space; encrypts in

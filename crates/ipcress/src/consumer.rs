@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::format::{self, *};
+use crate::producer::RawFrame;
 use crate::storage::Seg;
 use crate::stream::{Inner, Policy, Stream};
 use crate::sys;
@@ -177,7 +178,7 @@ impl Stream {
                 let pos = start_position(s, from)?;
                 let i = s.alloc_cslot(KIND_GROUP, group, 0, group_word(pos, 0))?;
                 // The group itself belongs to nobody in particular.
-                s.cslot(i).u64_at(cslot::OWNER).store(u64::MAX, Release);
+                s.cslot(i).u64_at(cslot::OWNER).store(sys::NOBODY, Release);
                 i
             }
         };
@@ -308,8 +309,9 @@ impl Drop for Consumer {
                 // The position stays; the slot is free to be reopened.
                 r.u64_at(cslot::POSITION).store(self.pos, Release);
                 r.u64_at(cslot::HEARTBEAT_MS).store(sys::now_ms(), Relaxed);
-                // Keep the owner word: a durable consumer holds producers
-                // back while closed. Mark it closed with our (soon dead) pid.
+                // A closed durable consumer still holds producers back; it
+                // belongs to nobody until it is opened again.
+                r.u64_at(cslot::OWNER).store(sys::NOBODY, Release);
                 s.wake_space();
             }
             Kind::Subscriber | Kind::Member { .. } => s.free_cslot(self.slot),
@@ -690,8 +692,23 @@ impl Consumer {
                     stream: self.s.name.clone(),
                 });
             };
-            let aad = crate::producer::aad(len, flags, p);
-            let n = cipher.open(p, &aad, buf).map_err(|()| {
+            let (origin, opos, skip) = if flags & F_FOREIGN != 0 {
+                if buf.len() < ORIGIN_LEN {
+                    return Err(fail("foreign frame shorter than its origin"));
+                }
+                let id: [u8; 16] = buf[..16].try_into().expect("16 bytes");
+                let opos = u64::from_le_bytes(buf[16..24].try_into().expect("8 bytes"));
+                if id == self.s.id {
+                    return Err(fail("foreign frame claims to come from this stream"));
+                }
+                (id, opos, ORIGIN_LEN)
+            } else {
+                (self.s.id, p, 0)
+            };
+            let clen = (len as usize - skip) as u32;
+            let aad = crate::producer::aad(clen, flags, opos);
+            buf.drain(..skip);
+            let n = cipher.open_with(origin, opos, &aad, buf).map_err(|()| {
                 fail("authentication failed (wrong key, or the record was altered or moved)")
             })?;
             buf.truncate(n);
@@ -699,14 +716,16 @@ impl Consumer {
             return Err(fail("record is not encrypted in an encrypted stream"));
         }
         if flags & F_COMPRESSED != 0 {
+            // The codec is recognised by its bytes, so frames bridged from a
+            // stream with another compression setting still decode.
+            let c = if buf.len() >= 8 && buf[4..8] == [0x28, 0xB5, 0x2F, 0xFD] {
+                codec::Compression::Zstd(3)
+            } else {
+                codec::Compression::Lz4
+            };
             let mut out = Vec::new();
-            codec::decompress(
-                self.s.opts.compression,
-                buf,
-                &mut out,
-                self.s.max_payload() * 64 + (64 << 20),
-            )
-            .map_err(|e| fail(&format!("decompression failed: {e}")))?;
+            codec::decompress(c, buf, &mut out, self.s.max_payload() * 64 + (64 << 20))
+                .map_err(|e| fail(&format!("decompression failed: {e}")))?;
             *buf = out;
         }
         Ok(())
@@ -883,6 +902,161 @@ impl Consumer {
             _ => self.stuck = Some((p, Instant::now())),
         }
         Ok(())
+    }
+}
+
+impl Consumer {
+    /// Wait up to `timeout` for the next stored frame, returned exactly as
+    /// stored (not decoded): every fragment of a large message separately.
+    /// Non-group consumers only.
+    pub fn recv_raw_timeout(&mut self, timeout: Duration) -> Result<Option<(u64, RawFrame)>> {
+        if let Kind::Member { .. } = self.kind {
+            return Err(Error::InvalidOptions(
+                "raw frames are read by durable consumers and subscribers".into(),
+            ));
+        }
+        self.release_held();
+        let deadline = Instant::now() + timeout;
+        let mut spins = 0u32;
+        loop {
+            let p = self.pos;
+            if self.s.head_word().load(Acquire) > p {
+                return Err(self.lagged(p));
+            }
+            match self.peek(p)? {
+                Peek::Frame {
+                    seg,
+                    off,
+                    len,
+                    flags,
+                    total,
+                } => {
+                    self.stuck = None;
+                    if flags & (F_PADDING | F_ABORTED) != 0 {
+                        self.pos = p + total;
+                        continue;
+                    }
+                    let mut data = vec![0u8; len as usize];
+                    seg.region.read(off + HEADER_LEN, &mut data);
+                    let b = seg.region.u64_at(off + 8).load(Relaxed);
+                    fence(Acquire);
+                    if self.s.head_word().load(Relaxed) > p {
+                        return Err(self.lagged(p));
+                    }
+                    if flags & F_CHECKSUM != 0 && frame_crc(len, flags, &data) != b as u32 {
+                        return Err(Error::corrupt(p, "checksum mismatch"));
+                    }
+                    let (origin, origin_position) = if flags & F_FOREIGN != 0 {
+                        if data.len() < ORIGIN_LEN {
+                            return Err(Error::corrupt(p, "foreign frame shorter than its origin"));
+                        }
+                        let id: [u8; 16] = data[..16].try_into().expect("16 bytes");
+                        let op = u64::from_le_bytes(data[16..24].try_into().expect("8 bytes"));
+                        data.drain(..ORIGIN_LEN);
+                        (id, op)
+                    } else {
+                        (self.s.id, p)
+                    };
+                    self.pos = p + total;
+                    self.msgs += 1;
+                    return Ok(Some((
+                        p,
+                        RawFrame {
+                            flags: flags & F_AAD_MASK,
+                            origin,
+                            origin_position,
+                            data,
+                        },
+                    )));
+                }
+                Peek::Empty => {
+                    self.check_hole(p)?;
+                    if Instant::now() >= deadline {
+                        return Ok(None);
+                    }
+                    spins += 1;
+                    if spins < SPINS {
+                        std::hint::spin_loop();
+                    } else {
+                        spins = 0;
+                        self.park(Some(deadline))?;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Four persistent u64 words in the stream's meta file, under a name (for
+/// bridges: last applied sequence numbers, counters).
+pub struct UserSlot {
+    s: Arc<Inner>,
+    slot: usize,
+}
+
+impl UserSlot {
+    /// Word `i` (0..4).
+    pub fn get(&self, i: usize) -> u64 {
+        self.s
+            .cslot(self.slot)
+            .u64_at(cslot::USER + 8 * (i % cslot::USER_WORDS))
+            .load(SeqCst)
+    }
+    /// Set word `i` (0..4).
+    pub fn set(&self, i: usize, v: u64) {
+        self.s
+            .cslot(self.slot)
+            .u64_at(cslot::USER + 8 * (i % cslot::USER_WORDS))
+            .store(v, SeqCst);
+    }
+}
+
+impl Stream {
+    /// Find or create the user slot `name`.
+    pub fn user_slot(&self, name: &str) -> Result<UserSlot> {
+        crate::stream::validate_name(name)?;
+        let s = &self.inner;
+        let _g = RegLock::take(s);
+        let slot = match s.find_cslot(KIND_USER, name) {
+            Some(i) => i,
+            None => {
+                let i = s.alloc_cslot(KIND_USER, name, 0, 0)?;
+                s.cslot(i).u64_at(cslot::OWNER).store(sys::NOBODY, Release);
+                i
+            }
+        };
+        Ok(UserSlot { s: s.clone(), slot })
+    }
+
+    /// The user slot `name` if it exists (does not create it).
+    pub fn find_user_slot(&self, name: &str) -> Option<UserSlot> {
+        let s = &self.inner;
+        s.find_cslot(KIND_USER, name)
+            .map(|slot| UserSlot { s: s.clone(), slot })
+    }
+
+    /// Is there a committed data frame (not padding, not aborted) at `pos`?
+    pub fn is_committed(&self, pos: u64) -> Result<bool> {
+        let s = &self.inner;
+        if pos >= s.tail() || pos < s.head() || pos % ALIGN as u64 != 0 {
+            return Ok(false);
+        }
+        let Some(seg) = s.segment(s.seg_index(pos), false)? else {
+            return Ok(false);
+        };
+        let off = s.seg_offset(pos) as usize;
+        let a = seg.region.u64_at(off).load(Acquire);
+        let b = if off + HEADER_LEN <= s.seg_size as usize {
+            seg.region.u64_at(off + 8).load(Relaxed)
+        } else {
+            0
+        };
+        Ok(
+            match format::parse(a, b, pos, s.lap(pos), off as u64, s.seg_size) {
+                Ok(Slot::Frame { flags, .. }) => flags & (F_PADDING | F_ABORTED) == 0,
+                _ => false,
+            },
+        )
     }
 }
 

@@ -20,7 +20,15 @@ pub const F_COMPRESSED: u16 = 0x0010;
 pub const F_ENCRYPTED: u16 = 0x0020;
 pub const F_ABORTED: u16 = 0x0040;
 pub const F_CHECKSUM: u16 = 0x0080;
-pub const F_KNOWN: u16 = 0x00FF;
+/// Encrypted frame carried from another stream (by a bridge): the payload
+/// starts with the origin stream id (16 bytes) and position (8 bytes, LE)
+/// that its nonce was made from.
+pub const F_FOREIGN: u16 = 0x0100;
+pub const F_KNOWN: u16 = 0x01FF;
+/// Flags bound into the AEAD associated data (they survive bridging).
+pub const F_AAD_MASK: u16 = F_BEGIN | F_END | F_COMPRESSED | F_ENCRYPTED;
+/// Length of the origin prefix of a foreign frame.
+pub const ORIGIN_LEN: usize = 24;
 
 /// Length field of an 8-byte padding frame (word A only, no word B).
 pub const PAD8_LEN: u32 = u32::MAX;

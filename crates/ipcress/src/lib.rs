@@ -33,9 +33,9 @@ mod stream;
 mod sys;
 
 pub use codec::{Compression, Key, KeyError};
-pub use consumer::{Consumer, From, Message, MessageReader, Wait};
+pub use consumer::{Consumer, From, Message, MessageReader, UserSlot, Wait};
 pub use error::{Error, Result};
-pub use producer::{Grant, MessageWriter, Producer};
+pub use producer::{Grant, MessageWriter, Producer, RawFrame, RawGrant};
 pub use stream::{
     Checksum, ConsumerInfo, Layout, Policy, Stream, StreamOptions, default_root, validate_name,
 };

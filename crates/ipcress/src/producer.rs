@@ -507,7 +507,7 @@ impl Producer {
 /// in the header, then the position.
 pub(crate) fn aad(len: u32, flags: u16, pos: u64) -> [u8; 14] {
     let mut a = [0u8; 14];
-    a[..6].copy_from_slice(&header_bytes(len, flags));
+    a[..6].copy_from_slice(&header_bytes(len, flags & F_AAD_MASK));
     a[6..].copy_from_slice(&pos.to_le_bytes());
     a
 }
@@ -534,6 +534,146 @@ pub(crate) fn write_pad(
         .region
         .u64_at(off)
         .compare_exchange(stale, a, SeqCst, Relaxed);
+}
+
+/// One stored frame exactly as written: possibly compressed and encrypted.
+/// Bridges move these between streams without decoding them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawFrame {
+    /// `F_BEGIN`, `F_END`, `F_COMPRESSED`, `F_ENCRYPTED` (other bits ignored).
+    pub flags: u16,
+    /// Stream id where the frame was first written (its nonce, if encrypted).
+    pub origin: [u8; 16],
+    /// Position where the frame was first written.
+    pub origin_position: u64,
+    /// The stored payload (ciphertext and tag when encrypted).
+    pub data: Vec<u8>,
+}
+
+impl Producer {
+    /// Claim a frame for `f`, to be committed with [`RawGrant::commit`].
+    /// Fragments (`F_BEGIN` without `F_END`, continuations) take the
+    /// stream's fragment lock until the frame with `F_END`.
+    pub fn reserve_raw(&mut self, f: &RawFrame) -> Result<RawGrant<'_>> {
+        let flags = f.flags & F_AAD_MASK;
+        let foreign = flags & F_ENCRYPTED != 0;
+        if foreign && !self.s.opts.encrypted {
+            return Err(Error::InvalidOptions(format!(
+                "stream {} is not encrypted: it cannot take encrypted frames",
+                self.s.name
+            )));
+        }
+        if !foreign && self.s.opts.encrypted {
+            return Err(Error::InvalidOptions(format!(
+                "stream {} is encrypted: it takes encrypted frames only",
+                self.s.name
+            )));
+        }
+        let stored = f.data.len() + if foreign { ORIGIN_LEN } else { 0 };
+        if stored > self.s.max_payload() {
+            return Err(Error::TooLarge {
+                len: stored as u64,
+                max: self.s.max_payload() as u64,
+            });
+        }
+        let fragment = flags & (F_BEGIN | F_END) != (F_BEGIN | F_END);
+        if fragment && !self.holds_frag_lock {
+            self.acquire_frag_lock()?;
+        }
+        let claim = self.claim(frame_len(stored as u64), false)?;
+        let mut body = claim.off + HEADER_LEN;
+        if foreign {
+            claim.seg.region.write(body, &f.origin);
+            claim
+                .seg
+                .region
+                .write(body + 16, &f.origin_position.to_le_bytes());
+            body += ORIGIN_LEN;
+        }
+        claim.seg.region.write(body, &f.data);
+        let release = fragment && flags & F_END != 0;
+        Ok(RawGrant {
+            p: self,
+            claim: Some(claim),
+            len: stored as u32,
+            flags: flags | if foreign { F_FOREIGN } else { 0 },
+            release,
+        })
+    }
+
+    /// Write a raw frame at once. Returns its position.
+    pub fn send_raw(&mut self, f: &RawFrame) -> Result<u64> {
+        self.reserve_raw(f)?.commit()
+    }
+
+    fn commit_raw(&mut self, c: Claim, len: u32, mut flags: u16) -> Result<u64> {
+        flags |= F_COMMITTED;
+        if self.s.checksummed() {
+            flags |= F_CHECKSUM;
+        }
+        let body = c.off + HEADER_LEN;
+        let crc = if flags & F_CHECKSUM != 0 {
+            // SAFETY: the frame is claimed by us and not yet published.
+            frame_crc(len, flags, unsafe {
+                c.seg.region.slice(body, len as usize)
+            })
+        } else {
+            0
+        };
+        c.seg
+            .region
+            .u64_at(c.off + 8)
+            .store(word_b(crc, c.pos), Relaxed);
+        let a = word_a(len, flags, self.s.lap(c.pos));
+        let ok = c
+            .seg
+            .region
+            .u64_at(c.off)
+            .compare_exchange(c.stale_a, a, SeqCst, Relaxed)
+            .is_ok();
+        self.clear_claim();
+        if !ok {
+            return Err(Error::Unblocked { position: c.pos });
+        }
+        self.messages += 1;
+        self.bytes += len as u64;
+        self.s.wake_data();
+        Ok(c.pos)
+    }
+}
+
+/// A claimed raw frame; see [`Producer::reserve_raw`].
+pub struct RawGrant<'a> {
+    p: &'a mut Producer,
+    claim: Option<Claim>,
+    len: u32,
+    flags: u16,
+    release: bool,
+}
+
+impl RawGrant<'_> {
+    /// Position of the frame.
+    pub fn position(&self) -> u64 {
+        self.claim.as_ref().map_or(0, |c| c.pos)
+    }
+
+    /// Publish the frame.
+    pub fn commit(mut self) -> Result<u64> {
+        let c = self.claim.take().expect("claim present until commit");
+        let r = self.p.commit_raw(c, self.len, self.flags);
+        if self.release && self.p.holds_frag_lock {
+            self.p.release_frag_lock();
+        }
+        r
+    }
+}
+
+impl Drop for RawGrant<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.claim.take() {
+            self.p.abort_claim(c);
+        }
+    }
 }
 
 /// A frame claimed in shared memory, filled in place.

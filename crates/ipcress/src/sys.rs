@@ -108,6 +108,10 @@ pub(crate) fn owner_word(pid: u32, start: u64) -> u64 {
     (pid as u64) | ((start & 0xFFFF_FFFF) << 32)
 }
 
+/// Owner word of a slot that belongs to no process: a closed durable
+/// consumer, a group, a user slot. Not free, never alive.
+pub(crate) const NOBODY: u64 = 1 << 32;
+
 /// The pid part of an owner word.
 pub(crate) fn owner_pid(owner: u64) -> u32 {
     owner as u32
@@ -124,7 +128,7 @@ fn start_time(pid: u32) -> Option<u64> {
 /// Is the process named by an owner word still running?
 pub(crate) fn owner_alive(owner: u64) -> bool {
     let pid = owner_pid(owner);
-    if pid == 0 {
+    if pid == 0 || pid > i32::MAX as u32 {
         return false;
     }
     if owner == my_owner() {
