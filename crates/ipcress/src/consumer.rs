@@ -427,7 +427,7 @@ impl Consumer {
             spins += 1;
             if self.wait == Wait::Spin || spins < SPINS {
                 std::hint::spin_loop();
-                if spins % 1024 == 0 {
+                if spins.is_multiple_of(1024) {
                     self.maintenance();
                 }
                 continue;
@@ -527,10 +527,10 @@ impl Consumer {
 
     fn seg_for(&mut self, pos: u64) -> Result<Option<Seg>> {
         let idx = self.s.seg_index(pos);
-        if let Some(seg) = &self.seg {
-            if seg.index == idx {
-                return Ok(Some(seg.clone()));
-            }
+        if let Some(seg) = &self.seg
+            && seg.index == idx
+        {
+            return Ok(Some(seg.clone()));
         }
         let seg = self.s.segment(idx, false)?;
         if let Some(seg) = &seg {
@@ -807,17 +807,19 @@ impl Consumer {
         if p == u64::MAX || p >= next {
             return Ok(());
         }
-        if let Peek::Frame { total, .. } = self.peek(p)? {
-            if p + total == next {
-                r.u64_at(cslot::CLAIMED).fetch_max(p + 1, SeqCst);
-            }
+        if let Peek::Frame { total, .. } = self.peek(p)?
+            && p + total == next
+        {
+            r.u64_at(cslot::CLAIMED).fetch_max(p + 1, SeqCst);
         }
         Ok(())
     }
 
     /// Deliver a message held by a dead member of our group, if any.
     fn adopt_orphans(&mut self, group: usize) -> Result<Option<Delivered>> {
-        if self.last_maintenance.elapsed() < Duration::from_millis(100) && self.msgs % 256 != 0 {
+        if self.last_maintenance.elapsed() < Duration::from_millis(100)
+            && !self.msgs.is_multiple_of(256)
+        {
             return Ok(None);
         }
         let gr = self.s.cslot(group);
@@ -857,22 +859,22 @@ impl Consumer {
                     flags,
                     total,
                 } = self.peek(p)?
+                    && flags & F_BEGIN != 0
+                    && flags & (F_PADDING | F_ABORTED) == 0
                 {
-                    if flags & F_BEGIN != 0 && flags & (F_PADDING | F_ABORTED) == 0 {
-                        self.pos = p + total;
-                        self.held = Some(Held {
-                            slot: i,
-                            claimed,
-                            adopted: true,
-                        });
-                        let body = self.decode(p, &seg, off, len, flags)?;
-                        self.msgs += 1;
-                        return Ok(Some(Delivered {
-                            pos: p,
-                            flags,
-                            body,
-                        }));
-                    }
+                    self.pos = p + total;
+                    self.held = Some(Held {
+                        slot: i,
+                        claimed,
+                        adopted: true,
+                    });
+                    let body = self.decode(p, &seg, off, len, flags)?;
+                    self.msgs += 1;
+                    return Ok(Some(Delivered {
+                        pos: p,
+                        flags,
+                        body,
+                    }));
                 }
             }
             // Nothing to redeliver: free the dead member's slot.
@@ -1038,7 +1040,7 @@ impl Stream {
     /// Is there a committed data frame (not padding, not aborted) at `pos`?
     pub fn is_committed(&self, pos: u64) -> Result<bool> {
         let s = &self.inner;
-        if pos >= s.tail() || pos < s.head() || pos % ALIGN as u64 != 0 {
+        if pos >= s.tail() || pos < s.head() || !pos.is_multiple_of(ALIGN as u64) {
             return Ok(false);
         }
         let Some(seg) = s.segment(s.seg_index(pos), false)? else {

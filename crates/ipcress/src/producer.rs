@@ -294,10 +294,10 @@ impl Producer {
 
     fn seg_for(&mut self, pos: u64) -> Result<Seg> {
         let idx = self.s.seg_index(pos);
-        if let Some(seg) = &self.seg {
-            if seg.index == idx {
-                return Ok(seg.clone());
-            }
+        if let Some(seg) = &self.seg
+            && seg.index == idx
+        {
+            return Ok(seg.clone());
         }
         let seg = self
             .s
@@ -313,7 +313,7 @@ impl Producer {
 
     /// Claim `total` bytes for one frame that fits in a segment.
     fn claim(&mut self, total: u64, try_only: bool) -> Result<Claim> {
-        debug_assert!(total <= self.s.seg_size && total % ALIGN as u64 == 0);
+        debug_assert!(total <= self.s.seg_size && total.is_multiple_of(ALIGN as u64));
         let seg_size = self.s.seg_size;
         loop {
             if try_only && self.must_wait(self.s.tail() + total) {

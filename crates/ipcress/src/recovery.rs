@@ -76,19 +76,19 @@ pub(crate) fn unblock(s: &Inner, p: u64) -> Result<()> {
         stale,
         F_ABORTED,
     );
-    if end > seg_end {
-        if let Some(next) = s.segment(s.seg_index(seg_end), true)? {
-            let st = next.region.u64_at(0).load(Acquire);
-            write_pad(
-                &next,
-                0,
-                seg_end,
-                end - seg_end,
-                s.lap(seg_end),
-                st,
-                F_ABORTED,
-            );
-        }
+    if end > seg_end
+        && let Some(next) = s.segment(s.seg_index(seg_end), true)?
+    {
+        let st = next.region.u64_at(0).load(Acquire);
+        write_pad(
+            &next,
+            0,
+            seg_end,
+            end - seg_end,
+            s.lap(seg_end),
+            st,
+            F_ABORTED,
+        );
     }
     if let Some((i, _)) = exact {
         let _ = s
@@ -111,13 +111,14 @@ fn peek_raw(s: &Inner, seg: &Seg, p: u64) -> Result<Slot, &'static str> {
         0
     };
     let slot = format::parse(a, b, p, s.lap(p), off as u64, s.seg_size)?;
-    if let Slot::Frame { len, flags, total } = slot {
-        if flags & F_CHECKSUM != 0 && total > 8 {
-            let mut buf = vec![0u8; len as usize];
-            seg.region.read(off + HEADER_LEN, &mut buf);
-            if frame_crc(len, flags, &buf) != b as u32 {
-                return Err("checksum mismatch");
-            }
+    if let Slot::Frame { len, flags, total } = slot
+        && flags & F_CHECKSUM != 0
+        && total > 8
+    {
+        let mut buf = vec![0u8; len as usize];
+        seg.region.read(off + HEADER_LEN, &mut buf);
+        if frame_crc(len, flags, &buf) != b as u32 {
+            return Err("checksum mismatch");
         }
     }
     Ok(slot)

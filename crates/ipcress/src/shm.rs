@@ -30,7 +30,7 @@ impl Region {
 
     /// A sub-region. Panics if out of bounds (offsets are validated by callers).
     pub(crate) fn sub(&self, off: usize, len: usize) -> Region {
-        assert!(off.checked_add(len).is_some_and(|end| end <= self.len) && off % 8 == 0);
+        assert!(off.checked_add(len).is_some_and(|end| end <= self.len) && off.is_multiple_of(8));
         // SAFETY: in bounds of a region that satisfies `new`'s contract, and
         // 8-aligned because `off` is.
         unsafe { Region::new(self.ptr.add(off), len) }
@@ -38,7 +38,7 @@ impl Region {
 
     fn check(&self, off: usize, len: usize, align: usize) {
         assert!(
-            off.checked_add(len).is_some_and(|end| end <= self.len) && off % align == 0,
+            off.checked_add(len).is_some_and(|end| end <= self.len) && off.is_multiple_of(align),
             "shared memory access out of bounds: {off}+{len} of {}",
             self.len
         );

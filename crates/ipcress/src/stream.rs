@@ -901,12 +901,13 @@ impl Inner {
             let pos = s.u64_at(cslot::POSITION).load(SeqCst);
             match s.u32_at(cslot::KIND).load(Acquire) {
                 format::KIND_DURABLE => {
-                    if check_live && !sys::owner_alive(owner) {
-                        if let Some(t) = self.opts.durable_timeout {
-                            let hb = s.u64_at(cslot::HEARTBEAT_MS).load(Relaxed);
-                            if now.saturating_sub(hb) > t.as_millis() as u64 {
-                                continue;
-                            }
+                    if check_live
+                        && !sys::owner_alive(owner)
+                        && let Some(t) = self.opts.durable_timeout
+                    {
+                        let hb = s.u64_at(cslot::HEARTBEAT_MS).load(Relaxed);
+                        if now.saturating_sub(hb) > t.as_millis() as u64 {
+                            continue;
                         }
                     }
                     take(pos);
