@@ -673,6 +673,14 @@ impl Consumer {
         }
         if flags & F_CHECKSUM != 0 && frame_crc(len, flags, &buf) != b as u32 {
             self.buf = buf;
+            if flags & F_ENCRYPTED != 0 {
+                return Err(Error::Decode {
+                    stream: self.s.name.clone(),
+                    position: p,
+                    reason: "authentication failed (checksum of the sealed record does not match)"
+                        .into(),
+                });
+            }
             return Err(Error::corrupt(p, "checksum mismatch"));
         }
         let r = self.decode_codecs(p, len, flags, &mut buf);
@@ -897,8 +905,17 @@ impl Consumer {
         match self.stuck {
             Some((sp, since)) if sp == p => {
                 if since.elapsed() >= self.s.opts.unblock_timeout {
-                    crate::recovery::unblock(&self.s, p)?;
+                    let skipped = crate::recovery::unblock(&self.s, p)?;
                     self.stuck = Some((p, Instant::now()));
+                    if let Some(n) = skipped {
+                        return Err(Error::corrupt(
+                            p,
+                            format!(
+                                "no valid frame here and no producer claims it \
+                                 (damaged header?); {n} bytes skipped"
+                            ),
+                        ));
+                    }
                 }
             }
             _ => self.stuck = Some((p, Instant::now())),
@@ -908,6 +925,42 @@ impl Consumer {
 }
 
 impl Consumer {
+    /// After an error at this consumer's position (`Corrupt`, `Decode`),
+    /// move past the damaged record to the next valid frame header (or the
+    /// segment end). Returns the number of bytes skipped.
+    pub fn skip_damaged(&mut self) -> Result<u64> {
+        self.release_held();
+        let p = self.position();
+        let s = self.s.clone();
+        let tail = s.tail();
+        if p >= tail {
+            return Ok(0);
+        }
+        let seg_end = (p | (s.seg_size - 1)) + 1;
+        // Scan rather than trust the header: a damaged length field can
+        // look sound. Headers are checked for lap, position and CRC.
+        let next = match self.seg_for(p)? {
+            Some(seg) => crate::recovery::next_valid(&s, &seg, p, tail.min(seg_end)),
+            None => tail.min(seg_end),
+        };
+        match self.kind {
+            Kind::Member { group, .. } => {
+                let gr = s.cslot(group);
+                let w = gr.u64_at(cslot::POSITION);
+                let cur = w.load(Acquire);
+                if split_group(cur).0 == p {
+                    let _ = w.compare_exchange(cur, group_word(next, 0), AcqRel, Relaxed);
+                }
+            }
+            _ => {
+                self.pos = next;
+                self.publish(next);
+            }
+        }
+        self.stuck = None;
+        Ok(next - p)
+    }
+
     /// Wait up to `timeout` for the next stored frame, returned exactly as
     /// stored (not decoded): every fragment of a large message separately.
     /// Non-group consumers only.

@@ -14,18 +14,21 @@ use crate::sys;
 
 /// Abort the claim at `p` if its producer is gone. Called by a reader that
 /// has waited `unblock_timeout` on an uncommitted frame with the tail past it.
-pub(crate) fn unblock(s: &Inner, p: u64) -> Result<()> {
+/// Returns the bytes skipped when no dead producer's record explained the
+/// hole (a damaged header, or a producer that had no slot): the reader
+/// reports that as corruption instead of skipping silently.
+pub(crate) fn unblock(s: &Inner, p: u64) -> Result<Option<u64>> {
     let Some(seg) = s.segment(s.seg_index(p), false)? else {
-        return Ok(());
+        return Ok(None);
     };
     let off = s.seg_offset(p) as usize;
     let stale = seg.region.u64_at(off).load(Acquire);
     if let Ok(Slot::Frame { .. }) = peek_raw(s, &seg, p) {
-        return Ok(());
+        return Ok(None);
     }
     let tail = s.tail();
     if tail <= p {
-        return Ok(());
+        return Ok(None);
     }
     let mut exact: Option<(usize, u64)> = None;
     let mut limit = tail;
@@ -40,7 +43,7 @@ pub(crate) fn unblock(s: &Inner, p: u64) -> Result<()> {
         let alive = sys::owner_alive(owner);
         if cp == p {
             if alive {
-                return Ok(());
+                return Ok(None);
             }
             exact = Some((i, r.u64_at(pslot::CLAIM_LEN).load(Acquire)));
         } else if cp > p && alive {
@@ -50,21 +53,11 @@ pub(crate) fn unblock(s: &Inner, p: u64) -> Result<()> {
     let seg_end = (p | (s.seg_size - 1)) + 1;
     let end = match exact {
         Some((_, len)) if len >= 8 && len <= s.seg_size && len % 8 == 0 => p + len,
-        _ => {
-            // Find the next valid frame: the hole ends there.
-            let stop = limit.min(seg_end);
-            let mut q = p + 8;
-            while q < stop {
-                if let Ok(Slot::Frame { .. }) = peek_raw(s, &seg, q) {
-                    break;
-                }
-                q += 8;
-            }
-            q.min(stop)
-        }
+        // Find the next valid frame: the hole ends there.
+        _ => next_valid(s, &seg, p, limit.min(seg_end)),
     };
     if end <= p {
-        return Ok(());
+        return Ok(None);
     }
     tracing::warn!(stream = %s.name, position = p, len = end - p, "aborting a claim left by a dead producer");
     write_pad(
@@ -97,7 +90,20 @@ pub(crate) fn unblock(s: &Inner, p: u64) -> Result<()> {
             .compare_exchange(p + 1, 0, AcqRel, Relaxed);
     }
     s.wake_data();
-    Ok(())
+    Ok(if exact.is_some() { None } else { Some(end - p) })
+}
+
+/// The first position after `p` and before `stop` that holds a valid frame
+/// header (lap, position and CRC checked), or `stop`.
+pub(crate) fn next_valid(s: &Inner, seg: &Seg, p: u64, stop: u64) -> u64 {
+    let mut q = p + 8;
+    while q < stop {
+        if let Ok(Slot::Frame { .. }) = peek_raw(s, seg, q) {
+            return q;
+        }
+        q += 8;
+    }
+    stop.max(p)
 }
 
 /// Parse the header at `p` in `seg`, also checking the CRC of committed
