@@ -319,6 +319,14 @@ impl Producer {
             if try_only && self.must_wait(self.s.tail() + total) {
                 return Err(Error::Full);
             }
+            let t = self.s.tail();
+            if !self.s.is_ring() && t + total < TAIL_LOCK {
+                // Log: create the segment(s) this claim lands in before
+                // taking a position, so that a full file system is reported
+                // here (Error::NoSpace at roll time) and leaves no hole.
+                self.seg_for(t + total - 1)?;
+                self.seg_for(t)?;
+            }
             let old = self.s.tail_word().fetch_add(total, AcqRel);
             let pos = old & !TAIL_LOCK;
             if pos.checked_add(total).is_none_or(|e| e >= TAIL_LOCK) {
@@ -329,23 +337,34 @@ impl Producer {
             let end = pos + total;
             if end > seg_end {
                 // Crosses a segment end: pad both pieces and claim again.
-                self.wait_space(end)?;
-                self.pad(pos, seg_end - pos)?;
-                self.pad(seg_end, end - seg_end)?;
+                let r = self
+                    .wait_space(end)
+                    .and_then(|()| self.pad(pos, seg_end - pos))
+                    .and_then(|()| self.pad(seg_end, end - seg_end));
+                // On an error too: a live producer's record would keep
+                // readers waiting on the hole forever.
                 self.clear_claim();
+                r?;
                 self.s.wake_data();
                 continue;
             }
             self.wait_space(end)?;
             if old & TAIL_LOCK != 0 && !self.holds_frag_lock {
                 // A fragmented message is being written: step aside.
-                self.pad(pos, total)?;
+                let r = self.pad(pos, total);
                 self.clear_claim();
+                r?;
                 self.s.wake_data();
                 self.wait_frag_unlock();
                 continue;
             }
-            let seg = self.seg_for(pos)?;
+            let seg = match self.seg_for(pos) {
+                Ok(seg) => seg,
+                Err(e) => {
+                    self.clear_claim();
+                    return Err(e);
+                }
+            };
             let off = self.s.seg_offset(pos) as usize;
             let stale_a = seg.region.u64_at(off).load(Relaxed);
             // Pairs with the reader's fence after copying (Overwrite
@@ -398,12 +417,19 @@ impl Producer {
                 continue;
             }
             if end > self.s.capacity {
-                let new_head = end - self.s.capacity;
-                if new_head > self.head_seen {
+                let need = end - self.s.capacity;
+                if need > self.head_seen {
                     self.head_seen = self.s.head_word().load(SeqCst);
-                    if new_head > self.head_seen {
-                        self.s.head_word().fetch_max(new_head, SeqCst);
-                        self.head_seen = new_head;
+                    if need > self.head_seen {
+                        // Raise the head a sixteenth of the ring at a time
+                        // (never past the floor), not once per message.
+                        let mut target = (need + self.s.capacity / 16) & !(ALIGN as u64 - 1);
+                        if self.s.opts.policy == Policy::Block && self.limit != u64::MAX {
+                            target = target.min(self.limit - self.s.capacity);
+                        }
+                        let target = target.max(need);
+                        self.s.head_word().fetch_max(target, SeqCst);
+                        self.head_seen = target;
                     }
                 }
             }
