@@ -93,6 +93,7 @@ pub struct Consumer {
     held: Option<Held>,
     last_maintenance: Instant,
     name: String,
+    auto_commit: bool,
 }
 
 /// Spins before parking.
@@ -244,8 +245,12 @@ fn check_key(s: &Inner) -> Result<()> {
 
 /// The first frame boundary at or after `head`.
 fn resume_position(s: &Inner, head: u64) -> u64 {
+    // Clamped to the tail first (< 2^63): a damaged head word cannot
+    // overflow the rounding.
+    let tail = s.tail();
+    let head = head.min(tail);
     let r = (head + s.seg_size - 1) & !(s.seg_size - 1);
-    r.min(s.tail()).max(head.min(s.tail()))
+    r.min(tail).max(head)
 }
 
 fn start_position(s: &Inner, from: From) -> Result<u64> {
@@ -307,7 +312,9 @@ impl Drop for Consumer {
         match self.kind {
             Kind::Durable => {
                 // The position stays; the slot is free to be reopened.
-                r.u64_at(cslot::POSITION).store(self.pos, Release);
+                if self.auto_commit {
+                    r.u64_at(cslot::POSITION).store(self.pos, Release);
+                }
                 r.u64_at(cslot::HEARTBEAT_MS).store(sys::now_ms(), Relaxed);
                 // A closed durable consumer still holds producers back; it
                 // belongs to nobody until it is opened again.
@@ -341,7 +348,29 @@ impl Consumer {
             held: None,
             last_maintenance: Instant::now(),
             name: name.to_string(),
+            auto_commit: true,
         }
+    }
+
+    /// With auto-commit off (durable consumers and subscribers), the
+    /// position is saved, and the ring released to producers, only by
+    /// [`commit`](Self::commit) or [`commit_to`](Self::commit_to): a bridge
+    /// commits what the far side acknowledged, not what it has read.
+    pub fn set_auto_commit(&mut self, on: bool) {
+        self.auto_commit = on;
+    }
+
+    /// Save `position` (a frame boundary this consumer has read up to) as
+    /// the durable position. It must not be past the consumer's position.
+    pub fn commit_to(&mut self, position: u64) -> Result<()> {
+        if position > self.pos || matches!(self.kind, Kind::Member { .. }) {
+            return Err(Error::InvalidOptions(format!(
+                "cannot commit position {position}: the consumer is at {}",
+                self.pos
+            )));
+        }
+        self.publish(position);
+        Ok(())
     }
 
     /// Choose how to wait for data.
@@ -441,7 +470,7 @@ impl Consumer {
     /// that liveness checks and the unblocker run).
     fn park(&mut self, deadline: Option<Instant>) -> Result<()> {
         self.maintenance();
-        if matches!(self.kind, Kind::Durable | Kind::Subscriber) {
+        if self.auto_commit && matches!(self.kind, Kind::Durable | Kind::Subscriber) {
             // Padding we skipped is consumed too.
             let p = self.pos;
             self.s
@@ -519,7 +548,7 @@ impl Consumer {
             }
             self.s.wake_space();
         }
-        if matches!(self.kind, Kind::Durable | Kind::Subscriber) {
+        if self.auto_commit && matches!(self.kind, Kind::Durable | Kind::Subscriber) {
             let p = self.pos;
             self.publish(p);
         }
@@ -541,6 +570,11 @@ impl Consumer {
 
     /// Look at the frame at `p`, validating every field.
     fn peek(&mut self, p: u64) -> Result<Peek> {
+        if !p.is_multiple_of(ALIGN as u64) {
+            // Only a damaged slot word (a saved position, a group claim)
+            // can name an unaligned position.
+            return Err(Error::corrupt(p, "unaligned position"));
+        }
         let Some(seg) = self.seg_for(p)? else {
             return Ok(Peek::Empty);
         };
@@ -895,6 +929,23 @@ impl Consumer {
 
     // ---- holes left by dead producers -----------------------------------
 
+    /// Inside a fragmented message, nothing is committed at `p`: is the rest
+    /// never coming? True when nothing is claimed at `p` (tail) and no live
+    /// process holds the fragment lock, which its writer keeps until the
+    /// last fragment is committed (its writer died, or the files are
+    /// damaged). The second look at `p` pairs with the writer's release of
+    /// the lock after committing its last fragment.
+    fn fragments_abandoned(&mut self, p: u64) -> Result<bool> {
+        if self.s.tail() > p {
+            return Ok(false);
+        }
+        let owner = self.s.frag_lock().load(Acquire);
+        if owner != 0 && sys::owner_alive(owner) {
+            return Ok(false);
+        }
+        Ok(matches!(self.peek(p)?, Peek::Empty))
+    }
+
     /// Nothing committed at `p`: if it is claimed (tail past it) for longer
     /// than `unblock_timeout` by a producer that is gone, abort the claim.
     fn check_hole(&mut self, p: u64) -> Result<()> {
@@ -1212,6 +1263,11 @@ impl MessageReader<'_> {
             match c.peek(p)? {
                 Peek::Empty => {
                     c.check_hole(p)?;
+                    if c.fragments_abandoned(p)? {
+                        return Err(Error::Aborted {
+                            position: self.start,
+                        });
+                    }
                     spins += 1;
                     if spins < SPINS {
                         std::hint::spin_loop();
@@ -1264,7 +1320,7 @@ impl MessageReader<'_> {
                         if let Some(h) = &mut c.held {
                             h.claimed = h.claimed.max(p + 1);
                         }
-                    } else {
+                    } else if c.auto_commit {
                         let np = c.pos;
                         c.publish(np);
                     }

@@ -59,6 +59,17 @@ pub(crate) fn unblock(s: &Inner, p: u64) -> Result<Option<u64>> {
     if end <= p {
         return Ok(None);
     }
+    if s.is_ring() && end > s.capacity {
+        // The padding overwrites the previous lap there. Like a producer
+        // (FORMAT.md, claim steps 3 and 4): not while a holding consumer
+        // still needs those bytes (the claimer may have died waiting for
+        // space), and only after raising the head.
+        let need = end - s.capacity;
+        if s.opts.policy == Policy::Block && s.floor(true).is_some_and(|f| f < need) {
+            return Ok(None);
+        }
+        s.head_word().fetch_max(need, SeqCst);
+    }
     tracing::warn!(stream = %s.name, position = p, len = end - p, "aborting a claim left by a dead producer");
     write_pad(
         &seg,
@@ -152,9 +163,12 @@ pub(crate) fn recover(s: &Inner) -> Result<()> {
 
 fn segment_indexes(s: &Inner) -> Result<Vec<u64>> {
     let rd = std::fs::read_dir(&s.dir).map_err(|e| Error::from_os(&s.dir, "list", e))?;
+    // Positions stay below 2^63: a file named past that is not a segment.
+    let max = format::TAIL_LOCK >> s.seg_shift;
     let mut v: Vec<u64> = rd
         .filter_map(|e| e.ok())
         .filter_map(|e| storage::parse_segment_file_name(&e.file_name().to_string_lossy()))
+        .filter(|&i| i < max)
         .collect();
     v.sort_unstable();
     Ok(v)
@@ -184,7 +198,10 @@ fn recover_log(s: &Inner) -> Result<()> {
             sys::reserve_space(&f, s.seg_size, &path)?;
         }
     }
-    if s.head() < first << s.seg_shift {
+    // A log's head is the start of a segment that still exists; anything
+    // else (a damaged word) restarts it at the first segment.
+    let head = s.head();
+    if head < first << s.seg_shift || head >= (last + 1) << s.seg_shift || s.seg_offset(head) != 0 {
         s.head_word().store(first << s.seg_shift, Release);
     }
     // Walk from the segment before the last one to the last valid frame.

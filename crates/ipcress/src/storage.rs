@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -61,6 +61,9 @@ pub(crate) fn create_file(path: &Path, len: u64, mode: u32) -> Result<File> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
         .map_err(|e| Error::from_os(path, "create", e))?;
+    // The mode asked for, whatever the umask (0660 must not become 0640).
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::from_os(path, "chmod", e))?;
     sys::reserve_space(&f, len, path)?;
     Ok(f)
 }
@@ -206,7 +209,13 @@ fn create_segment(dir: &Path, path: &Path, seg_size: u64, mode: u32) -> Result<F
         Ok(f) => f,
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
-            return Err(e);
+            // Name the segment, not the temporary file.
+            return Err(match e {
+                Error::NoSpace { .. } => Error::NoSpace {
+                    path: path.to_path_buf(),
+                },
+                e => e,
+            });
         }
     };
     let linked = std::fs::hard_link(&tmp, path);

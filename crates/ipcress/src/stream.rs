@@ -2,7 +2,7 @@
 //! shared bookkeeping (consumer slots, flow control, retention).
 
 use std::fs::{self, DirBuilder};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
@@ -314,6 +314,11 @@ impl Stream {
             .mode(dir_mode)
             .create(&tmp)
             .map_err(|e| Error::from_os(&tmp, "create directory", e))?;
+        // The mode asked for, whatever the umask (0770 must not become 0750).
+        if let Err(e) = fs::set_permissions(&tmp, fs::Permissions::from_mode(dir_mode)) {
+            let _ = fs::remove_dir(&tmp);
+            return Err(Error::from_os(&tmp, "chmod", e));
+        }
         let made = write_new_stream(&tmp, &o);
         let made = made.and_then(|()| {
             // rename(2) of a directory onto an existing non-empty one fails.

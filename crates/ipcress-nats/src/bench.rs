@@ -1,0 +1,235 @@
+//! Throughput of the bridge against a plain JetStream publisher.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use async_nats::jetstream::context::Publish;
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use ipcress::{Stream, StreamOptions};
+
+use crate::{BridgeStats, InConfig, OutConfig, in_name, out_name, run_in, run_out};
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    /// NATS server URL(s).
+    pub nats_url: String,
+    /// Directory for the temporary local streams.
+    pub root: PathBuf,
+    /// Records to move.
+    pub records: usize,
+    /// Size of each record.
+    pub record_size: usize,
+    /// Publishes in flight, for the bridge and the plain publisher alike.
+    pub window: usize,
+    /// Replicas of the JetStream streams.
+    pub replicas: usize,
+    /// Run `bridge out` ordered (see [`OutConfig::ordered`]).
+    pub ordered: bool,
+}
+
+impl BenchConfig {
+    /// 100 000 records of 1 KiB, window 256, 1 replica.
+    pub fn new(nats_url: &str, root: impl Into<PathBuf>) -> BenchConfig {
+        BenchConfig {
+            nats_url: nats_url.into(),
+            root: root.into(),
+            records: 100_000,
+            record_size: 1024,
+            window: 256,
+            replicas: 1,
+            ordered: true,
+        }
+    }
+}
+
+/// Measured times.
+#[derive(Clone, Debug)]
+pub struct BenchReport {
+    /// Records moved in each run.
+    pub records: u64,
+    /// Size of each record.
+    pub record_size: usize,
+    /// Local stream → JetStream by `bridge out` (all acked).
+    pub bridge_out: Duration,
+    /// JetStream → local stream by `bridge in` (all committed).
+    pub bridge_in: Duration,
+    /// The same records published by a plain async-nats JetStream
+    /// publisher with the same window (all acked).
+    pub plain: Duration,
+    /// The same with a `Nats-Msg-Id` per message (de-duplication on, as
+    /// the bridge needs it).
+    pub plain_msg_id: Duration,
+}
+
+impl BenchReport {
+    /// Records per second for a run that took `d`.
+    pub fn rate(&self, d: Duration) -> f64 {
+        self.records as f64 / d.as_secs_f64().max(1e-9)
+    }
+    /// MiB per second for a run that took `d`.
+    pub fn mib_rate(&self, d: Duration) -> f64 {
+        self.rate(d) * self.record_size as f64 / (1 << 20) as f64
+    }
+}
+
+impl fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} records of {} B", self.records, self.record_size)?;
+        for (name, d) in [
+            ("bridge out", self.bridge_out),
+            ("bridge in", self.bridge_in),
+            ("plain JetStream publish", self.plain),
+            ("plain with Nats-Msg-Id", self.plain_msg_id),
+        ] {
+            writeln!(
+                f,
+                "  {name:<24} {:>8.3} s {:>10.0} rec/s {:>8.1} MiB/s",
+                d.as_secs_f64(),
+                self.rate(d),
+                self.mib_rate(d)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Measure `bridge out`, `bridge in` and a plain async-nats JetStream
+/// publisher on the same server, in the same run. Creates and removes its
+/// own local and JetStream streams.
+pub fn bench_bridge(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
+    let tag = format!(
+        "{}{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() % 100_000)
+    );
+    let n = cfg.records as u64;
+    let need = (cfg.records as u64 * (cfg.record_size as u64 + 16) * 2).next_power_of_two();
+    let opts = StreamOptions::ring(need.max(64 << 20)).segments(4);
+    let src_name = format!("bench-src-{tag}");
+    let dst_name = format!("bench-dst-{tag}");
+    let src = Stream::create_in(&cfg.root, &src_name, &opts)?;
+    let dst = Stream::create_in(&cfg.root, &dst_name, &opts)?;
+    let record = vec![0x5au8; cfg.record_size];
+    {
+        let mut p = src.producer()?;
+        for _ in 0..cfg.records {
+            p.send(&record)?;
+        }
+    }
+    let subject = format!("bench.{tag}.bridge");
+    let js_bridge = format!("BENCH_{tag}_B");
+    let js_plain = format!("BENCH_{tag}_P");
+
+    // bridge out
+    let mut oc = OutConfig::new(&cfg.root, &src_name, &cfg.nats_url, &subject);
+    oc.create_stream = Some(js_bridge.clone());
+    oc.replicas = cfg.replicas;
+    oc.window = cfg.window;
+    oc.ordered = cfg.ordered;
+    let bridge_out = run_until(
+        move |stop| run_out(oc, stop),
+        || BridgeStats::read(&src, &out_name(&subject)).map_or(0, |s| s.records) >= n,
+    )?;
+
+    // bridge in
+    let ic = InConfig::new(
+        &cfg.root,
+        &cfg.nats_url,
+        &js_bridge,
+        &format!("bench-{tag}"),
+        &dst_name,
+    );
+    let durable = ic.durable.clone();
+    let bridge_in = run_until(
+        move |stop| run_in(ic, stop),
+        || BridgeStats::read(&dst, &in_name(&durable)).map_or(0, |s| s.records) >= n,
+    )?;
+
+    // plain publishers: bare, then with a Nats-Msg-Id per message
+    let rt = crate::runtime()?;
+    let (plain, plain_msg_id) = rt.block_on(async {
+        let client = crate::connect(&cfg.nats_url, "ipcress-bench", Default::default()).await?;
+        let js = jetstream::new(client);
+        let mut times = Vec::new();
+        for (k, with_id) in [false, true].into_iter().enumerate() {
+            let name = format!("{js_plain}{k}");
+            let plain_subject = format!("bench.{tag}.plain{k}");
+            js.create_stream(jetstream::stream::Config {
+                name: name.clone(),
+                subjects: vec![plain_subject.clone()],
+                num_replicas: cfg.replicas.max(1),
+                ..Default::default()
+            })
+            .await?;
+            let payload = Bytes::from(record.clone());
+            let t0 = Instant::now();
+            let mut futs = FuturesOrdered::new();
+            for i in 0..cfg.records {
+                if futs.len() >= cfg.window {
+                    futs.next().await.expect("in flight")?;
+                }
+                let mut p = Publish::build().payload(payload.clone());
+                if with_id {
+                    p = p.message_id(format!("{tag}:{i}"));
+                }
+                let ack = js.send_publish(plain_subject.clone(), p).await?;
+                futs.push_back(ack.into_future());
+            }
+            while let Some(r) = futs.next().await {
+                r?;
+            }
+            times.push(t0.elapsed());
+            let _ = js.delete_stream(&name).await;
+        }
+        let _ = js.delete_stream(&js_bridge).await;
+        anyhow::Ok((times[0], times[1]))
+    })?;
+    let _ = Stream::remove_in(&cfg.root, &src_name);
+    let _ = Stream::remove_in(&cfg.root, &dst_name);
+    Ok(BenchReport {
+        records: n,
+        record_size: cfg.record_size,
+        bridge_out,
+        bridge_in,
+        plain,
+        plain_msg_id,
+    })
+}
+
+/// Run a bridge on a thread until `done` holds; the time it took.
+fn run_until(
+    run: impl FnOnce(Arc<AtomicBool>) -> anyhow::Result<()> + Send + 'static,
+    done: impl Fn() -> bool,
+) -> anyhow::Result<Duration> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    let h = {
+        let stop = stop.clone();
+        std::thread::spawn(move || run(stop))
+    };
+    let deadline = t0 + Duration::from_secs(600);
+    while !done() {
+        if h.is_finished() || Instant::now() > deadline {
+            stop.store(true, Ordering::SeqCst);
+            h.join()
+                .map_err(|_| anyhow::anyhow!("bridge panicked"))?
+                .context("bridge ended early")?;
+            anyhow::bail!("bridge did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let d = t0.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    h.join().map_err(|_| anyhow::anyhow!("bridge panicked"))??;
+    Ok(d)
+}

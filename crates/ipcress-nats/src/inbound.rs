@@ -1,0 +1,568 @@
+//! `bridge in`: JetStream stream → local stream.
+//!
+//! The async side runs a durable pull consumer (explicit acks) and feeds
+//! the messages through a bounded channel to a writer thread, which owns
+//! the local producer, joins split frames, appends, commits, and only then
+//! sends the acks back.
+//!
+//! The user slot `bridge-in-<durable>` of the local stream holds word 0 =
+//! the last applied JetStream sequence, word 1 = the pending sequence and
+//! word 2 = the pending local position. Before a frame with sequence `n`
+//! is committed locally, pending = (n, position); after the commit,
+//! applied = n. At start, a pending frame that is committed counts as
+//! applied. The JetStream consumer is (re)created to deliver from
+//! applied + 1 at every (re)connection, so that nothing waits for ack
+//! timeouts after a crash; anything at or below the applied sequence is
+//! acked and skipped.
+//!
+//! A message large enough to be written in fragments moves frame by
+//! frame; `applied` only advances on the frame that ends a message, so a
+//! restart re-applies an interrupted message from its first fragment.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::{self, Message};
+use futures::StreamExt;
+use ipcress::format::{F_BEGIN, F_END};
+use ipcress::{Key, RawFrame, Stream, StreamOptions, UserSlot};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::stats::StatsWriter;
+use crate::{
+    Backoff, H_FLAGS, H_ORIGIN, H_ORIGIN_POS, H_PART, RaiseOnDrop, connect, in_name, stopped,
+    unhex16,
+};
+
+/// Configuration of `bridge in`.
+#[derive(Clone, Debug)]
+pub struct InConfig {
+    /// Directory holding the local streams.
+    pub root: PathBuf,
+    /// NATS server URL(s), comma separated.
+    pub nats_url: String,
+    /// JetStream stream to read.
+    pub js_stream: String,
+    /// Name of the durable JetStream consumer.
+    pub durable: String,
+    /// Only this subject of the JetStream stream (all if None).
+    pub filter_subject: Option<String>,
+    /// Local stream to append to.
+    pub stream: String,
+    /// Create the local stream with `create_options` if it does not exist.
+    pub create_local: bool,
+    /// Options of a created local stream.
+    pub create_options: StreamOptions,
+    /// Key file of an encrypted local stream.
+    pub key: Option<PathBuf>,
+    /// Messages per pull batch.
+    pub batch: usize,
+}
+
+impl InConfig {
+    /// Defaults: no filter, no creation (a 64 MiB-segment log if enabled),
+    /// batches of 256.
+    pub fn new(
+        root: impl Into<PathBuf>,
+        nats_url: &str,
+        js_stream: &str,
+        durable: &str,
+        stream: &str,
+    ) -> InConfig {
+        InConfig {
+            root: root.into(),
+            nats_url: nats_url.into(),
+            js_stream: js_stream.into(),
+            durable: durable.into(),
+            filter_subject: None,
+            stream: stream.into(),
+            create_local: false,
+            create_options: StreamOptions::log(64 << 20),
+            key: None,
+            batch: 256,
+        }
+    }
+}
+
+/// Run `bridge in` until `stop` is raised (or a fatal local error).
+pub fn run_in(cfg: InConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let mut stream = match Stream::open_in(&cfg.root, &cfg.stream) {
+        Ok(s) => s,
+        Err(ipcress::Error::NotFound { .. }) if cfg.create_local => {
+            match Stream::create_in(&cfg.root, &cfg.stream, &cfg.create_options) {
+                Ok(s) => s,
+                Err(ipcress::Error::AlreadyExists { .. }) => {
+                    Stream::open_in(&cfg.root, &cfg.stream)?
+                }
+                Err(e) => return Err(e).context(format!("creating stream {}", cfg.stream)),
+            }
+        }
+        Err(e) => return Err(e).context(format!("opening stream {}", cfg.stream)),
+    };
+    if let Some(k) = &cfg.key {
+        let key = Key::load(k).with_context(|| format!("loading key {}", k.display()))?;
+        stream = stream.with_key(&key)?;
+    }
+    let name = in_name(&cfg.durable);
+    let slot = stream.user_slot(&name)?;
+    let (applied, pending, pending_pos) = (slot.get(0), slot.get(1), slot.get(2));
+    if pending > applied && stream.is_committed(pending_pos)? {
+        // Crashed between the local commit and saving the sequence.
+        slot.set(0, pending);
+    }
+    info!(
+        "bridge in: {} → {} after JetStream sequence {}",
+        cfg.js_stream,
+        cfg.stream,
+        slot.get(0)
+    );
+    let quit = Arc::new(AtomicBool::new(false));
+    let rt = crate::runtime()?;
+    let (tx, rx) = mpsc::channel::<Message>(cfg.batch.max(1) * 2);
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Message>();
+    let writer = {
+        let stream = stream.clone();
+        let quit = quit.clone();
+        let stats = StatsWriter::open(&stream, &name)?;
+        let slot = stream.user_slot(&name)?;
+        std::thread::Builder::new()
+            .name("bridge-in-writer".into())
+            .spawn(move || {
+                let _raise = RaiseOnDrop(quit.clone());
+                Writer::new(&stream, slot, stats)?.run(rx, ack_tx, &quit)
+            })?
+    };
+    let res = {
+        let _raise = RaiseOnDrop(quit.clone());
+        rt.spawn(crate::forward_stop(stop, quit.clone()));
+        rt.block_on(in_async(&cfg, &slot, tx, ack_rx, &quit))
+    };
+    let wres = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("writer thread panicked"))?;
+    rt.shutdown_timeout(Duration::from_secs(1));
+    wres.and(res)
+}
+
+async fn in_async(
+    cfg: &InConfig,
+    slot: &UserSlot,
+    tx: mpsc::Sender<Message>,
+    mut ack_rx: mpsc::UnboundedReceiver<Message>,
+    quit: &AtomicBool,
+) -> anyhow::Result<()> {
+    // Acks go out from their own task: after the local commit.
+    let acker = tokio::spawn(async move {
+        while let Some(m) = ack_rx.recv().await {
+            if let Err(e) = m.ack().await {
+                debug!("bridge in: ack failed: {e}");
+            }
+        }
+    });
+    let stopping = || quit.load(Ordering::Relaxed);
+    let mut backoff = Backoff::new();
+    let mut client: Option<async_nats::Client> = None;
+    while !stopping() {
+        let c = match &client {
+            Some(c) => c.clone(),
+            None => match connect(&cfg.nats_url, "ipcress-bridge-in", Default::default()).await {
+                Ok(c) => {
+                    client = Some(c.clone());
+                    c
+                }
+                Err(e) => {
+                    warn!("bridge in: cannot connect to {}: {e:#}", cfg.nats_url);
+                    if !backoff.wait(quit).await || stopping() {
+                        break;
+                    }
+                    continue;
+                }
+            },
+        };
+        match session(cfg, &c, slot, &tx, quit, &mut backoff).await {
+            Ok(()) => break,
+            Err(e) => {
+                warn!("bridge in: {e:#}");
+                if !backoff.wait(quit).await || stopping() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(tx);
+    // Let the writer finish; it drops the ack sender when it ends.
+    let _ = tokio::time::timeout(Duration::from_secs(5), acker).await;
+    Ok(())
+}
+
+/// One consumer lifetime: (re)create the durable at applied + 1 and pull.
+/// Ok when stopping, Err to retry.
+async fn session(
+    cfg: &InConfig,
+    client: &async_nats::Client,
+    slot: &UserSlot,
+    tx: &mpsc::Sender<Message>,
+    quit: &AtomicBool,
+    backoff: &mut Backoff,
+) -> anyhow::Result<()> {
+    let js = jetstream::new(client.clone());
+    let js_stream = js
+        .get_stream(&cfg.js_stream)
+        .await
+        .with_context(|| format!("JetStream stream {}", cfg.js_stream))?;
+    let start = slot.get(0) + 1;
+    // The local stream is the truth: move the durable to what it lacks.
+    match js_stream.delete_consumer(&cfg.durable).await {
+        Ok(_) => {}
+        Err(e) => debug!("bridge in: deleting consumer {}: {e}", cfg.durable),
+    }
+    let consumer = js_stream
+        .create_consumer(pull::Config {
+            durable_name: Some(cfg.durable.clone()),
+            deliver_policy: if start <= 1 {
+                DeliverPolicy::All
+            } else {
+                DeliverPolicy::ByStartSequence {
+                    start_sequence: start,
+                }
+            },
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(60),
+            max_ack_pending: (cfg.batch.max(1) * 8) as i64,
+            filter_subject: cfg.filter_subject.clone().unwrap_or_default(),
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("creating consumer {}", cfg.durable))?;
+    let max_payload = client.server_info().max_payload;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(cfg.batch.max(1))
+        .max_bytes_per_batch((16 << 20).max(4 * max_payload))
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+        .context("pulling messages")?;
+    info!(
+        "bridge in: consuming {} from sequence {start}",
+        cfg.js_stream
+    );
+    // Deliveries of a fresh consumer are numbered 1, 2, ...: a gap means
+    // some were lost (a node went away); JetStream would only redeliver
+    // them after the ack wait, so start again from the applied sequence.
+    let mut last_delivery = 0u64;
+    loop {
+        tokio::select! {
+            m = messages.next() => match m {
+                Some(Ok(m)) => {
+                    let delivery = m
+                        .info()
+                        .map_err(|e| anyhow::anyhow!("message without JetStream info: {e}"))?
+                        .consumer_sequence;
+                    if delivery != last_delivery + 1 {
+                        anyhow::bail!(
+                            "delivery {delivery} after {last_delivery}: deliveries lost, \
+                             restarting after sequence {}",
+                            slot.get(0)
+                        );
+                    }
+                    last_delivery = delivery;
+                    backoff.reset();
+                    tokio::select! {
+                        r = tx.send(m) => if r.is_err() { return Ok(()) },
+                        _ = stopped(quit) => return Ok(()),
+                    }
+                }
+                Some(Err(e)) => anyhow::bail!("pulling messages: {e}"),
+                None => anyhow::bail!("the message stream ended"),
+            },
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                if quit.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// What the headers say about a message.
+struct Meta {
+    flags: u16,
+    origin: [u8; 16],
+    origin_position: u64,
+    /// (i, n) of a split frame, 1-based.
+    part: Option<(u32, u32)>,
+    /// The message id without the part suffix.
+    key: String,
+}
+
+fn meta(m: &Message) -> anyhow::Result<Option<Meta>> {
+    let Some(h) = m.message.headers.as_ref() else {
+        return Ok(None);
+    };
+    let Some(flags) = h.get(H_FLAGS) else {
+        return Ok(None);
+    };
+    let get = |k: &str| h.get(k).map(|v| v.as_str()).unwrap_or("");
+    let flags: u16 = flags.as_str().parse().context("bad Ipcress-Flags")?;
+    let part = match h.get(H_PART) {
+        Some(v) => {
+            let (i, n) = v.as_str().split_once('/').context("bad Ipcress-Part")?;
+            let (i, n): (u32, u32) = (
+                i.parse().context("bad Ipcress-Part")?,
+                n.parse().context("bad Ipcress-Part")?,
+            );
+            anyhow::ensure!(i >= 1 && i <= n, "bad Ipcress-Part {i}/{n}");
+            Some((i, n))
+        }
+        None => None,
+    };
+    // <source id hex>:<position>[:<part>]
+    let id = h
+        .get(async_nats::header::NATS_MESSAGE_ID)
+        .map_or("", |v| v.as_str());
+    let mut fields = id.split(':');
+    let (src, pos) = (fields.next().unwrap_or(""), fields.next().unwrap_or(""));
+    let key = format!("{src}:{pos}");
+    let (origin, origin_position) = match h.get(H_ORIGIN) {
+        Some(o) => (
+            unhex16(o.as_str()).context("bad Ipcress-Origin")?,
+            get(H_ORIGIN_POS)
+                .parse()
+                .context("bad Ipcress-Origin-Pos")?,
+        ),
+        // Implied: first written where the message id says.
+        None => (
+            unhex16(src).with_context(|| format!("bad Nats-Msg-Id {id:?}"))?,
+            pos.parse()
+                .with_context(|| format!("bad Nats-Msg-Id {id:?}"))?,
+        ),
+    };
+    Ok(Some(Meta {
+        flags,
+        origin,
+        origin_position,
+        part,
+        key,
+    }))
+}
+
+/// A split frame being joined.
+struct Partial {
+    key: String,
+    next: u32,
+    n: u32,
+    last_seq: u64,
+    flags: u16,
+    origin: [u8; 16],
+    origin_position: u64,
+    data: Vec<u8>,
+    msgs: Vec<Message>,
+}
+
+struct Writer {
+    producer: ipcress::Producer,
+    slot: UserSlot,
+    stats: StatsWriter,
+    /// Highest sequence written in this process (fragments included).
+    written: u64,
+    partial: Option<Partial>,
+    encrypted: bool,
+    id: [u8; 16],
+    /// Source stream (hex id) and position of the last frame seen.
+    last_source: Option<(String, u64)>,
+}
+
+impl Writer {
+    fn new(stream: &Stream, slot: UserSlot, stats: StatsWriter) -> anyhow::Result<Writer> {
+        Ok(Writer {
+            producer: stream.producer()?,
+            written: slot.get(0),
+            slot,
+            stats,
+            partial: None,
+            encrypted: stream.encrypted(),
+            id: stream.id(),
+            last_source: None,
+        })
+    }
+
+    fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Message>,
+        ack_tx: mpsc::UnboundedSender<Message>,
+        quit: &AtomicBool,
+    ) -> anyhow::Result<()> {
+        loop {
+            let m = match rx.try_recv() {
+                Ok(m) => m,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    // Idle: show the counters, then wait.
+                    self.stats.flush();
+                    match rx.blocking_recv() {
+                        Some(m) => m,
+                        None => break,
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            };
+            if quit.load(Ordering::Relaxed) {
+                break;
+            }
+            let acks = self.handle(m)?;
+            for a in acks {
+                let _ = ack_tx.send(a);
+            }
+        }
+        self.stats.flush();
+        Ok(())
+    }
+
+    /// Apply one message; returns the messages to ack now.
+    fn handle(&mut self, m: Message) -> anyhow::Result<Vec<Message>> {
+        let seq = m
+            .info()
+            .map_err(|e| anyhow::anyhow!("message without JetStream info: {e}"))?
+            .stream_sequence;
+        if seq <= self.written {
+            return Ok(vec![m]);
+        }
+        let Some(meta) = meta(&m)? else {
+            // A message not sent by a bridge: one plain record.
+            let data = m.message.payload.to_vec();
+            if self.encrypted {
+                // Encoded (encrypted) by the producer: position known only
+                // after the commit.
+                self.producer.send(&data)?;
+                self.slot.set(0, seq);
+                self.written = seq;
+                self.stats.add(1, data.len() as u64);
+            } else {
+                let f = RawFrame {
+                    flags: F_BEGIN | F_END,
+                    origin: self.id,
+                    origin_position: 0,
+                    data,
+                };
+                self.apply(&f, seq)?;
+            }
+            return Ok(vec![m]);
+        };
+        self.check_order(&meta, seq);
+        let frame = match meta.part {
+            None => RawFrame {
+                flags: meta.flags,
+                origin: meta.origin,
+                origin_position: meta.origin_position,
+                data: m.message.payload.to_vec(),
+            },
+            Some((i, n)) => {
+                if let Some(p) = &self.partial
+                    && seq <= p.last_seq
+                {
+                    // Redelivered while being joined.
+                    return Ok(vec![m]);
+                }
+                if i == 1 {
+                    if let Some(p) = self.partial.take() {
+                        warn!(
+                            "bridge in: frame {} incomplete ({} of {} parts), dropped",
+                            p.key,
+                            p.next - 1,
+                            p.n
+                        );
+                    }
+                    self.partial = Some(Partial {
+                        key: meta.key.clone(),
+                        next: 1,
+                        n,
+                        last_seq: 0,
+                        flags: meta.flags,
+                        origin: meta.origin,
+                        origin_position: meta.origin_position,
+                        data: Vec::new(),
+                        msgs: Vec::new(),
+                    });
+                }
+                let ok = matches!(&self.partial, Some(p) if p.key == meta.key && p.next == i && p.n == n);
+                if !ok {
+                    warn!(
+                        "bridge in: part {i}/{n} of {} at sequence {seq} without its beginning, skipped",
+                        meta.key
+                    );
+                    return Ok(vec![m]);
+                }
+                let p = self.partial.as_mut().expect("checked");
+                p.data.extend_from_slice(&m.message.payload);
+                p.last_seq = seq;
+                p.next += 1;
+                p.msgs.push(m);
+                if i < n {
+                    return Ok(Vec::new());
+                }
+                let p = self.partial.take().expect("checked");
+                let f = RawFrame {
+                    flags: p.flags,
+                    origin: p.origin,
+                    origin_position: p.origin_position,
+                    data: p.data,
+                };
+                self.apply(&f, seq)?;
+                return Ok(p.msgs);
+            }
+        };
+        self.apply(&frame, seq)?;
+        Ok(vec![m])
+    }
+
+    /// Warn when a source's positions go backwards (an unordered bridge
+    /// out after a failure, or a duplicate older than the dedup window).
+    fn check_order(&mut self, meta: &Meta, seq: u64) {
+        let Some((src, pos)) = meta.key.split_once(':') else {
+            return;
+        };
+        let Ok(pos) = pos.parse::<u64>() else {
+            return;
+        };
+        if let Some((last_src, last_pos)) = &self.last_source
+            && last_src == src
+            && pos < *last_pos
+        {
+            warn!(
+                "bridge in: sequence {seq} carries position {pos} of {src} after position {last_pos}: \
+                 out of order or duplicated upstream"
+            );
+        }
+        match &mut self.last_source {
+            Some((s, p)) if s == src => *p = pos,
+            _ => self.last_source = Some((src.to_string(), pos)),
+        }
+    }
+
+    /// Append `f` (JetStream sequence `seq`, its last part) and record it.
+    fn apply(&mut self, f: &RawFrame, seq: u64) -> anyhow::Result<()> {
+        let end = f.flags & F_END != 0;
+        let g = self
+            .producer
+            .reserve_raw(f)
+            .context("appending to the local stream")?;
+        if end {
+            let pos = g.position();
+            self.slot.set(2, pos);
+            self.slot.set(1, seq);
+        }
+        g.commit().context("committing to the local stream")?;
+        if end {
+            self.slot.set(0, seq);
+        }
+        self.written = seq;
+        self.stats.add(end as u64, f.data.len() as u64);
+        Ok(())
+    }
+}

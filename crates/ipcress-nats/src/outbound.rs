@@ -1,0 +1,608 @@
+//! `bridge out`: local stream → JetStream subject.
+//!
+//! A reader thread owns the durable consumer and feeds raw frames into a
+//! bounded channel; the async side publishes them with a bounded window of
+//! pipelined acks. Acknowledged progress is published back to the reader
+//! through an atomic; the reader commits the consumer only when everything
+//! it has returned is acknowledged, and the same progress is kept in the
+//! guard slot `bridge-out-<subject>` (word 0 = acked position + 1), so that
+//! a restart resumes from the last acknowledged record even if the consumer
+//! position got ahead of the acks.
+//!
+//! Order: with `ordered` (default), every publish carries
+//! `Nats-Expected-Last-Sequence`, predicted from the stream's last
+//! sequence. A publish lost in flight (server killed, leader change) makes
+//! every later one of the window fail instead of being stored out of order;
+//! the bridge then re-publishes from the first unacknowledged frame, one at
+//! a time ("probe") until one is newly stored, and pipelines again. The
+//! JetStream stream must then carry this bridge's messages only.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::HeaderMap;
+use async_nats::jetstream::context::{Publish, PublishAckFuture, PublishError, PublishErrorKind};
+use async_nats::jetstream::publish::PublishAck;
+use async_nats::jetstream::{self, Context};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use ipcress::format::F_END;
+use ipcress::{Consumer, From, Key, Stream, UserSlot};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::stats::StatsWriter;
+use crate::{
+    Backoff, H_FLAGS, H_ORIGIN, H_ORIGIN_POS, H_PART, RaiseOnDrop, connect, hex, out_name,
+};
+
+/// Configuration of `bridge out`.
+#[derive(Clone, Debug)]
+pub struct OutConfig {
+    /// Directory holding the local streams.
+    pub root: PathBuf,
+    /// The local stream to read.
+    pub stream: String,
+    /// NATS server URL(s), comma separated.
+    pub nats_url: String,
+    /// Subject to publish to.
+    pub subject: String,
+    /// Create (if missing) a JetStream stream of this name for `subject`.
+    pub create_stream: Option<String>,
+    /// Replicas of the created JetStream stream.
+    pub replicas: usize,
+    /// Publishes in flight (acks pipelined).
+    pub window: usize,
+    /// Key file of an encrypted local stream (frames stay encrypted).
+    pub key: Option<PathBuf>,
+    /// Keep JetStream order equal to the local order across server
+    /// failures (`Nats-Expected-Last-Sequence`); requires that nothing else
+    /// publishes to the JetStream stream.
+    pub ordered: bool,
+    /// How long to wait for a publish ack before retrying.
+    pub ack_timeout: Duration,
+}
+
+impl OutConfig {
+    /// Defaults: window 256, 1 replica, ordered, 10 s ack timeout.
+    pub fn new(root: impl Into<PathBuf>, stream: &str, nats_url: &str, subject: &str) -> OutConfig {
+        OutConfig {
+            root: root.into(),
+            stream: stream.into(),
+            nats_url: nats_url.into(),
+            subject: subject.into(),
+            create_stream: None,
+            replicas: 1,
+            window: 256,
+            key: None,
+            ordered: true,
+            ack_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One frame read from the local stream.
+struct Item {
+    pos: u64,
+    /// Consumer position right after the frame.
+    next: u64,
+    flags: u16,
+    origin: [u8; 16],
+    origin_position: u64,
+    data: Bytes,
+}
+
+/// Run `bridge out` until `stop` is raised (or a fatal local error).
+pub fn run_out(cfg: OutConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    anyhow::ensure!(cfg.window > 0, "window must be at least 1");
+    let mut stream = Stream::open_in(&cfg.root, &cfg.stream)
+        .with_context(|| format!("opening stream {}", cfg.stream))?;
+    if let Some(k) = &cfg.key {
+        let key = Key::load(k).with_context(|| format!("loading key {}", k.display()))?;
+        stream = stream.with_key(&key)?;
+    }
+    let name = out_name(&cfg.subject);
+    let guard = stream.user_slot(&name)?;
+    let consumer = open_consumer(&stream, &name, &guard)?;
+    let start = consumer.position();
+    info!(
+        "bridge out: {} → {} from position {start}",
+        cfg.stream, cfg.subject
+    );
+    let acked = Arc::new(AtomicU64::new(start));
+    let quit = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel::<Item>(cfg.window);
+    // Commit at least every quarter ring (a ring's producers wait for us).
+    let commit_every = stream
+        .capacity()
+        .map_or(64 << 20, |c| (c / 4).min(64 << 20));
+    let reader = {
+        let acked = acked.clone();
+        let quit = quit.clone();
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("bridge-out-reader".into())
+            .spawn(move || {
+                let _raise = RaiseOnDrop(quit.clone());
+                reader_loop(consumer, tx, &acked, &quit, &stop, commit_every)
+            })?
+    };
+    let stats = StatsWriter::open(&stream, &name)?;
+    let rt = crate::runtime()?;
+    let res = {
+        let _raise = RaiseOnDrop(quit.clone());
+        rt.spawn(crate::forward_stop(stop.clone(), quit.clone()));
+        rt.block_on(out_async(&cfg, rx, &acked, guard, stats, &quit))
+    };
+    let rres = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("reader thread panicked"))?;
+    rt.shutdown_timeout(Duration::from_secs(1));
+    rres.and(res)
+}
+
+/// Open the durable consumer; if its position is ahead of what JetStream
+/// acknowledged (a crash between read and ack), move it back.
+fn open_consumer(stream: &Stream, name: &str, guard: &UserSlot) -> anyhow::Result<Consumer> {
+    let c = stream.consumer(name)?;
+    let saved = guard.get(0);
+    if saved == 0 {
+        guard.set(0, c.position() + 1);
+        return Ok(c);
+    }
+    let acked = saved - 1;
+    if c.position() <= acked {
+        return Ok(c);
+    }
+    let ahead = c.position();
+    drop(c);
+    stream.remove_consumer(name)?;
+    match stream.consumer_from(name, From::Position(acked)) {
+        Ok(c) => {
+            info!(
+                "bridge out: resuming at acknowledged position {acked} (consumer was at {ahead})"
+            );
+            Ok(c)
+        }
+        Err(e) => {
+            warn!(
+                "bridge out: acknowledged position {acked} is no longer retained ({e}): \
+                 records up to the oldest retained one are not sent"
+            );
+            let c = stream.consumer_from(name, From::Start)?;
+            guard.set(0, c.position() + 1);
+            Ok(c)
+        }
+    }
+}
+
+fn reader_loop(
+    mut c: Consumer,
+    tx: mpsc::Sender<Item>,
+    acked: &AtomicU64,
+    quit: &AtomicBool,
+    stop: &AtomicBool,
+    commit_every: u64,
+) -> anyhow::Result<()> {
+    // Only acknowledged frames are committed (and released to producers).
+    c.set_auto_commit(false);
+    let mut last_next = c.position();
+    let mut committed = last_next;
+    let mut since = 0u64;
+    let mut at_boundary = true;
+    loop {
+        if quit.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if at_boundary && acked.load(Ordering::Acquire) >= last_next {
+            // Everything returned so far is in JetStream.
+            if c.position() != committed {
+                c.commit()?;
+                committed = c.position();
+            }
+            since = 0;
+        }
+        if at_boundary && since >= commit_every {
+            // Let the acks catch up so that the position can be saved.
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
+        match c.recv_raw_timeout(Duration::from_millis(50)) {
+            Ok(Some((pos, f))) => {
+                let next = c.position();
+                since += next - pos;
+                at_boundary = f.flags & F_END != 0;
+                last_next = next;
+                let item = Item {
+                    pos,
+                    next,
+                    flags: f.flags,
+                    origin: f.origin,
+                    origin_position: f.origin_position,
+                    data: Bytes::from(f.data),
+                };
+                if tx.blocking_send(item).is_err() {
+                    break;
+                }
+            }
+            Ok(None) => {}
+            Err(ipcress::Error::Lagged { skipped_bytes }) => {
+                warn!("bridge out: the stream overwrote {skipped_bytes} unread bytes");
+            }
+            Err(e) => return Err(e).context("reading the local stream"),
+        }
+    }
+    drop(tx);
+    // A clean stop: wait briefly for the last acks, then save the position.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < deadline
+        && !(at_boundary && acked.load(Ordering::Acquire) >= last_next)
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if at_boundary && acked.load(Ordering::Acquire) >= last_next && c.position() != committed {
+        c.commit()?;
+    }
+    Ok(())
+}
+
+enum Exit {
+    Stop,
+    ReaderGone,
+}
+
+struct Out<'a> {
+    cfg: &'a OutConfig,
+    id_hex: String,
+    id: [u8; 16],
+    acked: &'a AtomicU64,
+    guard: UserSlot,
+    stats: StatsWriter,
+    quit: &'a AtomicBool,
+    /// Frames read and not yet acknowledged, in order.
+    unacked: VecDeque<Item>,
+    /// Acks received since the last failure.
+    progress: bool,
+    js_stream: Option<String>,
+    /// (Re)connections of the client so far.
+    connects: Arc<AtomicU64>,
+}
+
+async fn out_async(
+    cfg: &OutConfig,
+    mut rx: mpsc::Receiver<Item>,
+    acked: &AtomicU64,
+    guard: UserSlot,
+    stats: StatsWriter,
+    quit: &AtomicBool,
+) -> anyhow::Result<()> {
+    let (id, id_hex) = {
+        let s = Stream::open_in(&cfg.root, &cfg.stream)?;
+        (s.id(), s.id_hex())
+    };
+    let mut out = Out {
+        cfg,
+        id,
+        id_hex,
+        acked,
+        guard,
+        stats,
+        quit,
+        unacked: VecDeque::new(),
+        progress: false,
+        js_stream: cfg.create_stream.clone(),
+        connects: Arc::default(),
+    };
+    let mut backoff = Backoff::new();
+    let mut client: Option<async_nats::Client> = None;
+    let mut created = false;
+    loop {
+        if quit.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let c = match &client {
+            Some(c) => c.clone(),
+            None => {
+                match connect(&cfg.nats_url, "ipcress-bridge-out", out.connects.clone()).await {
+                    Ok(c) => {
+                        client = Some(c.clone());
+                        c
+                    }
+                    Err(e) => {
+                        warn!("bridge out: cannot connect to {}: {e:#}", cfg.nats_url);
+                        if !backoff.wait(quit).await {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        let mut js = jetstream::new(c.clone());
+        js.set_timeout(cfg.ack_timeout);
+        if let (Some(name), false) = (&cfg.create_stream, created) {
+            match create_stream(&js, name, cfg).await {
+                Ok(()) => created = true,
+                Err(e) => {
+                    warn!("bridge out: cannot create JetStream stream {name}: {e:#}");
+                    if !backoff.wait(quit).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            }
+        }
+        let max_payload = c.server_info().max_payload;
+        out.progress = false;
+        match out.pipeline(&js, &mut rx, max_payload).await {
+            Ok(Exit::Stop) | Ok(Exit::ReaderGone) => {
+                out.stats.flush();
+                return Ok(());
+            }
+            Err(e) => {
+                if out.progress {
+                    backoff.reset();
+                }
+                warn!(
+                    "bridge out: {e:#}; re-publishing from the first unacknowledged of {} frames",
+                    out.unacked.len()
+                );
+                if !backoff.wait(quit).await {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+async fn create_stream(js: &Context, name: &str, cfg: &OutConfig) -> anyhow::Result<()> {
+    let s = js
+        .get_or_create_stream(jetstream::stream::Config {
+            name: name.to_string(),
+            subjects: vec![cfg.subject.clone()],
+            num_replicas: cfg.replicas.max(1),
+            storage: jetstream::stream::StorageType::File,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await?;
+    let subjects = &s.cached_info().config.subjects;
+    if !subjects.iter().any(|x| x == &cfg.subject) {
+        warn!(
+            "bridge out: JetStream stream {name} exists with subjects {subjects:?}, not {}",
+            cfg.subject
+        );
+    }
+    Ok(())
+}
+
+type AckFut = BoxFuture<'static, Result<Vec<PublishAck>, PublishError>>;
+
+/// Part size and number of parts of `item` under the server's max payload
+/// (leaving room for the headers).
+fn parts(item: &Item, max_payload: usize) -> (usize, usize) {
+    let chunk = max_payload.saturating_sub(1024).max(1024);
+    (chunk, item.data.len().div_ceil(chunk).max(1))
+}
+
+impl Out<'_> {
+    fn stopping(&self) -> bool {
+        self.quit.load(Ordering::Relaxed)
+    }
+
+    /// The last sequence of the JetStream stream that takes our subject.
+    async fn last_sequence(&mut self, js: &Context) -> anyhow::Result<u64> {
+        let name = match &self.js_stream {
+            Some(n) => n.clone(),
+            None => {
+                let n = js
+                    .stream_by_subject(self.cfg.subject.clone())
+                    .await
+                    .with_context(|| format!("no JetStream stream takes {}", self.cfg.subject))?;
+                self.js_stream = Some(n.clone());
+                n
+            }
+        };
+        let mut s = js.get_stream(&name).await?;
+        Ok(s.info().await?.state.last_sequence)
+    }
+
+    /// Publish part `i` of `n` of `item`.
+    async fn publish_part(
+        &self,
+        js: &Context,
+        item: &Item,
+        chunk: usize,
+        i: usize,
+        n: usize,
+        expect: Option<u64>,
+    ) -> Result<PublishAckFuture, PublishError> {
+        let part = item
+            .data
+            .slice(i * chunk..((i + 1) * chunk).min(item.data.len()));
+        let mut h = HeaderMap::new();
+        h.insert(H_FLAGS, item.flags.to_string().as_str());
+        if item.origin != self.id || item.origin_position != item.pos {
+            // Otherwise implied by the message id.
+            h.insert(H_ORIGIN, hex(&item.origin).as_str());
+            h.insert(H_ORIGIN_POS, item.origin_position.to_string().as_str());
+        }
+        let id = if n > 1 {
+            h.insert(H_PART, format!("{}/{n}", i + 1).as_str());
+            format!("{}:{}:{}", self.id_hex, item.pos, i + 1)
+        } else {
+            format!("{}:{}", self.id_hex, item.pos)
+        };
+        let mut p = Publish::build().payload(part).headers(h).message_id(id);
+        if let Some(e) = expect {
+            p = p.expected_last_sequence(e);
+        }
+        js.send_publish(self.cfg.subject.clone(), p).await
+    }
+
+    /// Publish every part of frame `k` of `unacked`; with `expect`, each
+    /// part carries the expected last sequence, advanced per part.
+    async fn publish(
+        &self,
+        js: &Context,
+        k: usize,
+        max_payload: usize,
+        mut expect: Option<&mut u64>,
+    ) -> Result<Vec<PublishAckFuture>, PublishError> {
+        let item = &self.unacked[k];
+        let (chunk, n) = parts(item, max_payload);
+        let mut acks = Vec::with_capacity(n);
+        for i in 0..n {
+            let e = expect.as_deref_mut().map(|e| {
+                *e += 1;
+                *e - 1
+            });
+            acks.push(self.publish_part(js, item, chunk, i, n, e).await?);
+        }
+        Ok(acks)
+    }
+
+    /// Publish the parts of the front frame one by one, waiting for each
+    /// ack and following the stream's last sequence (a duplicate does not
+    /// advance it). True if a part was newly stored.
+    async fn publish_probe(
+        &self,
+        js: &Context,
+        max_payload: usize,
+        last: &mut u64,
+    ) -> anyhow::Result<bool> {
+        let item = &self.unacked[0];
+        let (chunk, n) = parts(item, max_payload);
+        let mut stored = false;
+        for i in 0..n {
+            let ack = self
+                .publish_part(js, item, chunk, i, n, Some(*last))
+                .await
+                .context("publish")?
+                .await
+                .context("publish")?;
+            if !ack.duplicate {
+                stored = true;
+                *last = ack.sequence;
+            }
+        }
+        Ok(stored)
+    }
+
+    /// The front frame is in JetStream.
+    fn front_acked(&mut self) {
+        let item = self.unacked.pop_front().expect("an unacknowledged frame");
+        self.progress = true;
+        let end = item.flags & F_END != 0;
+        self.stats.add(end as u64, item.data.len() as u64);
+        if end {
+            self.acked.store(item.next, Ordering::Release);
+            self.guard.set(0, item.next + 1);
+        }
+    }
+
+    /// Publish frames until stopped or an error (the caller then retries
+    /// from the first unacknowledged frame).
+    async fn pipeline(
+        &mut self,
+        js: &Context,
+        rx: &mut mpsc::Receiver<Item>,
+        max_payload: usize,
+    ) -> anyhow::Result<Exit> {
+        let window = self.cfg.window;
+        let ordered = self.cfg.ordered;
+        // Ordered: start one at a time (after a restart or a failure the
+        // first frames are likely duplicates, which do not move the
+        // sequence), pipeline once a frame is newly stored.
+        let mut probe = ordered;
+        let mut last = if ordered {
+            self.last_sequence(js).await?
+        } else {
+            0
+        };
+        debug!("bridge out: pipeline starts, last sequence {last}");
+        let mut futs: FuturesOrdered<AckFut> = FuturesOrdered::new();
+        let mut sent = 0usize;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let connects = self.connects.load(Ordering::SeqCst);
+        loop {
+            if self.connects.load(Ordering::SeqCst) != connects && !futs.is_empty() {
+                // Publishes in flight across a reconnection may be lost:
+                // do not wait for their ack timeouts.
+                anyhow::bail!("reconnected with {} publishes in flight", futs.len());
+            }
+            if self.stopping() {
+                // Collect the acks in flight, then leave.
+                let deadline = tokio::time::Instant::now() + self.cfg.ack_timeout;
+                while let Ok(Some(Ok(_))) = tokio::time::timeout_at(deadline, futs.next()).await {
+                    self.front_acked();
+                }
+                return Ok(Exit::Stop);
+            }
+            if probe {
+                if self.unacked.is_empty() {
+                    tokio::select! {
+                        r = rx.recv() => match r {
+                            Some(it) => self.unacked.push_back(it),
+                            None => return Ok(Exit::ReaderGone),
+                        },
+                        _ = tick.tick() => self.stats.flush(),
+                    }
+                    continue;
+                }
+                if self.publish_probe(js, max_payload, &mut last).await? {
+                    debug!("bridge out: pipelining again after sequence {last}");
+                    probe = false;
+                }
+                self.front_acked();
+                continue;
+            }
+            while sent < self.unacked.len() && futs.len() < window {
+                let acks = self
+                    .publish(js, sent, max_payload, ordered.then_some(&mut last))
+                    .await?;
+                futs.push_back(Box::pin(async move {
+                    let mut out = Vec::with_capacity(acks.len());
+                    for a in acks {
+                        out.push(a.await?);
+                    }
+                    Ok(out)
+                }));
+                sent += 1;
+            }
+            tokio::select! {
+                r = futs.next(), if !futs.is_empty() => match r {
+                    Some(Ok(_)) => {
+                        self.front_acked();
+                        sent -= 1;
+                    }
+                    Some(Err(e)) => {
+                        if e.kind() == PublishErrorKind::WrongLastSequence {
+                            debug!("bridge out: a publish was lost in flight: {e}");
+                        }
+                        return Err(e).context("publish");
+                    }
+                    None => {}
+                },
+                r = rx.recv(), if self.unacked.len() < window => match r {
+                    Some(it) => self.unacked.push_back(it),
+                    None => {
+                        // The reader is gone: finish what is in flight.
+                        while let Some(r) = futs.next().await {
+                            r.context("publish")?;
+                            self.front_acked();
+                        }
+                        return Ok(Exit::ReaderGone);
+                    }
+                },
+                _ = tick.tick() => self.stats.flush(),
+            }
+        }
+    }
+}
