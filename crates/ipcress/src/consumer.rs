@@ -595,13 +595,17 @@ impl Consumer {
                 flags,
                 total,
             }),
-            Err(reason) => {
+            Err(_) => {
                 // A stale or damaged header seen while the frame is being
                 // overwritten is lagging, not damage.
                 if self.s.head_word().load(Acquire) > p {
                     return Err(self.lagged(p));
                 }
-                Err(Error::corrupt(p, reason))
+                // Bytes left from an earlier lap can look like a header of
+                // this lap with bad fields until the producer writes here:
+                // treat it as not written yet. Real damage is reported by
+                // the unblocker after `unblock_timeout` (FORMAT.md).
+                Ok(Peek::Empty)
             }
         }
     }
@@ -789,12 +793,20 @@ impl Consumer {
             let w = gw.load(Acquire);
             let (next, wtag) = split_group(w);
             if self.s.head_word().load(Acquire) > next {
+                if gw.load(Acquire) != w {
+                    // Another member moved the group on: `next` was stale.
+                    continue;
+                }
                 return Err(self.lagged(next));
             }
             if wtag != 0 && wtag != tag {
                 self.help(wtag as usize - 1, next)?;
             }
-            let (seg, off, len, flags, total) = match self.peek(next)? {
+            let peeked = match self.peek(next) {
+                Err(Error::Lagged { .. }) if gw.load(Acquire) != w => continue,
+                r => r?,
+            };
+            let (seg, off, len, flags, total) = match peeked {
                 Peek::Empty => {
                     self.check_hole(next)?;
                     return Ok(None);

@@ -897,6 +897,15 @@ impl Inner {
         let now = if check_live { sys::now_ms() } else { 0 };
         let mut group_live = [false; format::CONSUMER_SLOTS];
         let mut members: Vec<(usize, u64)> = Vec::new();
+        // Group words first: a claim made after this read is at or above
+        // it; one made before is visible in the member's slot below.
+        let mut group_next = [u64::MAX; format::CONSUMER_SLOTS];
+        for (g, slot) in group_next.iter_mut().enumerate() {
+            let s = self.cslot(g);
+            if s.u32_at(cslot::KIND).load(SeqCst) == format::KIND_GROUP {
+                *slot = format::split_group(s.u64_at(cslot::POSITION).load(SeqCst)).0;
+            }
+        }
         for i in 0..format::CONSUMER_SLOTS {
             let s = self.cslot(i);
             let owner = s.u64_at(cslot::OWNER).load(SeqCst);
@@ -935,9 +944,9 @@ impl Inner {
                         if !check_live || sys::owner_alive(owner) {
                             group_live[g] = true;
                         }
+                        let intent = s.u64_at(cslot::INTENT).load(SeqCst);
                         let claimed = s.u64_at(cslot::CLAIMED).load(SeqCst);
                         let done = s.u64_at(cslot::DONE).load(SeqCst);
-                        let intent = s.u64_at(cslot::INTENT).load(SeqCst);
                         let mut m = u64::MAX;
                         if claimed > done {
                             m = m.min(claimed - 1);
@@ -957,9 +966,10 @@ impl Inner {
         for (g, live) in group_live.iter().enumerate() {
             if *live {
                 let s = self.cslot(g);
-                if s.u32_at(cslot::KIND).load(Acquire) == format::KIND_GROUP {
-                    let (next, _) = format::split_group(s.u64_at(cslot::POSITION).load(SeqCst));
-                    take(next);
+                if s.u32_at(cslot::KIND).load(Acquire) == format::KIND_GROUP
+                    && group_next[g] != u64::MAX
+                {
+                    take(group_next[g]);
                 }
             }
         }
@@ -1005,8 +1015,9 @@ impl Inner {
         for i in 0..format::PRODUCER_SLOTS {
             let s = self.pslot(i);
             let owner = s.u64_at(pslot::OWNER).load(Acquire);
-            m += s.u64_at(pslot::MESSAGES).load(Relaxed);
-            b += s.u64_at(pslot::BYTES).load(Relaxed);
+            // Counters in shared memory may hold anything: never overflow.
+            m = s.u64_at(pslot::MESSAGES).load(Relaxed).saturating_add(m);
+            b = s.u64_at(pslot::BYTES).load(Relaxed).saturating_add(b);
             if owner != 0 && sys::owner_alive(owner) {
                 live += 1;
             }

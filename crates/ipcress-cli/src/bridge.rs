@@ -1,0 +1,95 @@
+//! `ipcress bridge out|in`: carry a stream through NATS JetStream.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+use crate::Ctx;
+
+#[derive(Args, Debug)]
+pub struct BridgeArgs {
+    #[command(subcommand)]
+    pub dir: BridgeDir,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BridgeDir {
+    /// Publish every record of a local stream to a JetStream subject
+    Out(OutArgs),
+    /// Append the messages of a JetStream stream to a local stream
+    In(InArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct OutArgs {
+    /// Local stream to read (a durable consumer `bridge-out-<subject>`)
+    #[arg(long)]
+    pub stream: String,
+    /// NATS server URL(s), comma separated
+    #[arg(long)]
+    pub nats: String,
+    /// Subject to publish to
+    #[arg(long)]
+    pub subject: String,
+    /// Create this JetStream stream for the subject if it does not exist
+    #[arg(long)]
+    pub create_stream: Option<String>,
+    /// Replicas of the created JetStream stream
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
+    /// Publishes in flight
+    #[arg(long, default_value_t = 256)]
+    pub window: usize,
+    /// Key file of an encrypted stream (frames travel encrypted)
+    #[arg(long, env = "IPCRESS_KEY_FILE")]
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct InArgs {
+    /// NATS server URL(s), comma separated
+    #[arg(long)]
+    pub nats: String,
+    /// JetStream stream to read
+    #[arg(long)]
+    pub js_stream: String,
+    /// Durable JetStream consumer name
+    #[arg(long)]
+    pub durable: String,
+    /// Local stream to append to
+    #[arg(long)]
+    pub stream: String,
+    /// Create the local stream (a log of 64 MiB segments) if missing
+    #[arg(long)]
+    pub create: bool,
+    /// Key file of an encrypted local stream
+    #[arg(long, env = "IPCRESS_KEY_FILE")]
+    pub key: Option<PathBuf>,
+}
+
+pub fn run(ctx: &Ctx, a: BridgeArgs) -> Result<()> {
+    let stop = crate::signals::stop_flag()?;
+    match a.dir {
+        BridgeDir::Out(o) => {
+            let mut cfg = ipcress_nats::OutConfig::new(&ctx.root, &o.stream, &o.nats, &o.subject);
+            cfg.create_stream = o.create_stream;
+            cfg.replicas = o.replicas;
+            cfg.window = o.window;
+            cfg.key = o.key;
+            ipcress_nats::run_out(cfg, stop)
+        }
+        BridgeDir::In(i) => {
+            let mut cfg = ipcress_nats::InConfig::new(
+                &ctx.root,
+                &i.nats,
+                &i.js_stream,
+                &i.durable,
+                &i.stream,
+            );
+            cfg.create_local = i.create;
+            cfg.key = i.key;
+            ipcress_nats::run_in(cfg, stop)
+        }
+    }
+}

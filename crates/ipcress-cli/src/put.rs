@@ -1,0 +1,108 @@
+//! `ipcress put NAME [FILE...]`: append records from files or stdin.
+
+use std::fs::File;
+use std::io::{self, BufReader, IsTerminal, Read};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::PutArgs;
+use crate::framing::{MoveError, send_records};
+use crate::{Ctx, ExitWith, explain, load_key, signals};
+
+enum Input {
+    Stdin,
+    File(PathBuf, File),
+}
+
+pub fn run(ctx: &Ctx, a: PutArgs) -> Result<()> {
+    let stop = signals::stop_flag()?;
+    let key = load_key(a.key.as_deref())?;
+    // Open every input first: a missing file fails before anything is sent.
+    let mut inputs = Vec::new();
+    let mut total: Option<u64> = Some(0);
+    if a.files.is_empty() {
+        inputs.push(Input::Stdin);
+        total = None;
+    }
+    for path in a.files {
+        if path.as_os_str() == "-" {
+            inputs.push(Input::Stdin);
+            total = None;
+            continue;
+        }
+        let f = File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+        let md = f
+            .metadata()
+            .with_context(|| format!("stat {}", path.display()))?;
+        if md.is_dir() {
+            anyhow::bail!("cannot read {}: it is a directory", path.display());
+        }
+        total = match total {
+            Some(t) if md.is_file() => Some(t + md.len()),
+            _ => None,
+        };
+        inputs.push(Input::File(path, f));
+    }
+    let s = ctx.open(&a.name, key.as_ref())?;
+    let mut p = s.producer().map_err(|e| explain(&a.name, e))?;
+    let framing = a.framing.framing();
+    let bar = progress_bar(total);
+    let mut records = 0u64;
+    for input in inputs {
+        let (label, reader): (String, Box<dyn Read>) = match input {
+            Input::Stdin => ("standard input".into(), Box::new(io::stdin().lock())),
+            Input::File(path, f) => (path.display().to_string(), Box::new(f)),
+        };
+        let mut r = BufReader::with_capacity(1 << 20, bar.wrap_read(reader));
+        let bar2 = bar.clone();
+        let mut on_record = || {
+            records += 1;
+            if records.is_multiple_of(1024) {
+                bar2.set_message(format!("{records} records"));
+            }
+        };
+        match send_records(&mut r, framing, &mut p, &stop, &mut on_record) {
+            Ok(_) => {}
+            Err(MoveError::Interrupted) => {
+                bar.abandon();
+                return Err(ExitWith {
+                    code: 130,
+                    message: format!("interrupted after {records} records"),
+                }
+                .into());
+            }
+            Err(MoveError::Stream(e)) => return Err(explain(&a.name, e)),
+            Err(MoveError::Io(e)) => {
+                return Err(anyhow::Error::new(e).context(format!("read {label}")));
+            }
+            Err(e @ MoveError::Truncated(_)) => {
+                return Err(anyhow::Error::new(e).context(label));
+            }
+        }
+    }
+    bar.finish_with_message(format!("{records} records"));
+    Ok(())
+}
+
+/// A bar with rate and ETA on a terminal; nothing otherwise.
+fn progress_bar(total: Option<u64>) -> ProgressBar {
+    if !io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = match total {
+        Some(t) => ProgressBar::new(t).with_style(
+            ProgressStyle::with_template(
+                "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+            )
+            .expect("valid template"),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {bytes} {binary_bytes_per_sec} {msg}")
+                .expect("valid template"),
+        ),
+    };
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}

@@ -1,0 +1,404 @@
+//! `ipcress stat [NAME]`: positions, totals, rates and consumers, as a
+//! table, JSON (`--json`) or the Prometheus text format (`--prometheus`).
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use comfy_table::{Table, presets};
+use ipcress::{Checksum, Policy, Stream};
+use serde::Serialize;
+
+use crate::admin::layout_name;
+use crate::cli::StatArgs;
+use crate::units::{human_bytes, human_rate};
+use crate::{Ctx, load_key};
+
+/// One stream's numbers. Field names are stable (docs/CLI.md).
+#[derive(Serialize, Clone, Debug)]
+pub struct StreamStat {
+    pub name: String,
+    pub id: String,
+    pub layout: &'static str,
+    pub policy: &'static str,
+    pub checksum: &'static str,
+    pub compression: String,
+    pub encrypted: bool,
+    pub capacity_bytes: Option<u64>,
+    pub segment_bytes: u64,
+    pub segments: Option<u64>,
+    pub head: u64,
+    pub tail: u64,
+    pub bytes_written: u64,
+    pub messages_written: u64,
+    pub live_producers: usize,
+    pub bytes_per_sec: f64,
+    pub messages_per_sec: f64,
+    pub interval_ms: u64,
+    pub consumers: Vec<ConsumerStat>,
+}
+
+/// One consumer slot.
+#[derive(Serialize, Clone, Debug)]
+pub struct ConsumerStat {
+    pub slot: usize,
+    pub name: String,
+    pub kind: &'static str,
+    pub position: u64,
+    pub lag_bytes: u64,
+    pub pid: u32,
+    pub alive: bool,
+    pub messages: u64,
+    pub heartbeat_ms: u64,
+}
+
+impl ConsumerStat {
+    /// A label that tells slots apart: the name of a durable consumer or
+    /// group, `subscriber#SLOT` or `GROUP#SLOT` for members.
+    pub fn label(&self) -> String {
+        match self.kind {
+            "durable" | "group" if !self.name.is_empty() => self.name.clone(),
+            _ if self.name.is_empty() => format!("{}#{}", self.kind, self.slot),
+            _ => format!("{}#{}", self.name, self.slot),
+        }
+    }
+}
+
+/// A first sample, for rates.
+#[derive(Clone, Copy)]
+pub struct Sample {
+    pub at: Instant,
+    pub tail: u64,
+    pub messages: u64,
+}
+
+pub fn sample(s: &Stream) -> Sample {
+    Sample {
+        at: Instant::now(),
+        tail: s.tail(),
+        messages: s.producer_totals().0,
+    }
+}
+
+/// Everything about `s` now; rates since `before` when given.
+pub fn collect(s: &Stream, before: Option<Sample>) -> StreamStat {
+    let now = sample(s);
+    let (messages, bytes, live) = s.producer_totals();
+    let head = s.head();
+    let (bps, mps, interval_ms) = match before {
+        Some(b) => {
+            let dt = now.at.duration_since(b.at).as_secs_f64().max(1e-9);
+            (
+                now.tail.saturating_sub(b.tail) as f64 / dt,
+                now.messages.saturating_sub(b.messages) as f64 / dt,
+                now.at.duration_since(b.at).as_millis() as u64,
+            )
+        }
+        None => (0.0, 0.0, 0),
+    };
+    let infos = s.consumers();
+    // Members read through their group: show the group's position.
+    let group_pos = |name: &str| {
+        infos
+            .iter()
+            .find(|g| g.kind == "group" && g.name == name)
+            .map(|g| g.position)
+    };
+    let consumers = infos
+        .iter()
+        .map(|c| {
+            let position = if c.kind == "member" {
+                group_pos(&c.name).unwrap_or(c.position)
+            } else {
+                c.position
+            };
+            // A group belongs to no process: it lives while a member does.
+            let (pid, alive) = if c.kind == "group" {
+                let live = infos
+                    .iter()
+                    .any(|m| m.kind == "member" && m.name == c.name && m.alive);
+                (0, live)
+            } else {
+                (c.pid, c.alive)
+            };
+            ConsumerStat {
+                slot: c.slot,
+                name: c.name.clone(),
+                kind: c.kind,
+                position,
+                lag_bytes: now.tail.saturating_sub(position),
+                pid,
+                alive,
+                messages: c.messages,
+                heartbeat_ms: c.heartbeat_ms,
+            }
+        })
+        .collect();
+    StreamStat {
+        name: s.name().to_string(),
+        id: s.id_hex(),
+        layout: layout_name(s.layout()),
+        policy: match s.policy() {
+            Policy::Block => "block",
+            Policy::Overwrite => "overwrite",
+        },
+        checksum: match s.checksum() {
+            Checksum::Crc32c => "crc32c",
+            Checksum::None => "none",
+        },
+        compression: s.compression().to_string(),
+        encrypted: s.encrypted(),
+        capacity_bytes: s.capacity(),
+        segment_bytes: s.segment_size(),
+        segments: s.capacity().map(|c| c / s.segment_size()),
+        head,
+        tail: now.tail,
+        bytes_written: bytes,
+        messages_written: messages,
+        live_producers: live,
+        bytes_per_sec: bps,
+        messages_per_sec: mps,
+        interval_ms,
+        consumers,
+    }
+}
+
+pub fn run(ctx: &Ctx, a: StatArgs) -> Result<()> {
+    let key = load_key(a.key.as_deref())?;
+    let names = match &a.name {
+        Some(n) => vec![n.clone()],
+        None => Stream::list_in(&ctx.root)?,
+    };
+    let streams = names
+        .iter()
+        .map(|n| ctx.open(n, key.as_ref()))
+        .collect::<Result<Vec<_>>>()?;
+    // Prometheus computes rates itself: no sampling delay there.
+    let interval = if a.prometheus { 0 } else { a.interval };
+    let before: Vec<Option<Sample>> = streams
+        .iter()
+        .map(|s| (interval > 0).then(|| sample(s)))
+        .collect();
+    if interval > 0 {
+        std::thread::sleep(Duration::from_millis(interval));
+    }
+    let stats: Vec<StreamStat> = streams
+        .iter()
+        .zip(before)
+        .map(|(s, b)| collect(s, b))
+        .collect();
+    if a.json {
+        let text = if a.name.is_some() {
+            serde_json::to_string_pretty(&stats[0])?
+        } else {
+            serde_json::to_string_pretty(&stats)?
+        };
+        println!("{text}");
+    } else if a.prometheus {
+        print!("{}", prometheus(&stats));
+    } else {
+        for (i, st) in stats.iter().enumerate() {
+            if i > 0 {
+                println!();
+            }
+            print!("{}", table(st));
+        }
+    }
+    Ok(())
+}
+
+fn new_table() -> Table {
+    let mut t = Table::new();
+    if std::io::stdout().is_terminal() {
+        t.load_preset(presets::UTF8_FULL_CONDENSED);
+    } else {
+        t.load_preset(presets::ASCII_FULL_CONDENSED);
+    }
+    t
+}
+
+/// The stream as a key/value table, then its consumers.
+pub fn table(st: &StreamStat) -> String {
+    let mut t = new_table();
+    let size = match (st.capacity_bytes, st.segments) {
+        (Some(c), Some(n)) => format!(
+            "{} in {n} segments of {}",
+            human_bytes(c),
+            human_bytes(st.segment_bytes)
+        ),
+        _ => format!("segments of {}", human_bytes(st.segment_bytes)),
+    };
+    let rates = if st.interval_ms > 0 {
+        format!(
+            "{}B/s, {} msg/s",
+            human_rate(st.bytes_per_sec),
+            human_rate(st.messages_per_sec)
+        )
+    } else {
+        "not sampled".into()
+    };
+    let rows: [(&str, String); 10] = [
+        ("stream", st.name.clone()),
+        ("layout", format!("{} ({size})", st.layout)),
+        ("policy", st.policy.to_string()),
+        (
+            "codecs",
+            format!(
+                "checksum {}, compression {}, {}",
+                st.checksum,
+                st.compression,
+                if st.encrypted {
+                    "encrypted"
+                } else {
+                    "not encrypted"
+                }
+            ),
+        ),
+        ("head", st.head.to_string()),
+        ("tail", st.tail.to_string()),
+        ("bytes written", st.bytes_written.to_string()),
+        ("messages written", st.messages_written.to_string()),
+        ("producers", format!("{} live", st.live_producers)),
+        ("rate", rates),
+    ];
+    for (k, v) in rows {
+        t.add_row([k.to_string(), v]);
+    }
+    let mut out = format!("{t}\n");
+    if st.consumers.is_empty() {
+        out.push_str("no consumers\n");
+        return out;
+    }
+    let mut c = new_table();
+    c.set_header([
+        "CONSUMER", "KIND", "POSITION", "LAG", "PID", "ALIVE", "READ",
+    ]);
+    for x in &st.consumers {
+        c.add_row([
+            x.label(),
+            x.kind.to_string(),
+            x.position.to_string(),
+            x.lag_bytes.to_string(),
+            x.pid.to_string(),
+            if x.alive { "yes" } else { "no" }.to_string(),
+            x.messages.to_string(),
+        ]);
+    }
+    let _ = writeln!(out, "{c}");
+    out
+}
+
+/// Escape a Prometheus label value.
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The Prometheus text exposition of `stats`.
+pub fn prometheus(stats: &[StreamStat]) -> String {
+    let mut o = String::new();
+    type StreamMetric = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&StreamStat) -> Option<u64>,
+    );
+    let stream_metrics: [StreamMetric; 6] = [
+        (
+            "ipcress_tail_bytes",
+            "gauge",
+            "Position just past the last record written, in bytes of the stream.",
+            |s| Some(s.tail),
+        ),
+        (
+            "ipcress_head_bytes",
+            "gauge",
+            "Oldest retained position, in bytes of the stream.",
+            |s| Some(s.head),
+        ),
+        (
+            "ipcress_capacity_bytes",
+            "gauge",
+            "Capacity of a ring stream in bytes.",
+            |s| s.capacity_bytes,
+        ),
+        (
+            "ipcress_messages_total",
+            "counter",
+            "Records written by producers that flushed their counters.",
+            |s| Some(s.messages_written),
+        ),
+        (
+            "ipcress_bytes_total",
+            "counter",
+            "Payload bytes written by producers that flushed their counters.",
+            |s| Some(s.bytes_written),
+        ),
+        (
+            "ipcress_producers",
+            "gauge",
+            "Producers whose process is alive.",
+            |s| Some(s.live_producers as u64),
+        ),
+    ];
+    for (name, kind, help, f) in stream_metrics {
+        let _ = writeln!(o, "# HELP {name} {help}");
+        let _ = writeln!(o, "# TYPE {name} {kind}");
+        for s in stats {
+            if let Some(v) = f(s) {
+                let _ = writeln!(o, "{name}{{stream=\"{}\"}} {v}", esc(&s.name));
+            }
+        }
+    }
+    type ConsumerMetric = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&ConsumerStat) -> u64,
+    );
+    let consumer_metrics: [ConsumerMetric; 4] = [
+        (
+            "ipcress_consumer_position_bytes",
+            "gauge",
+            "Next position the consumer reads.",
+            |c| c.position,
+        ),
+        (
+            "ipcress_consumer_lag_bytes",
+            "gauge",
+            "Bytes between the consumer's position and the tail.",
+            |c| c.lag_bytes,
+        ),
+        (
+            "ipcress_consumer_alive",
+            "gauge",
+            "1 if the consumer's process is alive, else 0.",
+            |c| c.alive as u64,
+        ),
+        (
+            "ipcress_consumer_messages_total",
+            "counter",
+            "Records read through the consumer's slot.",
+            |c| c.messages,
+        ),
+    ];
+    for (name, kind, help, f) in consumer_metrics {
+        let _ = writeln!(o, "# HELP {name} {help}");
+        let _ = writeln!(o, "# TYPE {name} {kind}");
+        for s in stats {
+            for c in &s.consumers {
+                let _ = writeln!(
+                    o,
+                    "{name}{{stream=\"{}\",consumer=\"{}\",kind=\"{}\"}} {}",
+                    esc(&s.name),
+                    esc(&c.label()),
+                    c.kind,
+                    f(c)
+                );
+            }
+        }
+    }
+    o
+}

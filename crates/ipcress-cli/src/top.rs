@@ -1,0 +1,158 @@
+//! `ipcress top`: a live view of every stream under the root (ratatui on
+//! crossterm): tail, rates and the largest consumer lag. `q` or Esc quits.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use ipcress::Stream;
+use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+use ratatui::layout::{Constraint, Layout};
+use ratatui::style::{Modifier, Style, Stylize};
+use ratatui::text::Line;
+use ratatui::widgets::{Block, Borders, Paragraph, Row, Table};
+use ratatui::{DefaultTerminal, Frame};
+
+use crate::Ctx;
+use crate::cli::TopArgs;
+use crate::stat::{Sample, StreamStat, collect, sample};
+use crate::units::{human_bytes, human_rate};
+
+struct Watched {
+    stream: Stream,
+    last: Sample,
+    stat: StreamStat,
+}
+
+/// One row of the view: a stream, or one that could not be opened.
+enum Entry {
+    Ok(Box<Watched>),
+    Failed(String),
+}
+
+pub fn run(ctx: &Ctx, a: TopArgs) -> Result<()> {
+    let mut terminal = ratatui::try_init().context("cannot start the terminal view")?;
+    let r = view(
+        &mut terminal,
+        ctx,
+        Duration::from_millis(a.interval.max(50)),
+    );
+    ratatui::restore();
+    r
+}
+
+fn view(terminal: &mut DefaultTerminal, ctx: &Ctx, period: Duration) -> Result<()> {
+    let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
+    loop {
+        refresh(ctx, &mut entries);
+        terminal
+            .draw(|f| draw(f, ctx, &entries))
+            .context("draw the terminal view")?;
+        let next = Instant::now() + period;
+        loop {
+            let left = next.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if !event::poll(left).context("read the terminal")? {
+                continue;
+            }
+            if let Event::Key(k) = event::read().context("read the terminal")? {
+                let ctrl_c =
+                    k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL);
+                if k.kind == KeyEventKind::Press
+                    && (matches!(k.code, KeyCode::Char('q') | KeyCode::Esc) || ctrl_c)
+                {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Pick up new streams, drop removed ones, and sample every stream.
+fn refresh(ctx: &Ctx, entries: &mut BTreeMap<String, Entry>) {
+    let names = match Stream::list_in(&ctx.root) {
+        Ok(n) => n,
+        Err(e) => {
+            entries.clear();
+            entries.insert(String::new(), Entry::Failed(e.to_string()));
+            return;
+        }
+    };
+    entries.retain(|k, _| names.contains(k));
+    for name in names {
+        match entries.get_mut(&name) {
+            Some(Entry::Ok(w)) => {
+                let now = sample(&w.stream);
+                w.stat = collect(&w.stream, Some(w.last));
+                w.last = now;
+            }
+            Some(Entry::Failed(_)) | None => {
+                let e = match Stream::open_in(&ctx.root, &name) {
+                    Ok(stream) => {
+                        let last = sample(&stream);
+                        let stat = collect(&stream, None);
+                        Entry::Ok(Box::new(Watched { stream, last, stat }))
+                    }
+                    Err(e) => Entry::Failed(e.to_string()),
+                };
+                entries.insert(name, e);
+            }
+        }
+    }
+}
+
+fn draw(f: &mut Frame, ctx: &Ctx, entries: &BTreeMap<String, Entry>) {
+    let [title, body] =
+        Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(f.area());
+    f.render_widget(
+        Paragraph::new(Line::from(vec![
+            "ipcress top".bold(),
+            format!(
+                "  {}  {} streams  (q to quit)",
+                ctx.root.display(),
+                entries.len()
+            )
+            .into(),
+        ])),
+        title,
+    );
+    let header = Row::new([
+        "STREAM", "LAYOUT", "SIZE", "TAIL", "BYTES/S", "MSG/S", "PROD", "CONS", "MAX LAG",
+    ])
+    .style(Style::new().add_modifier(Modifier::REVERSED));
+    let rows = entries.iter().map(|(name, e)| match e {
+        Entry::Ok(w) => {
+            let s = &w.stat;
+            let max_lag = s.consumers.iter().map(|c| c.lag_bytes).max();
+            Row::new([
+                name.clone(),
+                s.layout.to_string(),
+                human_bytes(s.capacity_bytes.unwrap_or(s.segment_bytes)),
+                s.tail.to_string(),
+                format!("{}B", human_rate(s.bytes_per_sec)),
+                human_rate(s.messages_per_sec),
+                s.live_producers.to_string(),
+                s.consumers.len().to_string(),
+                max_lag.map_or("-".into(), human_bytes),
+            ])
+        }
+        Entry::Failed(msg) => Row::new([name.clone(), format!("error: {msg}")]),
+    });
+    let widths = [
+        Constraint::Min(12),
+        Constraint::Length(6),
+        Constraint::Length(10),
+        Constraint::Length(14),
+        Constraint::Length(10),
+        Constraint::Length(9),
+        Constraint::Length(5),
+        Constraint::Length(5),
+        Constraint::Length(11),
+    ];
+    let table = Table::new(rows, widths)
+        .header(header)
+        .block(Block::new().borders(Borders::TOP));
+    f.render_widget(table, body);
+}

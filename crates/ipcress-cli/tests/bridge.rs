@@ -1,0 +1,113 @@
+//! `ipcress bridge out` and `ipcress bridge in` as real processes through a
+//! real nats-server on a loopback port.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn nats_server() -> Option<PathBuf> {
+    for d in ["/usr/sbin", "/usr/bin", "/usr/local/bin"] {
+        let p = PathBuf::from(d).join("nats-server");
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("nats-server is not installed (apt-get install -y nats-server)");
+    }
+    eprintln!("note: nats-server not installed; skipping");
+    None
+}
+
+#[test]
+fn bridge_out_and_in_carry_every_record() {
+    let Some(bin) = nats_server() else { return };
+    let _w = Watchdog::new(
+        "bridge_out_and_in_carry_every_record",
+        Duration::from_secs(180),
+    );
+    let a = Root::new("bridge-a");
+    let b = Root::new("bridge-b");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let store = a.path().join("js");
+    let mut server = Command::new(bin)
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(&store)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "nats-server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("nats://127.0.0.1:{port}");
+    a.ok(&["create", "src", "--ring", "4M"]);
+    b.ok(&["create", "dst", "--ring", "4M"]);
+    let lines: Vec<String> = (0..5000)
+        .map(|i| format!("record {i} {}", "x".repeat(i % 200)))
+        .collect();
+    let input = lines.join("\n") + "\n";
+    a.ok_in(&["put", "src", "--lines"], input.as_bytes());
+    let mut out = Bg::spawn({
+        let mut c = a.cmd(&[
+            "bridge",
+            "out",
+            "--stream",
+            "src",
+            "--nats",
+            &url,
+            "--subject",
+            "ipc.src",
+            "--create-stream",
+            "SRC",
+        ]);
+        c.stdout(Stdio::null()).stderr(Stdio::piped());
+        c
+    });
+    let mut inn = Bg::spawn({
+        let mut c = b.cmd(&[
+            "bridge",
+            "in",
+            "--nats",
+            &url,
+            "--js-stream",
+            "SRC",
+            "--durable",
+            "d1",
+            "--stream",
+            "dst",
+        ]);
+        c.stdout(Stdio::null()).stderr(Stdio::piped());
+        c
+    });
+    let got = b.ok(&["get", "dst", "--count", "5000", "--lines"]);
+    assert_eq!(String::from_utf8(got).unwrap(), input);
+    out.signal(rustix::process::Signal::TERM);
+    inn.signal(rustix::process::Signal::TERM);
+    assert!(
+        out.wait(Duration::from_secs(30)).success(),
+        "{}",
+        out.stderr()
+    );
+    assert!(
+        inn.wait(Duration::from_secs(30)).success(),
+        "{}",
+        inn.stderr()
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
