@@ -37,6 +37,8 @@ pub struct StreamStat {
     pub messages_per_sec: f64,
     pub interval_ms: u64,
     pub consumers: Vec<ConsumerStat>,
+    /// NATS bridges working on this stream (from their stats slots).
+    pub bridges: Vec<BridgeStat>,
 }
 
 /// One consumer slot.
@@ -63,6 +65,16 @@ impl ConsumerStat {
             _ => format!("{}#{}", self.name, self.slot),
         }
     }
+}
+
+/// A bridge's counters (`ipcress bridge` keeps them in a user slot named
+/// `bridge-stats-<bridge>`: records, bytes, last update in ms).
+#[derive(Serialize, Clone, Debug)]
+pub struct BridgeStat {
+    pub name: String,
+    pub records: u64,
+    pub bytes: u64,
+    pub updated_ms: u64,
 }
 
 /// A first sample, for rates.
@@ -105,8 +117,23 @@ pub fn collect(s: &Stream, before: Option<Sample>) -> StreamStat {
             .find(|g| g.kind == "group" && g.name == name)
             .map(|g| g.position)
     };
+    let bridges = infos
+        .iter()
+        .filter(|c| c.kind == "user")
+        .filter_map(|c| {
+            let bridge = c.name.strip_prefix("bridge-stats-")?;
+            let slot = s.find_user_slot(&c.name)?;
+            Some(BridgeStat {
+                name: bridge.to_string(),
+                records: slot.get(0),
+                bytes: slot.get(1),
+                updated_ms: slot.get(2),
+            })
+        })
+        .collect();
     let consumers = infos
         .iter()
+        .filter(|c| c.kind != "user")
         .map(|c| {
             let position = if c.kind == "member" {
                 group_pos(&c.name).unwrap_or(c.position)
@@ -161,6 +188,7 @@ pub fn collect(s: &Stream, before: Option<Sample>) -> StreamStat {
         messages_per_sec: mps,
         interval_ms,
         consumers,
+        bridges,
     }
 }
 
@@ -266,6 +294,13 @@ pub fn table(st: &StreamStat) -> String {
         t.add_row([k.to_string(), v]);
     }
     let mut out = format!("{t}\n");
+    for b in &st.bridges {
+        let _ = writeln!(
+            out,
+            "bridge {}: {} records, {} bytes",
+            b.name, b.records, b.bytes
+        );
+    }
     if st.consumers.is_empty() {
         out.push_str("no consumers\n");
         return out;

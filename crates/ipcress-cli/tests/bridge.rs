@@ -96,6 +96,29 @@ fn bridge_out_and_in_carry_every_record() {
     });
     let got = b.ok(&["get", "dst", "--count", "5000", "--lines"]);
     assert_eq!(String::from_utf8(got).unwrap(), input);
+    // `stat` shows the bridge: its counters and its consumer's lag.
+    let t0 = Instant::now();
+    loop {
+        let st = a.stat("src");
+        let records = st["bridges"]
+            .as_array()
+            .and_then(|b| b.first())
+            .map(|b| b["records"].as_u64().unwrap());
+        let lag = st["consumers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"].as_str().unwrap().starts_with("bridge-out-"))
+            .map(|c| c["lag_bytes"].as_u64().unwrap());
+        if records == Some(5000) && lag == Some(0) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "stat: records {records:?}, lag {lag:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     out.signal(rustix::process::Signal::TERM);
     inn.signal(rustix::process::Signal::TERM);
     assert!(
