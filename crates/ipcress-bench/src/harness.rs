@@ -27,6 +27,7 @@ use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags, recvmsg, sendmsg,
 };
+use rustix::process::{Signal, set_parent_process_death_signal};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{Case, ChildArgs, ChildReport, Kind, Latency, Role};
@@ -44,7 +45,7 @@ pub struct Outcome {
     pub case: Case,
     /// Parent wall time from `go` to the last consumer's report.
     pub secs: f64,
-    /// One per child, in spawn order (consumers or ponger first, the producer or pinger last).
+    /// One per child, in spawn order (the producer, then the consumers; or the ponger, then the pinger).
     pub reports: Vec<ChildReport>,
 }
 
@@ -83,13 +84,17 @@ fn plans(case: &Case, dir: &Path) -> Result<Vec<Plan>> {
     };
     Ok(match case.kind {
         Kind::Stream => {
+            // The producer first: an iceoryx2 subscriber created after its
+            // publisher is connected at once; one created before is connected
+            // only at its first `receive`, and until then a publisher that
+            // fills the buffer drops samples.
             let ch = t.channel(case, dir, "data", case.consumers)?;
-            let mut v: Vec<Plan> = ch
-                .readers
-                .into_iter()
-                .map(|r| plan(Role::Consumer, None, Some(r)))
-                .collect();
-            v.push(plan(Role::Producer, Some(ch.writer), None));
+            let mut v = vec![plan(Role::Producer, Some(ch.writer), None)];
+            v.extend(
+                ch.readers
+                    .into_iter()
+                    .map(|r| plan(Role::Consumer, None, Some(r))),
+            );
             v
         }
         Kind::PingPong { .. } => {
@@ -102,12 +107,10 @@ fn plans(case: &Case, dir: &Path) -> Result<Vec<Plan>> {
     })
 }
 
-/// A spawned child; killed and reaped if the case fails half-way.
+/// A spawned child, killed and reaped if the case fails half-way.
 struct Kid {
     child: Child,
     role: Role,
-    conn: UnixStream,
-    lines: BufReader<UnixStream>,
 }
 
 impl Drop for Kid {
@@ -117,6 +120,12 @@ impl Drop for Kid {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The parent's end of a child's control connection.
+struct Ctl {
+    conn: UnixStream,
+    lines: BufReader<UnixStream>,
 }
 
 /// Runs one case end to end. `watchdog` bounds every wait on a child, so a
@@ -141,52 +150,47 @@ pub fn run_case(case: &Case, watchdog: Duration) -> Result<Outcome> {
 
     let mut kids = Vec::new();
     for plan in plans(case, dir.path())? {
-        let mut child = Command::new(&exe)
+        let child = Command::new(&exe)
             .arg(CHILD_CMD)
             .arg(&ctl)
             .arg(serde_json::to_string(&plan.args)?)
             .stdin(Stdio::null())
             .spawn()
             .context("spawn child")?;
-        let conn = match accept(&listener, &mut child, watchdog) {
-            Ok(conn) => conn,
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(e);
-            }
-        };
         let mut kid = Kid {
+            child,
             role: plan.args.role,
+        };
+        let conn = accept(&listener, &mut kid.child, watchdog)?;
+        conn.set_read_timeout(Some(watchdog))?;
+        let mut ctl = Ctl {
             lines: BufReader::new(conn.try_clone()?),
             conn,
-            child,
         };
-        kid.conn.set_read_timeout(Some(watchdog))?;
-        send_fds(&kid.conn, &plan.fds)?;
+        send_fds(&ctl.conn, &plan.fds)?;
         drop(plan.fds);
         let what = format!("{:?} child", kid.role);
-        expect_line(&mut kid.lines, "ready").context(what)?;
-        kids.push(kid);
+        expect_line(&mut ctl.lines, "ready").context(what)?;
+        kids.push((kid, ctl));
     }
 
     let start = Instant::now();
-    for kid in &mut kids {
-        kid.conn.write_all(b"go\n")?;
+    for (_, ctl) in &mut kids {
+        ctl.conn.write_all(b"go\n")?;
     }
     let mut end = start;
     let mut reports = Vec::new();
-    for kid in &mut kids {
+    for (kid, ctl) in &mut kids {
         let line =
-            read_line(&mut kid.lines).with_context(|| format!("{:?} child report", kid.role))?;
+            read_line(&mut ctl.lines).with_context(|| format!("{:?} child report", kid.role))?;
         if matches!(kid.role, Role::Consumer | Role::Ping) {
             end = Instant::now();
         }
         reports.push(serde_json::from_str(&line).context("child report")?);
     }
     let secs = (end - start).as_secs_f64();
-    for mut kid in kids {
-        kid.conn.shutdown(std::net::Shutdown::Both)?;
+    for (mut kid, ctl) in kids {
+        ctl.conn.shutdown(std::net::Shutdown::Both)?;
         let status = kid.child.wait()?;
         ensure!(
             status.success(),
@@ -289,6 +293,9 @@ fn recv_fds(conn: &UnixStream) -> Result<Vec<OwnedFd>> {
 /// The child's whole life: connect, take the fds, open the ends, report ready,
 /// wait for go, do the work, report, wait for the parent to hang up.
 pub fn child_main(ctl: &Path, args: &str) -> Result<()> {
+    // Die with the parent, so a killed bench leaves no spinning children.
+    // (If the parent is already gone, the connect below fails.)
+    set_parent_process_death_signal(Some(Signal::KILL))?;
     let args: ChildArgs = serde_json::from_str(args).context("child args")?;
     let case = args.case;
     let conn = UnixStream::connect(ctl).context("connect to parent")?;
@@ -465,5 +472,25 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sum_is_independent_of_chunking() {
+        let data = payload(300_001);
+        let whole = byte_sum(&data);
+        let naive: u64 = data.iter().map(|&b| u64::from(b)).sum();
+        assert_eq!(whole, naive);
+        let pieces: u64 = data.chunks(777).map(byte_sum).sum();
+        assert_eq!(pieces, naive);
+    }
+
+    #[test]
+    fn peak_rss_is_readable() {
+        assert!(peak_rss_kib().unwrap() > 0);
     }
 }

@@ -42,8 +42,10 @@ const USAGE: &str = "usage:
                      [--consumers N] [--wait auto|spin|block] [--warmup N] [--ring-mib N]
 transports: ipc-send ipc-reserve pipe pipe-1m uds uds-4m tcp iox ring";
 
-/// No wait on a child lasts longer than this; it guards against hangs only.
+/// No wait on a child lasts longer than this; it guards against hangs only
+/// and bounds no measurement.
 const WATCHDOG: Duration = Duration::from_secs(600);
+const QUICK_WATCHDOG: Duration = Duration::from_secs(60);
 
 fn main() {
     if let Err(e) = run() {
@@ -166,7 +168,7 @@ fn compare_opts(args: &[String]) -> Result<compare::Opts> {
             .map_or_else(|| PathBuf::from("target/bench"), PathBuf::from),
         only,
         ring_bytes: ring_bytes(&f)?,
-        watchdog: WATCHDOG,
+        watchdog: if quick { QUICK_WATCHDOG } else { WATCHDOG },
     })
 }
 
@@ -226,4 +228,32 @@ fn case_opts(args: &[String]) -> Result<Case> {
         "ping-pong has exactly one peer"
     );
     Ok(case)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_size("64").unwrap(), 64);
+        assert_eq!(parse_size("64K").unwrap(), 64 << 10);
+        assert_eq!(parse_size("8m").unwrap(), 8 << 20);
+        assert!(parse_size("x").is_err());
+    }
+
+    #[test]
+    fn case_flags_parse() {
+        let args: Vec<String> =
+            "--transport pipe --kind pingpong --wait spin --count 10 --warmup 2"
+                .split(' ')
+                .map(String::from)
+                .collect();
+        let c = case_opts(&args).unwrap();
+        assert_eq!(c.transport, Transport::Pipe);
+        assert_eq!(c.kind, Kind::PingPong { warmup: 2 });
+        assert_eq!(c.wait, Wait::Spin);
+        assert_eq!(c.count, 10);
+        assert!(case_opts(&["--bogus".to_string()]).is_err());
+    }
 }

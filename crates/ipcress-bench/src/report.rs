@@ -138,8 +138,9 @@ pub fn markdown(
          (d) {} msgs to each of 4 consumers; (e) {}. Every producer copies its payload from a private buffer \
          (into the loan / grant / ring for zero-copy transports); every consumer sums every byte it receives. \
          Waiting: throughput rows use each transport's normal wait (blocking reads, ipcress `recv`, \
-         spin-then-yield polling for iceoryx2 and the bare ring); busy-spin = non-blocking polling everywhere; \
-         blocking = kernel sleep (iceoryx2 via an event listener).",
+         spin-then-yield polling for iceoryx2 and the bare ring); busy-spin = non-blocking polling everywhere (ipcress `try_recv`); \
+         blocking = blocking `read(2)`, ipcress `recv()` (which spins briefly before its futex, so a quick \
+         reply never sleeps), iceoryx2 event listener.",
         v["small_msgs"],
         v["round_trips"],
         v["warmup"],

@@ -99,7 +99,7 @@ impl Ring {
     }
 
     fn word(&self, offset: usize) -> &AtomicU64 {
-        debug_assert!(offset + 8 <= DATA && offset % 8 == 0);
+        debug_assert!(offset + 8 <= DATA && offset.is_multiple_of(8));
         // SAFETY: the mapping is page-aligned and longer than DATA, so
         // `offset` (8-aligned, below DATA) names 8 valid, aligned bytes that
         // live as long as `self.map`. Every process only ever touches these
