@@ -109,8 +109,15 @@ fn child_main() {
             let mut c = s.consumer(&env("NAME")).unwrap();
             log_line(&mut log, format!("S {}\n", c.position()));
             loop {
-                let Some(m) = c.recv_timeout(Duration::from_millis(100)).unwrap() else {
-                    continue;
+                let m = match c.recv_timeout(Duration::from_millis(100)) {
+                    Ok(Some(m)) => m,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        if let Error::Corrupt { position, .. } = &e {
+                            dump(*position);
+                        }
+                        panic!("durable: {e}");
+                    }
                 };
                 let (id, seq) = check_payload(m.bytes().unwrap());
                 log_line(&mut log, format!("{} {id} {seq}\n", m.position()));
@@ -127,7 +134,9 @@ fn child_main() {
                 s.subscribe(From::End).unwrap()
             };
             let mut last: HashMap<u32, u64> = HashMap::new();
+            let mut lagged = 0u32;
             loop {
+                assert!(lagged < 10_000, "{role}: lagged {lagged} times in a row");
                 let m = match c.recv_timeout(Duration::from_millis(100)) {
                     Ok(Some(m)) => m,
                     Ok(None) => continue,
@@ -135,9 +144,13 @@ fn child_main() {
                     // back, and a subscriber that starts while producers
                     // raise the head may start lapped; once reading, a
                     // subscriber is never lapped under Block.
-                    Err(Error::Lagged { .. }) if role == "member" || last.is_empty() => continue,
+                    Err(Error::Lagged { .. }) if role == "member" || last.is_empty() => {
+                        lagged += 1;
+                        continue;
+                    }
                     Err(e) => panic!("{role}: {e}"),
                 };
+                lagged = 0;
                 let (id, seq) = check_payload(m.bytes().unwrap());
                 if let Some(&l) = last.get(&id) {
                     assert!(seq > l, "{role}: producer {id} seq {seq} after {l}");
@@ -152,10 +165,62 @@ fn child_main() {
     }
 }
 
+/// Debugging aid: the producer slots and the frame headers around `p`.
+fn dump(p: u64) {
+    let m = std::fs::read(root().join("s/meta")).unwrap();
+    let d = std::fs::read(root().join("s/data")).unwrap();
+    let word = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    let mut out = format!("dump at {p}: tail {} head {}\n", word(&m, 128), word(&m, 256));
+    for i in 0..ipcress::format::PRODUCER_SLOTS {
+        let o = ipcress::format::PRODUCERS + i * ipcress::format::PRODUCER_SLOT_LEN;
+        let owner = word(&m, o);
+        if owner != 0 {
+            let pid = owner as u32;
+            let alive = Path::new(&format!("/proc/{pid}")).exists();
+            out += &format!(
+                "  slot {i}: pid {pid} alive {alive} claim {} len {}\n",
+                word(&m, o + 8).wrapping_sub(1),
+                word(&m, o + 16)
+            );
+        }
+    }
+    let start = p.saturating_sub(1024);
+    let mut q = start;
+    while q < p + 4096 {
+        let off = (q % CAPACITY) as usize;
+        let a = word(&d, off);
+        let b = word(&d, off + 8);
+        if (a >> 32) as u16 & 1 != 0 {
+            out += &format!(
+                "  {q}: len {} flags {:#x} lap {} pos32ok {}\n",
+                a as u32,
+                (a >> 32) as u16,
+                a >> 48,
+                (b >> 32) as u32 == (q >> 3) as u32
+            );
+        }
+        q += 8;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(root().join("logs/FAILURES"))
+        .unwrap();
+    let _ = f.write_all(out.as_bytes());
+}
+
 struct Running {
     child: Child,
     role: &'static str,
     kill_at: Duration,
+}
+
+impl Drop for Running {
+    /// Never leave a child behind, also when the test fails.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Records as `(position, producer, seq)` from a log; `S` lines give the
@@ -292,23 +357,50 @@ fn torture_kill_producers_and_consumers() {
         if rng.random_bool(0.2) {
             member_logs.push(spawn("member", vec![], &mut rng));
         }
+        if std::env::var_os("IPCRESS_TORTURE_DEBUG").is_some() {
+            eprintln!(
+                "round {round}: {:?}",
+                running
+                    .iter()
+                    .map(|r| (r.role, r.child.id(), r.kill_at))
+                    .collect::<Vec<_>>()
+            );
+        }
         // Kill everyone at their random moment (producers may be done).
         running.sort_by_key(|r| r.kill_at);
         let t0 = Instant::now();
-        for mut r in running {
+        for mut r in running.drain(..) {
             if let Some(d) = r.kill_at.checked_sub(t0.elapsed()) {
                 std::thread::sleep(d);
             }
             let _ = r.child.kill();
-            let out = r.child.wait_with_output().unwrap();
+            // Children print little: their stdout pipe never fills, and
+            // waiting does not depend on it reaching EOF.
+            let waited = Instant::now();
+            let status = loop {
+                if let Some(st) = r.child.try_wait().unwrap() {
+                    break st;
+                }
+                assert!(
+                    waited.elapsed() < Duration::from_secs(20),
+                    "round {round}: {} child {} does not die (seed {seed})",
+                    r.role,
+                    r.child.id()
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            };
             use std::os::unix::process::ExitStatusExt;
-            match out.status.signal() {
+            match status.signal() {
                 Some(9) => kills += 1,
                 _ => assert!(
-                    out.status.success(),
-                    "round {round}: {} child failed: {:?} (seed {seed})",
+                    status.success(),
+                    "round {round}: {} child failed: {status:?} (seed {seed}): {}",
                     r.role,
-                    out.status
+                    {
+                        // Let other failing children write their line.
+                        std::thread::sleep(Duration::from_millis(300));
+                        std::fs::read_to_string(logs.join("FAILURES")).unwrap_or_default()
+                    }
                 ),
             }
         }
@@ -329,8 +421,26 @@ fn torture_kill_producers_and_consumers() {
             let o = ipcress::format::PRODUCERS + i * ipcress::format::PRODUCER_SLOT_LEN;
             owned += (word(o) != 0) as u32;
             claims += (word(o + 8) != 0) as u32;
+            if word(o + 8) != 0 && std::env::var_os("IPCRESS_TORTURE_DEBUG").is_some() {
+                let cp = word(o + 8) - 1;
+                let d = std::fs::read(root.path().join("s/data")).unwrap();
+                let off = (cp % CAPACITY) as usize;
+                let a = u64::from_le_bytes(d[off..off + 8].try_into().unwrap());
+                eprintln!(
+                    "slot {i}: claim {cp} len {} (lap {}), header: len {} flags {:#x} lap {}",
+                    word(o + 16),
+                    cp >> 18,
+                    a as u32,
+                    (a >> 32) as u16,
+                    a >> 48
+                );
+            }
         }
-        eprintln!("torture: producer slots: {owned} owned, {claims} with a claim");
+        eprintln!(
+            "torture: producer slots: {owned} owned, {claims} with a claim; tail {} head {}",
+            word(128),
+            word(256)
+        );
     }
 
     // What the producers reported as sent: (producer, seq) -> position.
