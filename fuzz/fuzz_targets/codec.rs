@@ -1,0 +1,8 @@
+//! cargo-fuzz target `codec`; the logic lives in
+//! crates/ipcress/tests/fuzzing/mod.rs (also replayed by `cargo test`).
+#![no_main]
+
+#[path = "../../crates/ipcress/tests/fuzzing/mod.rs"]
+mod fuzzing;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fuzzing::codec_decoders(data));
