@@ -223,8 +223,11 @@ pub mod cslot {
 pub mod pslot {
     //! Offsets inside a producer slot.
     pub const OWNER: usize = 0;
-    /// Position + 1 of the claim in progress, 0 when idle.
+    /// Position + 1 of the claim in progress, 0 when idle, [`CLAIMING`]
+    /// between the start of a claim and the tail add's result.
     pub const CLAIM: usize = 8;
+    /// Value of `CLAIM` while the position is not known yet.
+    pub const CLAIMING: u64 = u64::MAX;
     pub const CLAIM_LEN: usize = 16;
     pub const MESSAGES: usize = 24;
     pub const BYTES: usize = 32;

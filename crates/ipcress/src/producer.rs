@@ -278,6 +278,16 @@ impl Producer {
         self.s.wake_data();
     }
 
+    fn mark_claiming(&self) {
+        if let Some(i) = self.pslot {
+            // Relaxed: the tail add that follows releases it.
+            self.s
+                .pslot(i)
+                .u64_at(pslot::CLAIM)
+                .store(pslot::CLAIMING, Relaxed);
+        }
+    }
+
     fn record_claim(&self, pos: u64, total: u64) {
         if let Some(i) = self.pslot {
             let r = self.s.pslot(i);
@@ -327,9 +337,14 @@ impl Producer {
                 self.seg_for(t + total - 1)?;
                 self.seg_for(t)?;
             }
+            // Until the claim is recorded, a hole at the tail may be ours:
+            // the unblocker neither aborts it while we live nor reports it
+            // as unexplained if we die here (FORMAT.md, "The unblocker").
+            self.mark_claiming();
             let old = self.s.tail_word().fetch_add(total, AcqRel);
             let pos = old & !TAIL_LOCK;
             if pos.checked_add(total).is_none_or(|e| e >= TAIL_LOCK) {
+                self.clear_claim();
                 return Err(Error::corrupt(pos, "tail position overflow"));
             }
             self.record_claim(pos, total);
@@ -539,7 +554,8 @@ pub(crate) fn aad(len: u32, flags: u16, pos: u64) -> [u8; 14] {
 }
 
 /// Write a padding frame of `len` bytes at `off` (position `pos`), unless
-/// someone (the unblocker) already published a header there.
+/// someone (the unblocker) already published a header there. Returns
+/// whether this call published it.
 pub(crate) fn write_pad(
     seg: &Seg,
     off: usize,
@@ -548,7 +564,7 @@ pub(crate) fn write_pad(
     lap: u16,
     stale: u64,
     extra: u16,
-) {
+) -> bool {
     let flags = F_COMMITTED | F_PADDING | extra;
     let a = if len == 8 {
         word_a(PAD8_LEN, flags, lap)
@@ -556,10 +572,10 @@ pub(crate) fn write_pad(
         seg.region.u64_at(off + 8).store(word_b(0, pos), Relaxed);
         word_a((len - HEADER_LEN as u64) as u32, flags, lap)
     };
-    let _ = seg
-        .region
+    seg.region
         .u64_at(off)
-        .compare_exchange(stale, a, SeqCst, Relaxed);
+        .compare_exchange(stale, a, SeqCst, Relaxed)
+        .is_ok()
 }
 
 /// One stored frame exactly as written: possibly compressed and encrypted.

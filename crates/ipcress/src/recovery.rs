@@ -30,7 +30,11 @@ pub(crate) fn unblock(s: &Inner, p: u64) -> Result<Option<u64>> {
     if tail <= p {
         return Ok(None);
     }
-    let mut exact: Option<(usize, u64)> = None;
+    // The claim covering `p`: its own (`cp == p`), or one that crossed a
+    // segment end and died between padding its two pieces.
+    let mut exact: Option<(usize, u64, u64)> = None;
+    // Dead producers that died claiming, before recording the position.
+    let mut claiming: Vec<usize> = Vec::new();
     let mut limit = tail;
     for i in 0..PRODUCER_SLOTS {
         let r = s.pslot(i);
@@ -39,20 +43,29 @@ pub(crate) fn unblock(s: &Inner, p: u64) -> Result<Option<u64>> {
         if owner == 0 || claim == 0 {
             continue;
         }
-        let cp = claim - 1;
         let alive = sys::owner_alive(owner);
-        if cp == p {
+        if claim == pslot::CLAIMING {
+            if alive {
+                // It may be about to record this very position.
+                return Ok(None);
+            }
+            claiming.push(i);
+            continue;
+        }
+        let cp = claim - 1;
+        let len = r.u64_at(pslot::CLAIM_LEN).load(Acquire);
+        if cp == p || (cp < p && p - cp < len.min(s.seg_size)) {
             if alive {
                 return Ok(None);
             }
-            exact = Some((i, r.u64_at(pslot::CLAIM_LEN).load(Acquire)));
+            exact = Some((i, cp, len));
         } else if cp > p && alive {
             limit = limit.min(cp);
         }
     }
     let seg_end = (p | (s.seg_size - 1)) + 1;
     let end = match exact {
-        Some((_, len)) if len >= 8 && len <= s.seg_size && len % 8 == 0 => p + len,
+        Some((_, cp, len)) if len >= 8 && len <= s.seg_size && len % 8 == 0 => cp + len,
         // Find the next valid frame: the hole ends there.
         _ => next_valid(s, &seg, p, limit.min(seg_end)),
     };
@@ -70,8 +83,7 @@ pub(crate) fn unblock(s: &Inner, p: u64) -> Result<Option<u64>> {
         }
         s.head_word().fetch_max(need, SeqCst);
     }
-    tracing::warn!(stream = %s.name, position = p, len = end - p, "aborting a claim left by a dead producer");
-    write_pad(
+    if !write_pad(
         &seg,
         off,
         p,
@@ -79,7 +91,12 @@ pub(crate) fn unblock(s: &Inner, p: u64) -> Result<Option<u64>> {
         s.lap(p),
         stale,
         F_ABORTED,
-    );
+    ) {
+        // Another reader unblocking the same hole (or the claimer) got
+        // there first: nothing to abort, nothing to report.
+        return Ok(None);
+    }
+    tracing::warn!(stream = %s.name, position = p, len = end - p, "aborted a claim left by a dead producer");
     if end > seg_end
         && let Some(next) = s.segment(s.seg_index(seg_end), true)?
     {
@@ -94,11 +111,23 @@ pub(crate) fn unblock(s: &Inner, p: u64) -> Result<Option<u64>> {
             F_ABORTED,
         );
     }
-    if let Some((i, _)) = exact {
+    if let Some((i, cp, _)) = exact {
         let _ = s
             .pslot(i)
             .u64_at(pslot::CLAIM)
-            .compare_exchange(p + 1, 0, AcqRel, Relaxed);
+            .compare_exchange(cp + 1, 0, AcqRel, Relaxed);
+    } else if !claiming.is_empty() {
+        // Explained by a producer that died claiming: its record is done.
+        for i in claiming {
+            let _ = s.pslot(i).u64_at(pslot::CLAIM).compare_exchange(
+                pslot::CLAIMING,
+                0,
+                AcqRel,
+                Relaxed,
+            );
+        }
+        s.wake_data();
+        return Ok(None);
     }
     s.wake_data();
     Ok(if exact.is_some() { None } else { Some(end - p) })

@@ -170,7 +170,11 @@ fn dump(p: u64) {
     let m = std::fs::read(root().join("s/meta")).unwrap();
     let d = std::fs::read(root().join("s/data")).unwrap();
     let word = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
-    let mut out = format!("dump at {p}: tail {} head {}\n", word(&m, 128), word(&m, 256));
+    let mut out = format!(
+        "dump at {p}: tail {} head {}\n",
+        word(&m, 128),
+        word(&m, 256)
+    );
     for i in 0..ipcress::format::PRODUCER_SLOTS {
         let o = ipcress::format::PRODUCERS + i * ipcress::format::PRODUCER_SLOT_LEN;
         let owner = word(&m, o);
@@ -189,7 +193,11 @@ fn dump(p: u64) {
     while q < p + 4096 {
         let off = (q % CAPACITY) as usize;
         let a = word(&d, off);
-        let b = word(&d, off + 8);
+        let b = if off + 16 <= d.len() {
+            word(&d, off + 8)
+        } else {
+            0
+        };
         if (a >> 32) as u16 & 1 != 0 {
             out += &format!(
                 "  {q}: len {} flags {:#x} lap {} pos32ok {}\n",
@@ -422,17 +430,34 @@ fn torture_kill_producers_and_consumers() {
             owned += (word(o) != 0) as u32;
             claims += (word(o + 8) != 0) as u32;
             if word(o + 8) != 0 && std::env::var_os("IPCRESS_TORTURE_DEBUG").is_some() {
-                let cp = word(o + 8) - 1;
+                let cp = word(o + 8).wrapping_sub(1);
                 let d = std::fs::read(root.path().join("s/data")).unwrap();
-                let off = (cp % CAPACITY) as usize;
-                let a = u64::from_le_bytes(d[off..off + 8].try_into().unwrap());
+                // The frame that covers cp, walking from the segment start.
+                let mut q = cp & !((CAPACITY / 4) - 1);
+                let mut cover = String::from("none");
+                while q <= cp && cp != u64::MAX {
+                    let off = (q % CAPACITY) as usize;
+                    let a = u64::from_le_bytes(d[off..off + 8].try_into().unwrap());
+                    let (len, flags, lap) = (a as u32, (a >> 32) as u16, a >> 48);
+                    if flags & 1 == 0 || lap != (q >> 18) & 0xFFFF {
+                        cover = format!("empty at {q}");
+                        break;
+                    }
+                    let total = if len == u32::MAX {
+                        8
+                    } else {
+                        (16 + len as u64 + 7) & !7
+                    };
+                    if q + total > cp {
+                        cover = format!("frame {q}+{total} flags {flags:#x}");
+                        break;
+                    }
+                    q += total;
+                }
                 eprintln!(
-                    "slot {i}: claim {cp} len {} (lap {}), header: len {} flags {:#x} lap {}",
+                    "slot {i}: owner {} claim {cp} len {}: covered by {cover}",
+                    word(o) as u32,
                     word(o + 16),
-                    cp >> 18,
-                    a as u32,
-                    (a >> 32) as u16,
-                    a >> 48
                 );
             }
         }
