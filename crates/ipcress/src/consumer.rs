@@ -505,11 +505,15 @@ impl Consumer {
             }
             _ => self.pos,
         };
-        if self.s.tail_word().load(SeqCst) & !TAIL_LOCK > p {
-            // Claimed: committed, or a hole the unblocker must look at.
-            return true;
+        if self.s.tail_word().load(SeqCst) & !TAIL_LOCK <= p {
+            return false;
         }
-        false
+        // Claimed. Committed yet? A claim still being written (or a hole
+        // the unblocker will look at on the next poll) is waited for on
+        // the futex, not by spinning. The fence pairs with the producer's
+        // SeqCst commit and waiter check.
+        fence(SeqCst);
+        !matches!(self.peek(p), Ok(Peek::Empty))
     }
 
     /// Periodic work while idle: heartbeat, counters, dead group members.
