@@ -53,8 +53,9 @@ impl Stream {
             let r = s.pslot(i);
             let w = r.u64_at(pslot::OWNER);
             let cur = w.load(Acquire);
-            let free =
-                cur == 0 || (!sys::owner_alive(cur) && r.u64_at(pslot::CLAIM).load(Acquire) == 0);
+            let free = cur == 0
+                || (!sys::owner_alive(cur)
+                    && crate::recovery::claim_resolved(&s, r.u64_at(pslot::CLAIM).load(Acquire)));
             if free
                 && w.compare_exchange(cur, sys::my_owner(), AcqRel, Relaxed)
                     .is_ok()
@@ -569,7 +570,15 @@ pub(crate) fn write_pad(
     let a = if len == 8 {
         word_a(PAD8_LEN, flags, lap)
     } else {
-        seg.region.u64_at(off + 8).store(word_b(0, pos), Relaxed);
+        // A padding frame needs only the position half of word B (its CRC
+        // half is never checked). The unblocker may race a producer that
+        // commits here after all: never overwrite a word B that already
+        // names this position, it may carry that producer's CRC.
+        let b = seg.region.u64_at(off + 8);
+        let cur = b.load(Relaxed);
+        if (cur >> 32) as u32 != (pos >> 3) as u32 {
+            let _ = b.compare_exchange(cur, word_b(0, pos), Relaxed, Relaxed);
+        }
         word_a((len - HEADER_LEN as u64) as u32, flags, lap)
     };
     seg.region

@@ -59,7 +59,10 @@ pub(crate) fn unblock(s: &Inner, p: u64) -> Result<Option<u64>> {
                 return Ok(None);
             }
             exact = Some((i, cp, len));
-        } else if cp > p && alive {
+        } else if cp > p {
+            // Claims do not overlap: a hole at `p` ends at or before the
+            // next recorded claim, whether its producer lives or not (a
+            // dead one's hole is aborted, and its record cleared, on its own).
             limit = limit.min(cp);
         }
     }
@@ -112,25 +115,59 @@ pub(crate) fn unblock(s: &Inner, p: u64) -> Result<Option<u64>> {
         );
     }
     if let Some((i, cp, _)) = exact {
-        let _ = s
-            .pslot(i)
-            .u64_at(pslot::CLAIM)
-            .compare_exchange(cp + 1, 0, AcqRel, Relaxed);
-    } else if !claiming.is_empty() {
-        // Explained by a producer that died claiming: its record is done.
-        for i in claiming {
-            let _ = s.pslot(i).u64_at(pslot::CLAIM).compare_exchange(
-                pslot::CLAIMING,
-                0,
-                AcqRel,
-                Relaxed,
-            );
+        // A reader that started just after a segment end padded the
+        // second piece only: the record stays until the first is done too.
+        let whole = cp == p
+            || s.segment(s.seg_index(cp), false)?
+                .is_some_and(|g| matches!(peek_raw(s, &g, cp), Ok(Slot::Frame { .. })));
+        if whole {
+            let _ = s
+                .pslot(i)
+                .u64_at(pslot::CLAIM)
+                .compare_exchange(cp + 1, 0, AcqRel, Relaxed);
         }
+    } else if !claiming.is_empty() {
+        // Explained by a producer that died claiming: one hole per record.
+        let _ = s.pslot(claiming[0]).u64_at(pslot::CLAIM).compare_exchange(
+            pslot::CLAIMING,
+            0,
+            AcqRel,
+            Relaxed,
+        );
         s.wake_data();
         return Ok(None);
     }
     s.wake_data();
-    Ok(if exact.is_some() { None } else { Some(end - p) })
+    // With every producer slot taken, some producer may have had none: the
+    // hole cannot be told from damage, so it is not reported.
+    let slots_full =
+        (0..PRODUCER_SLOTS).all(|i| s.pslot(i).u64_at(pslot::OWNER).load(Acquire) != 0);
+    Ok(if exact.is_some() || slots_full {
+        None
+    } else {
+        Some(end - p)
+    })
+}
+
+/// Whether a dead producer's recorded claim (`CLAIM` word) needs nothing
+/// more from its slot: none, never started, or its frame is published (or
+/// already dropped from the stream).
+pub(crate) fn claim_resolved(s: &Inner, claim: u64) -> bool {
+    if claim == 0 || claim == pslot::CLAIMING {
+        return true;
+    }
+    let p = claim - 1;
+    if p < s.head() || p >= s.tail() || p % 8 != 0 {
+        return true;
+    }
+    match s.segment(s.seg_index(p), false) {
+        Ok(Some(seg)) => {
+            let a = seg.region.u64_at(s.seg_offset(p) as usize).load(Acquire);
+            let w = split_a(a);
+            w.flags & F_COMMITTED != 0 && w.lap == s.lap(p)
+        }
+        _ => true,
+    }
 }
 
 /// The first position after `p` and before `stop` that holds a valid frame
