@@ -157,7 +157,7 @@ pub(crate) fn claim_resolved(s: &Inner, claim: u64) -> bool {
         return true;
     }
     let p = claim - 1;
-    if p < s.head() || p >= s.tail() || p % 8 != 0 {
+    if p < s.head() || p >= s.tail() || !p.is_multiple_of(8) {
         return true;
     }
     match s.segment(s.seg_index(p), false) {

@@ -7,6 +7,7 @@
 //!
 //! Seeded: `IPCRESS_TORTURE_SEED` reproduces a run (the seed is printed);
 //! `IPCRESS_TORTURE_ROUNDS` changes the number of rounds (default 200).
+#![allow(clippy::type_complexity)]
 
 mod common;
 

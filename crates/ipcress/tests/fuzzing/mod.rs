@@ -21,6 +21,7 @@ use ipcress::format::{self, *};
 use ipcress::{Checksum, Compression, Consumer, Error, From, Key, Policy, Stream, StreamOptions};
 
 /// The targets by name (the name is the corpus directory).
+#[allow(clippy::type_complexity)]
 pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("frame_header", frame_header),
     ("meta_file", meta_file),
@@ -533,7 +534,7 @@ pub fn ring_data(data: &[u8]) {
         opts = opts.policy(Policy::Overwrite);
     }
     let (tail, head) = if o & 32 != 0 {
-        let tail = inp.u64() % (4 * CAP) & !7;
+        let tail = (inp.u64() % (4 * CAP)) & !7;
         let head = inp.u64() % (tail + 1);
         (tail, head)
     } else {
@@ -572,7 +573,7 @@ pub fn codec_decoders(data: &[u8]) {
     let mut out = Vec::new();
     match sel % 5 {
         0 | 1 => {
-            let c = if sel % 5 == 0 {
+            let c = if sel.is_multiple_of(5) {
                 Compression::Lz4
             } else {
                 Compression::Zstd(3)
@@ -627,12 +628,12 @@ pub fn codec_decoders(data: &[u8]) {
             }
         }
         _ => {
-            if let Ok(s) = std::str::from_utf8(body) {
-                if let Ok(c) = s.parse::<Compression>() {
-                    assert_eq!(c.to_string().parse::<Compression>(), Ok(c));
-                    let (k, l) = c.to_code();
-                    assert_eq!(Compression::from_code(k, l), Some(c));
-                }
+            if let Ok(s) = std::str::from_utf8(body)
+                && let Ok(c) = s.parse::<Compression>()
+            {
+                assert_eq!(c.to_string().parse::<Compression>(), Ok(c));
+                let (k, l) = c.to_code();
+                assert_eq!(Compression::from_code(k, l), Some(c));
             }
             let k = word_at(body, 0);
             let _ = Compression::from_code(k as u32, (k >> 32) as i32);
@@ -687,7 +688,7 @@ pub fn seed_corpus() -> Vec<(&'static str, String, Vec<u8>)> {
     // frame_header: real headers at their positions, then segments.
     let ring = ring_seed_bytes(0);
     for i in 0..24u64 {
-        let off = (i * 8 * 37) % 4096 & !7;
+        let off = ((i * 8 * 37) % 4096) & !7;
         let mut v = Vec::new();
         let a = word_at(&ring, off);
         let b = word_at(&ring, off + 8);
