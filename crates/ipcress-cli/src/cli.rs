@@ -228,7 +228,7 @@ pub struct ExecArgs {
     /// Output stream
     #[arg(long = "out", value_name = "B", value_parser = name_arg)]
     pub output: String,
-    /// Group the workers read A through [default: exec-<B>]
+    /// Group the workers read A through (default: "exec-" and the output stream name)
     #[arg(long, value_name = "G", value_parser = name_arg)]
     pub group: Option<String>,
     /// Number of copies of the program sharing the work
