@@ -135,6 +135,8 @@ fn main() {
     }
     drop(s.group("g").expect("group"));
     let stop = Arc::new(AtomicBool::new(false));
+    // Set once every producer has returned: consumers then drain to the tail.
+    let drained = Arc::new(AtomicBool::new(false));
     let c = Arc::new(Counters::default());
     let end = Instant::now() + Duration::from_secs_f64(minutes * 60.0);
     println!(
@@ -142,6 +144,86 @@ fn main() {
         root.display()
     );
 
+    // Every consumer is registered before the first record: a group holds
+    // producers back only while it has a live member.
+    let ready = Arc::new(std::sync::Barrier::new(5));
+    let mut consumers = Vec::new();
+    for (i, d) in ["d0", "d1"].into_iter().enumerate() {
+        let (s, stop, c, ready) = (s.clone(), drained.clone(), c.clone(), ready.clone());
+        consumers.push(thread::spawn(move || {
+            let mut con = s.consumer(d).expect("durable");
+            ready.wait();
+            let mut next: HashMap<u32, u64> = HashMap::new();
+            let mut buf = Vec::new();
+            loop {
+                if stop.load(SeqCst) && con.position() >= s.tail() {
+                    break;
+                }
+                let m = match con.recv_timeout(Duration::from_millis(200)) {
+                    Ok(Some(m)) => m,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        fail(&c, format!("{d}: {e}"));
+                        continue;
+                    }
+                };
+                buf.clear();
+                if let Err(e) = m.reader().read_to_end(&mut buf) {
+                    fail(&c, format!("{d}: {e}"));
+                    continue;
+                }
+                match check(&buf) {
+                    Ok((id, seq)) => {
+                        let want = next.entry(id).or_insert(0);
+                        if seq != *want {
+                            fail(&c, format!("{d}: producer {id} seq {seq}, expected {want}"));
+                        }
+                        *want = seq + 1;
+                        c.durable[i].fetch_add(1, Relaxed);
+                    }
+                    Err(e) => fail(&c, format!("{d}: {e}")),
+                }
+            }
+            next
+        }));
+    }
+    for _ in 0..2 {
+        let (s, stop, c, ready) = (s.clone(), drained.clone(), c.clone(), ready.clone());
+        consumers.push(thread::spawn(move || {
+            let mut con = s.group("g").expect("member");
+            ready.wait();
+            let mut buf = Vec::new();
+            loop {
+                if stop.load(SeqCst) && con.position() >= s.tail() {
+                    break;
+                }
+                let m = match con.recv_timeout(Duration::from_millis(200)) {
+                    Ok(Some(m)) => m,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        fail(&c, format!("member: {e}"));
+                        continue;
+                    }
+                };
+                buf.clear();
+                match m.to_vec() {
+                    Ok(v) => buf = v,
+                    Err(e) => {
+                        fail(&c, format!("member: {e}"));
+                        continue;
+                    }
+                }
+                match check(&buf) {
+                    Ok(_) => {
+                        c.group.fetch_add(1, Relaxed);
+                    }
+                    Err(e) => fail(&c, format!("member: {e}")),
+                }
+            }
+            HashMap::new()
+        }));
+    }
+    ready.wait();
     let mut producers = Vec::new();
     for id in [SENDER, RESERVER, WRITER] {
         let (s, stop, c) = (s.clone(), stop.clone(), c.clone());
@@ -183,80 +265,6 @@ fn main() {
         }));
     }
 
-    let mut consumers = Vec::new();
-    for (i, d) in ["d0", "d1"].into_iter().enumerate() {
-        let (s, stop, c) = (s.clone(), stop.clone(), c.clone());
-        consumers.push(thread::spawn(move || {
-            let mut con = s.consumer(d).expect("durable");
-            let mut next: HashMap<u32, u64> = HashMap::new();
-            let mut buf = Vec::new();
-            loop {
-                if stop.load(SeqCst) && con.position() >= s.tail() {
-                    break;
-                }
-                let m = match con.recv_timeout(Duration::from_millis(200)) {
-                    Ok(Some(m)) => m,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        fail(&c, format!("{d}: {e}"));
-                        continue;
-                    }
-                };
-                buf.clear();
-                if let Err(e) = m.reader().read_to_end(&mut buf) {
-                    fail(&c, format!("{d}: {e}"));
-                    continue;
-                }
-                match check(&buf) {
-                    Ok((id, seq)) => {
-                        let want = next.entry(id).or_insert(0);
-                        if seq != *want {
-                            fail(&c, format!("{d}: producer {id} seq {seq}, expected {want}"));
-                        }
-                        *want = seq + 1;
-                        c.durable[i].fetch_add(1, Relaxed);
-                    }
-                    Err(e) => fail(&c, format!("{d}: {e}")),
-                }
-            }
-            next
-        }));
-    }
-    for _ in 0..2 {
-        let (s, stop, c) = (s.clone(), stop.clone(), c.clone());
-        consumers.push(thread::spawn(move || {
-            let mut con = s.group("g").expect("member");
-            let mut buf = Vec::new();
-            loop {
-                if stop.load(SeqCst) && con.position() >= s.tail() {
-                    break;
-                }
-                let m = match con.recv_timeout(Duration::from_millis(200)) {
-                    Ok(Some(m)) => m,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        fail(&c, format!("member: {e}"));
-                        continue;
-                    }
-                };
-                buf.clear();
-                match m.to_vec() {
-                    Ok(v) => buf = v,
-                    Err(e) => {
-                        fail(&c, format!("member: {e}"));
-                        continue;
-                    }
-                }
-                match check(&buf) {
-                    Ok(_) => {
-                        c.group.fetch_add(1, Relaxed);
-                    }
-                    Err(e) => fail(&c, format!("member: {e}")),
-                }
-            }
-            HashMap::new()
-        }));
-    }
     // Churn: short-lived subscribers, producers and stream handles.
     let churn = {
         let (root, stop, c) = (root.clone(), stop.clone(), c.clone());
@@ -301,7 +309,7 @@ fn main() {
     let mut line = |final_: bool| {
         let rss = status_kib("VmRSS:");
         let fds = open_fds();
-        if rss_first == 0 {
+        if rss_first == 0 && started.elapsed() >= Duration::from_secs(report) {
             rss_first = rss;
             fds_first = fds;
         }
@@ -325,16 +333,17 @@ fn main() {
         let _ = std::io::stdout().flush();
         (rss, fds)
     };
-    line(false);
+    let mut sample = line(false);
     while Instant::now() < end {
         thread::sleep(Duration::from_millis(200));
         if last.elapsed() >= Duration::from_secs(report) {
             last = Instant::now();
-            line(false);
+            sample = line(false);
         }
     }
     stop.store(true, SeqCst);
     let sent: Vec<u64> = producers.into_iter().map(|t| t.join().unwrap()).collect();
+    drained.store(true, SeqCst);
     churn.join().unwrap();
     let total: u64 = sent.iter().sum();
     let mut ok = true;
@@ -354,13 +363,15 @@ fn main() {
         eprintln!("soak: group read {} of {total}", c.group.load(SeqCst));
         ok = false;
     }
-    let (rss, fds) = line(true);
+    line(true);
+    // Growth while running: first sample after warm-up, last sample.
+    let (rss, fds) = sample;
     drop(s);
     let _ = Stream::remove_in(&root, STREAM);
     let _ = std::fs::remove_dir(&root);
     ok &= c.errors.load(SeqCst) == 0;
     println!(
-        "soak: {} — {total} records, RSS {rss_first} -> {rss} KiB, fds {fds_first} -> {fds}",
+        "soak: {} — {total} records; after warm-up RSS {rss_first} -> {rss} KiB, fds {fds_first} -> {fds}",
         if ok { "OK" } else { "FAILED" }
     );
     std::process::exit(if ok { 0 } else { 1 });

@@ -919,6 +919,12 @@ impl Consumer {
                 } = self.peek(p)?
                     && flags & F_BEGIN != 0
                     && flags & (F_PADDING | F_ABORTED) == 0
+                    // While the group had no live member it held nobody
+                    // back: the message may be being overwritten (producers
+                    // raise the head first). Then it is lost, like any
+                    // record of an idle group. Once we pass this check,
+                    // our registration (before it) holds producers back.
+                    && self.s.head_word().load(SeqCst) <= p
                 {
                     self.pos = p + total;
                     self.held = Some(Held {

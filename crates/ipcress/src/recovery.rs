@@ -18,17 +18,33 @@ use crate::sys;
 /// hole (a damaged header, or a producer that had no slot): the reader
 /// reports that as corruption instead of skipping silently.
 pub(crate) fn unblock(s: &Inner, p: u64) -> Result<Option<u64>> {
+    let (reported, mut next) = unblock_one(s, p, false)?;
+    // Claims of producers that died one after another (say, all killed
+    // while waiting for space) are aborted together, not one
+    // `unblock_timeout` each: a dead producer's claim cannot be committed.
+    for _ in 0..PRODUCER_SLOTS {
+        let Some(q) = next else { break };
+        next = unblock_one(s, q, true)?.1;
+    }
+    Ok(reported)
+}
+
+/// One hole: returns what `unblock` reports, and the position after it
+/// when it was a dead producer's whole recorded claim (the next hole may
+/// be another one). `dead_claim_only`: do nothing unless a dead producer's
+/// record starts exactly at `p`.
+fn unblock_one(s: &Inner, p: u64, dead_claim_only: bool) -> Result<(Option<u64>, Option<u64>)> {
     let Some(seg) = s.segment(s.seg_index(p), false)? else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let off = s.seg_offset(p) as usize;
     let stale = seg.region.u64_at(off).load(Acquire);
     if let Ok(Slot::Frame { .. }) = peek_raw(s, &seg, p) {
-        return Ok(None);
+        return Ok((None, None));
     }
     let tail = s.tail();
     if tail <= p {
-        return Ok(None);
+        return Ok((None, None));
     }
     // The claim covering `p`: its own (`cp == p`), or one that crossed a
     // segment end and died between padding its two pieces.
@@ -47,7 +63,7 @@ pub(crate) fn unblock(s: &Inner, p: u64) -> Result<Option<u64>> {
         if claim == pslot::CLAIMING {
             if alive {
                 // It may be about to record this very position.
-                return Ok(None);
+                return Ok((None, None));
             }
             claiming.push(i);
             continue;
@@ -56,7 +72,7 @@ pub(crate) fn unblock(s: &Inner, p: u64) -> Result<Option<u64>> {
         let len = r.u64_at(pslot::CLAIM_LEN).load(Acquire);
         if cp == p || (cp < p && p - cp < len.min(s.seg_size)) {
             if alive {
-                return Ok(None);
+                return Ok((None, None));
             }
             exact = Some((i, cp, len));
         } else if cp > p {
@@ -66,6 +82,9 @@ pub(crate) fn unblock(s: &Inner, p: u64) -> Result<Option<u64>> {
             limit = limit.min(cp);
         }
     }
+    if dead_claim_only && !matches!(exact, Some((_, cp, _)) if cp == p) {
+        return Ok((None, None));
+    }
     let seg_end = (p | (s.seg_size - 1)) + 1;
     let end = match exact {
         Some((_, cp, len)) if len >= 8 && len <= s.seg_size && len % 8 == 0 => cp + len,
@@ -73,7 +92,7 @@ pub(crate) fn unblock(s: &Inner, p: u64) -> Result<Option<u64>> {
         _ => next_valid(s, &seg, p, limit.min(seg_end)),
     };
     if end <= p {
-        return Ok(None);
+        return Ok((None, None));
     }
     if s.is_ring() && end > s.capacity {
         // The padding overwrites the previous lap there. Like a producer
@@ -82,7 +101,7 @@ pub(crate) fn unblock(s: &Inner, p: u64) -> Result<Option<u64>> {
         // space), and only after raising the head.
         let need = end - s.capacity;
         if s.opts.policy == Policy::Block && s.floor(true).is_some_and(|f| f < need) {
-            return Ok(None);
+            return Ok((None, None));
         }
         s.head_word().fetch_max(need, SeqCst);
     }
@@ -97,7 +116,7 @@ pub(crate) fn unblock(s: &Inner, p: u64) -> Result<Option<u64>> {
     ) {
         // Another reader unblocking the same hole (or the claimer) got
         // there first: nothing to abort, nothing to report.
-        return Ok(None);
+        return Ok((None, None));
     }
     tracing::warn!(stream = %s.name, position = p, len = end - p, "aborted a claim left by a dead producer");
     if end > seg_end
@@ -125,6 +144,8 @@ pub(crate) fn unblock(s: &Inner, p: u64) -> Result<Option<u64>> {
                 .pslot(i)
                 .u64_at(pslot::CLAIM)
                 .compare_exchange(cp + 1, 0, AcqRel, Relaxed);
+            s.wake_data();
+            return Ok((None, (end < tail).then_some(end)));
         }
     } else if !claiming.is_empty() {
         // Explained by a producer that died claiming: one hole per record.
@@ -135,25 +156,35 @@ pub(crate) fn unblock(s: &Inner, p: u64) -> Result<Option<u64>> {
             Relaxed,
         );
         s.wake_data();
-        return Ok(None);
+        return Ok((None, None));
     }
     s.wake_data();
     // With every producer slot taken, some producer may have had none: the
     // hole cannot be told from damage, so it is not reported.
     let slots_full =
         (0..PRODUCER_SLOTS).all(|i| s.pslot(i).u64_at(pslot::OWNER).load(Acquire) != 0);
-    Ok(if exact.is_some() || slots_full {
-        None
-    } else {
-        Some(end - p)
-    })
+    Ok((
+        if exact.is_some() || slots_full {
+            None
+        } else {
+            Some(end - p)
+        },
+        None,
+    ))
 }
 
 /// Whether a dead producer's recorded claim (`CLAIM` word) needs nothing
-/// more from its slot: none, never started, or its frame is published (or
-/// already dropped from the stream).
+/// more from its slot: none, or its frame is published (or already dropped
+/// from the stream). A producer that died `CLAIMING` may have left a hole
+/// of unknown position: its slot stays until the unblocker finds a hole
+/// that it explains (and clears it), else that hole would be reported as
+/// damage. (One that died before its tail add keeps its slot: rare, and
+/// bounded by the slot count.)
 pub(crate) fn claim_resolved(s: &Inner, claim: u64) -> bool {
-    if claim == 0 || claim == pslot::CLAIMING {
+    if claim == pslot::CLAIMING {
+        return false;
+    }
+    if claim == 0 {
         return true;
     }
     let p = claim - 1;
