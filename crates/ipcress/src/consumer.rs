@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::format::{self, *};
+use crate::format::*;
 use crate::producer::RawFrame;
 use crate::storage::Seg;
 use crate::stream::{Inner, Policy, Stream};
@@ -403,22 +403,6 @@ impl Consumer {
         Ok(())
     }
 
-    /// A user word of this consumer's slot (for bridges: 4 words).
-    pub fn user_word(&self, i: usize) -> u64 {
-        self.s
-            .cslot(self.slot)
-            .u64_at(cslot::USER + 8 * (i % cslot::USER_WORDS))
-            .load(Acquire)
-    }
-
-    /// Set a user word of this consumer's slot.
-    pub fn set_user_word(&self, i: usize, v: u64) {
-        self.s
-            .cslot(self.slot)
-            .u64_at(cslot::USER + 8 * (i % cslot::USER_WORDS))
-            .store(v, Release);
-    }
-
     /// Wait for the next message.
     pub fn recv(&mut self) -> Result<Message<'_>> {
         let d = self.recv_until(None)?.expect("no deadline");
@@ -445,10 +429,20 @@ impl Consumer {
 
     fn recv_until(&mut self, deadline: Option<Instant>) -> Result<Option<Delivered>> {
         self.release_held();
+        self.wait_for(deadline, Consumer::poll)
+    }
+
+    /// Call `poll` until it yields, spinning then parking between calls,
+    /// or until the deadline passes.
+    fn wait_for<T>(
+        &mut self,
+        deadline: Option<Instant>,
+        mut poll: impl FnMut(&mut Consumer) -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
         let mut spins = 0u32;
         loop {
-            if let Some(d) = self.poll()? {
-                return Ok(Some(d));
+            if let Some(v) = poll(self)? {
+                return Ok(Some(v));
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(None);
@@ -583,14 +577,7 @@ impl Consumer {
             return Ok(Peek::Empty);
         };
         let off = self.s.seg_offset(p) as usize;
-        let seg_size = self.s.seg_size;
-        let a = seg.region.u64_at(off).load(Acquire);
-        let b = if off + HEADER_LEN <= seg_size as usize {
-            seg.region.u64_at(off + 8).load(Relaxed)
-        } else {
-            0
-        };
-        match format::parse(a, b, p, self.s.lap(p), off as u64, seg_size) {
+        match self.s.read_header(&seg, p).0 {
             Ok(Slot::Empty) => Ok(Peek::Empty),
             Ok(Slot::Frame { len, flags, total }) => Ok(Peek::Frame {
                 seg,
@@ -743,11 +730,9 @@ impl Consumer {
                 });
             };
             let (origin, opos, skip) = if flags & F_FOREIGN != 0 {
-                if buf.len() < ORIGIN_LEN {
+                let Some((id, opos)) = split_origin(buf) else {
                     return Err(fail("foreign frame shorter than its origin"));
-                }
-                let id: [u8; 16] = buf[..16].try_into().expect("16 bytes");
-                let opos = u64::from_le_bytes(buf[16..24].try_into().expect("8 bytes"));
+                };
                 if id == self.s.id {
                     return Err(fail("foreign frame claims to come from this stream"));
                 }
@@ -1045,7 +1030,11 @@ impl Consumer {
         }
         self.release_held();
         let deadline = Instant::now() + timeout;
-        let mut spins = 0u32;
+        self.wait_for(Some(deadline), Consumer::poll_raw)
+    }
+
+    /// The next stored frame at our position, if committed.
+    fn poll_raw(&mut self) -> Result<Option<(u64, RawFrame)>> {
         loop {
             let p = self.pos;
             if self.s.head_word().load(Acquire) > p {
@@ -1075,13 +1064,11 @@ impl Consumer {
                         return Err(Error::corrupt(p, "checksum mismatch"));
                     }
                     let (origin, origin_position) = if flags & F_FOREIGN != 0 {
-                        if data.len() < ORIGIN_LEN {
+                        let Some(origin) = split_origin(&data) else {
                             return Err(Error::corrupt(p, "foreign frame shorter than its origin"));
-                        }
-                        let id: [u8; 16] = data[..16].try_into().expect("16 bytes");
-                        let op = u64::from_le_bytes(data[16..24].try_into().expect("8 bytes"));
+                        };
                         data.drain(..ORIGIN_LEN);
-                        (id, op)
+                        origin
                     } else {
                         (self.s.id, p)
                     };
@@ -1099,16 +1086,7 @@ impl Consumer {
                 }
                 Peek::Empty => {
                     self.check_hole(p)?;
-                    if Instant::now() >= deadline {
-                        return Ok(None);
-                    }
-                    spins += 1;
-                    if spins < SPINS {
-                        std::hint::spin_loop();
-                    } else {
-                        spins = 0;
-                        self.park(Some(deadline))?;
-                    }
+                    return Ok(None);
                 }
             }
         }
@@ -1172,19 +1150,10 @@ impl Stream {
         let Some(seg) = s.segment(s.seg_index(pos), false)? else {
             return Ok(false);
         };
-        let off = s.seg_offset(pos) as usize;
-        let a = seg.region.u64_at(off).load(Acquire);
-        let b = if off + HEADER_LEN <= s.seg_size as usize {
-            seg.region.u64_at(off + 8).load(Relaxed)
-        } else {
-            0
-        };
-        Ok(
-            match format::parse(a, b, pos, s.lap(pos), off as u64, s.seg_size) {
-                Ok(Slot::Frame { flags, .. }) => flags & (F_PADDING | F_ABORTED) == 0,
-                _ => false,
-            },
-        )
+        Ok(match s.read_header(&seg, pos).0 {
+            Ok(Slot::Frame { flags, .. }) => flags & (F_PADDING | F_ABORTED) == 0,
+            _ => false,
+        })
     }
 }
 

@@ -30,6 +30,14 @@ pub const F_AAD_MASK: u16 = F_BEGIN | F_END | F_COMPRESSED | F_ENCRYPTED;
 /// Length of the origin prefix of a foreign frame.
 pub const ORIGIN_LEN: usize = 24;
 
+/// The origin (stream id, position) at the start of a foreign frame's
+/// payload, or None if the payload is too short to hold it.
+pub fn split_origin(payload: &[u8]) -> Option<([u8; 16], u64)> {
+    let id: [u8; 16] = payload.get(..16)?.try_into().ok()?;
+    let pos = u64::from_le_bytes(payload.get(16..ORIGIN_LEN)?.try_into().ok()?);
+    Some((id, pos))
+}
+
 /// Length field of an 8-byte padding frame (word A only, no word B).
 pub const PAD8_LEN: u32 = u32::MAX;
 

@@ -238,8 +238,16 @@ impl Producer {
             let buf = unsafe { c.seg.region.slice_mut(body, len as usize) };
             cipher.seal(c.pos, &aad, buf);
         }
+        self.publish_claim(c, len, flags)
+    }
+
+    /// Checksum the sealed payload, store word B, and publish the header
+    /// by CAS on word A (FORMAT.md, "Claim and commit", step 6).
+    fn publish_claim(&mut self, c: Claim, len: u32, flags: u16) -> Result<u64> {
+        let body = c.off + HEADER_LEN;
         let crc = if flags & F_CHECKSUM != 0 {
-            // SAFETY: as above: the frame is ours until committed.
+            // SAFETY: the claim gives this producer exclusive ownership of
+            // the frame until it is published below.
             let buf = unsafe { c.seg.region.slice(body, len as usize) };
             frame_crc(len, flags, buf)
         } else {
@@ -662,34 +670,10 @@ impl Producer {
         if self.s.checksummed() {
             flags |= F_CHECKSUM;
         }
-        let body = c.off + HEADER_LEN;
-        let crc = if flags & F_CHECKSUM != 0 {
-            // SAFETY: the frame is claimed by us and not yet published.
-            frame_crc(len, flags, unsafe {
-                c.seg.region.slice(body, len as usize)
-            })
-        } else {
-            0
-        };
-        c.seg
-            .region
-            .u64_at(c.off + 8)
-            .store(word_b(crc, c.pos), Relaxed);
-        let a = word_a(len, flags, self.s.lap(c.pos));
-        let ok = c
-            .seg
-            .region
-            .u64_at(c.off)
-            .compare_exchange(c.stale_a, a, SeqCst, Relaxed)
-            .is_ok();
-        self.clear_claim();
-        if !ok {
-            return Err(Error::Unblocked { position: c.pos });
-        }
+        let pos = self.publish_claim(c, len, flags)?;
         self.messages += 1;
         self.bytes += len as u64;
-        self.s.wake_data();
-        Ok(c.pos)
+        Ok(pos)
     }
 }
 

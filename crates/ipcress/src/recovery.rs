@@ -218,13 +218,8 @@ pub(crate) fn next_valid(s: &Inner, seg: &Seg, p: u64, stop: u64) -> u64 {
 /// data frames (used where a false positive would be harmful).
 fn peek_raw(s: &Inner, seg: &Seg, p: u64) -> Result<Slot, &'static str> {
     let off = s.seg_offset(p) as usize;
-    let a = seg.region.u64_at(off).load(Acquire);
-    let b = if off + HEADER_LEN <= s.seg_size as usize {
-        seg.region.u64_at(off + 8).load(Relaxed)
-    } else {
-        0
-    };
-    let slot = format::parse(a, b, p, s.lap(p), off as u64, s.seg_size)?;
+    let (slot, b) = s.read_header(seg, p);
+    let slot = slot?;
     if let Slot::Frame { len, flags, total } = slot
         && flags & F_CHECKSUM != 0
         && total > 8

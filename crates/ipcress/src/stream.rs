@@ -762,6 +762,23 @@ impl Inner {
         self.opts.layout == Layout::Ring
     }
 
+    /// Read the header at position `p` of `seg` (word A with acquire
+    /// ordering, then word B if it lies in the segment) and validate it.
+    /// Word B is returned too, for the CRC.
+    pub fn read_header(&self, seg: &Seg, p: u64) -> (Result<format::Slot, &'static str>, u64) {
+        let off = self.seg_offset(p) as usize;
+        let a = seg.region.u64_at(off).load(Acquire);
+        let b = if off + format::HEADER_LEN <= self.seg_size as usize {
+            seg.region.u64_at(off + 8).load(Relaxed)
+        } else {
+            0
+        };
+        (
+            format::parse(a, b, p, self.lap(p), off as u64, self.seg_size),
+            b,
+        )
+    }
+
     pub fn segment(&self, index: u64, create: bool) -> Result<Option<Seg>> {
         self.storage.segment(index, create)
     }
