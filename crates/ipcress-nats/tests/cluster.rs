@@ -41,39 +41,9 @@ fn cluster_node_killed_mid_flow() {
     let mut out = Bridge::spawn(
         "out",
         work.path(),
-        &s(&[
-            "out",
-            "--root",
-            &r,
-            "--stream",
-            "src",
-            "--nats",
-            &urls,
-            "--subject",
-            "clu.data",
-            "--create-stream",
-            "CLU",
-            "--replicas",
-            "3",
-        ]),
+        &out_args(&r, &urls, "clu.data", "CLU", &["--replicas", "3"]),
     );
-    let mut inb = Bridge::spawn(
-        "in",
-        work.path(),
-        &s(&[
-            "in",
-            "--root",
-            &r,
-            "--nats",
-            &urls,
-            "--js-stream",
-            "CLU",
-            "--durable",
-            "clu-in",
-            "--stream",
-            "dst",
-        ]),
-    );
+    let mut inb = Bridge::spawn("in", work.path(), &in_args(&r, &urls, "CLU", "clu-in", &[]));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let t0 = Instant::now();
     let leader = loop {

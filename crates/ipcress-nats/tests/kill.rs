@@ -26,36 +26,12 @@ fn bridges_killed_and_restarted() {
     let mut out = Bridge::spawn(
         "out",
         work.path(),
-        &s(&[
-            "out",
-            "--root",
-            &r,
-            "--stream",
-            "src",
-            "--nats",
-            &url,
-            "--subject",
-            "kill.data",
-            "--create-stream",
-            "KILL",
-        ]),
+        &out_args(&r, &url, "kill.data", "KILL", &[]),
     );
     let mut inb = Bridge::spawn(
         "in",
         work.path(),
-        &s(&[
-            "in",
-            "--root",
-            &r,
-            "--nats",
-            &url,
-            "--js-stream",
-            "KILL",
-            "--durable",
-            "kill-in",
-            "--stream",
-            "dst",
-        ]),
+        &in_args(&r, &url, "KILL", "kill-in", &[]),
     );
     // The producer writes over several seconds while the killing goes on.
     let done = Arc::new(AtomicBool::new(false));

@@ -24,37 +24,9 @@ fn roundtrip_200k_records_with_large_ones() {
     let mut out = Bridge::spawn(
         "out",
         work.path(),
-        &s(&[
-            "out",
-            "--root",
-            &r,
-            "--stream",
-            "src",
-            "--nats",
-            &url,
-            "--subject",
-            "rt.data",
-            "--create-stream",
-            "RT",
-        ]),
+        &out_args(&r, &url, "rt.data", "RT", &[]),
     );
-    let mut inb = Bridge::spawn(
-        "in",
-        work.path(),
-        &s(&[
-            "in",
-            "--root",
-            &r,
-            "--nats",
-            &url,
-            "--js-stream",
-            "RT",
-            "--durable",
-            "rt-in",
-            "--stream",
-            "dst",
-        ]),
-    );
+    let mut inb = Bridge::spawn("in", work.path(), &in_args(&r, &url, "RT", "rt-in", &[]));
     // Written while the bridges run.
     fill(&src, 0..N);
     let what = || format!("{}\n{}", out.tail_log(), inb.tail_log());
@@ -102,40 +74,12 @@ fn encrypted_compressed_frames_travel_raw() {
     let mut out = Bridge::spawn(
         "out",
         work.path(),
-        &s(&[
-            "out",
-            "--root",
-            &r,
-            "--stream",
-            "src",
-            "--nats",
-            &url,
-            "--subject",
-            "enc.data",
-            "--create-stream",
-            "ENC",
-            "--key",
-            &k,
-        ]),
+        &out_args(&r, &url, "enc.data", "ENC", &["--key", &k]),
     );
     let mut inb = Bridge::spawn(
         "in",
         work.path(),
-        &s(&[
-            "in",
-            "--root",
-            &r,
-            "--nats",
-            &url,
-            "--js-stream",
-            "ENC",
-            "--durable",
-            "enc-in",
-            "--stream",
-            "dst",
-            "--key",
-            &k,
-        ]),
+        &in_args(&r, &url, "ENC", "enc-in", &["--key", &k]),
     );
     let what = || format!("{}\n{}", out.tail_log(), inb.tail_log());
     verify(&dst, n, Duration::from_secs(120), &what);

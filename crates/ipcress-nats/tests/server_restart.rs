@@ -24,37 +24,9 @@ fn server_killed_and_restarted() {
     let mut out = Bridge::spawn(
         "out",
         work.path(),
-        &s(&[
-            "out",
-            "--root",
-            &r,
-            "--stream",
-            "src",
-            "--nats",
-            &url,
-            "--subject",
-            "sr.data",
-            "--create-stream",
-            "SR",
-        ]),
+        &out_args(&r, &url, "sr.data", "SR", &[]),
     );
-    let mut inb = Bridge::spawn(
-        "in",
-        work.path(),
-        &s(&[
-            "in",
-            "--root",
-            &r,
-            "--nats",
-            &url,
-            "--js-stream",
-            "SR",
-            "--durable",
-            "sr-in",
-            "--stream",
-            "dst",
-        ]),
-    );
+    let mut inb = Bridge::spawn("in", work.path(), &in_args(&r, &url, "SR", "sr-in", &[]));
     let t0 = Instant::now();
     fill(&src, 0..N / 2);
     while dst.tail() < 1 << 20 {

@@ -415,3 +415,43 @@ pub fn work_dir() -> tempfile::TempDir {
 pub fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
 }
+
+/// Arguments of `bridge out` from stream `src` under `root` to `subject`,
+/// creating JetStream stream `js`; `extra` is appended.
+pub fn out_args(root: &str, url: &str, subject: &str, js: &str, extra: &[&str]) -> Vec<String> {
+    let mut v = s(&[
+        "out",
+        "--root",
+        root,
+        "--stream",
+        "src",
+        "--nats",
+        url,
+        "--subject",
+        subject,
+        "--create-stream",
+        js,
+    ]);
+    v.extend(s(extra));
+    v
+}
+
+/// Arguments of `bridge in` from JetStream stream `js` with consumer
+/// `durable` into stream `dst` under `root`; `extra` is appended.
+pub fn in_args(root: &str, url: &str, js: &str, durable: &str, extra: &[&str]) -> Vec<String> {
+    let mut v = s(&[
+        "in",
+        "--root",
+        root,
+        "--nats",
+        url,
+        "--js-stream",
+        js,
+        "--durable",
+        durable,
+        "--stream",
+        "dst",
+    ]);
+    v.extend(s(extra));
+    v
+}
