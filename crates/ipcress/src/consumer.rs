@@ -87,6 +87,7 @@ pub struct Consumer {
     buf: Vec<u8>,
     wait: Wait,
     stuck: Option<(u64, Instant)>,
+    empty_polls: u32,
     last_wake: u64,
     wake_step: u64,
     msgs: u64,
@@ -98,6 +99,10 @@ pub struct Consumer {
 
 /// Spins before parking.
 const SPINS: u32 = 200;
+
+/// Empty polls per look for a hole left by a dead producer (a divisor of
+/// `SPINS`, so that every spin phase before parking looks at least once).
+const HOLE_CHECK_EVERY: u32 = 50;
 
 impl Stream {
     /// Open or create the durable consumer `name` (new ones start at the
@@ -342,6 +347,7 @@ impl Consumer {
             buf: Vec::new(),
             wait: Wait::Park,
             stuck: None,
+            empty_polls: 0,
             last_wake: pos,
             wake_step,
             msgs: 0,
@@ -427,6 +433,7 @@ impl Consumer {
         }
     }
 
+    #[inline(always)]
     fn recv_until(&mut self, deadline: Option<Instant>) -> Result<Option<Delivered>> {
         self.release_held();
         self.wait_for(deadline, Consumer::poll)
@@ -521,6 +528,7 @@ impl Consumer {
         r.u64_at(cslot::MESSAGES).store(self.msgs, Relaxed);
     }
 
+    #[inline(always)]
     fn publish(&mut self, p: u64) {
         self.s
             .cslot(self.slot)
@@ -534,6 +542,7 @@ impl Consumer {
 
     /// Acknowledge the message handed out last (group members) and save
     /// the position (others: auto-commit).
+    #[inline(always)]
     fn release_held(&mut self) {
         if let Some(h) = self.held.take() {
             let r = self.s.cslot(h.slot);
@@ -552,6 +561,7 @@ impl Consumer {
         }
     }
 
+    #[inline(always)]
     fn seg_for(&mut self, pos: u64) -> Result<Option<Seg>> {
         let idx = self.s.seg_index(pos);
         if let Some(seg) = &self.seg
@@ -567,6 +577,7 @@ impl Consumer {
     }
 
     /// Look at the frame at `p`, validating every field.
+    #[inline(always)]
     fn peek(&mut self, p: u64) -> Result<Peek> {
         if !p.is_multiple_of(ALIGN as u64) {
             // Only a damaged slot word (a saved position, a group claim)
@@ -621,6 +632,7 @@ impl Consumer {
     }
 
     /// Deliver the next message at our position, if committed.
+    #[inline(always)]
     fn poll(&mut self) -> Result<Option<Delivered>> {
         if let Kind::Member { .. } = self.kind {
             return self.poll_group();
@@ -664,6 +676,7 @@ impl Consumer {
 
     /// Check the frame's bytes and make them readable: borrow the mapping
     /// when safe, else copy, validate and decode into the buffer.
+    #[inline(always)]
     fn decode(&mut self, p: u64, seg: &Seg, off: usize, len: u32, flags: u16) -> Result<Body> {
         let body = off + HEADER_LEN;
         let len_us = len as usize;
@@ -955,7 +968,15 @@ impl Consumer {
 
     /// Nothing committed at `p`: if it is claimed (tail past it) for longer
     /// than `unblock_timeout` by a producer that is gone, abort the claim.
+    /// Called on every empty poll, it looks only every `HOLE_CHECK_EVERY`
+    /// calls: the tail is a line every producer writes on every claim, and
+    /// a clock read costs more than a poll, so a reader spinning at the
+    /// head of the stream would otherwise slow its producers down.
     fn check_hole(&mut self, p: u64) -> Result<()> {
+        self.empty_polls = self.empty_polls.wrapping_add(1);
+        if !self.empty_polls.is_multiple_of(HOLE_CHECK_EVERY) {
+            return Ok(());
+        }
         if self.s.tail() <= p {
             self.stuck = None;
             return Ok(());

@@ -110,6 +110,7 @@ pub enum Slot {
 
 /// Validate a header read at `position`, at `offset` within a segment of
 /// `segment_size` bytes. Every field is checked before it is trusted.
+#[inline(always)]
 pub fn parse(
     a: u64,
     b: u64,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::codec::{self, Compression};
 use crate::error::{Error, Result};
 use crate::format::{self, *};
+use crate::shm::Region;
 use crate::storage::Seg;
 use crate::stream::{Inner, Policy, Stream};
 use crate::sys;
@@ -17,12 +18,20 @@ use crate::sys;
 /// Appends records to a stream. One per thread; any number per stream.
 pub struct Producer {
     s: Arc<Inner>,
-    pslot: Option<usize>,
+    /// This producer's slot in the meta file (claims, counters).
+    pslot: Option<Region>,
     seg: Option<Seg>,
     /// Flow-control limit: claims may end at or below this position.
     limit: u64,
     generation: u64,
     head_seen: u64,
+    /// Fast path: a ring claim ending at or below this position, in the
+    /// cached segment, with the generation unchanged and no fragment lock,
+    /// needs none of the slow path's checks (0: take the slow path).
+    fast_end: u64,
+    /// Flags every frame this producer seals carries: committed, and
+    /// encrypted and checksummed as the stream says.
+    seal_flags: u16,
     scratch: Vec<u8>,
     holds_frag_lock: bool,
     messages: u64,
@@ -61,10 +70,13 @@ impl Stream {
                     .is_ok()
             {
                 r.u64_at(pslot::CLAIM).store(0, Release);
-                pslot = Some(i);
+                pslot = Some(r);
                 break;
             }
         }
+        let seal_flags = F_COMMITTED
+            | if s.cipher.is_some() { F_ENCRYPTED } else { 0 }
+            | if s.checksummed() { F_CHECKSUM } else { 0 };
         Ok(Producer {
             s,
             pslot,
@@ -72,6 +84,8 @@ impl Stream {
             limit: 0,
             generation: u64::MAX,
             head_seen: 0,
+            fast_end: 0,
+            seal_flags,
             scratch: Vec::new(),
             holds_frag_lock: false,
             messages: 0,
@@ -87,8 +101,7 @@ impl Drop for Producer {
             self.release_frag_lock();
         }
         self.flush_counters();
-        if let Some(i) = self.pslot {
-            let r = self.s.pslot(i);
+        if let Some(r) = self.pslot {
             r.u64_at(pslot::CLAIM).store(0, Release);
             r.u64_at(pslot::OWNER).store(0, Release);
         }
@@ -174,8 +187,7 @@ impl Producer {
 
     /// Flush this producer's counters into its slot (for `stat`).
     fn flush_counters(&mut self) {
-        if let Some(i) = self.pslot {
-            let r = self.s.pslot(i);
+        if let Some(r) = self.pslot {
             r.u64_at(pslot::MESSAGES).fetch_add(self.messages, Relaxed);
             r.u64_at(pslot::BYTES).fetch_add(self.bytes, Relaxed);
         }
@@ -183,18 +195,22 @@ impl Producer {
         self.bytes = 0;
     }
 
+    #[inline(always)]
     fn send_frame(&mut self, data: &[u8], mut flags: u16, try_only: bool) -> Result<u64> {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let compressed = self.s.opts.compression != Compression::None
-            && codec::compress(self.s.opts.compression, data, &mut scratch);
-        let payload: &[u8] = if compressed {
-            flags |= F_COMPRESSED;
-            &scratch
+        let r = if self.s.opts.compression == Compression::None {
+            self.write_frame(data, flags, try_only)
         } else {
-            data
+            let mut scratch = std::mem::take(&mut self.scratch);
+            let payload: &[u8] = if codec::compress(self.s.opts.compression, data, &mut scratch) {
+                flags |= F_COMPRESSED;
+                &scratch
+            } else {
+                data
+            };
+            let r = self.write_frame(payload, flags, try_only);
+            self.scratch = scratch;
+            r
         };
-        let r = self.write_frame(payload, flags, try_only);
-        self.scratch = scratch;
         if r.is_ok() {
             self.messages += 1;
             self.bytes += data.len() as u64;
@@ -206,6 +222,7 @@ impl Producer {
     }
 
     /// Claim, copy `payload` in, seal and commit.
+    #[inline(always)]
     fn write_frame(&mut self, payload: &[u8], flags: u16, try_only: bool) -> Result<u64> {
         let enc = self.s.cipher.is_some();
         let stored = payload.len() + if enc { codec::TAG_LEN } else { 0 };
@@ -222,16 +239,11 @@ impl Producer {
     }
 
     /// Seal (encrypt, checksum) the payload in place and publish the header.
-    fn finish_claim(&mut self, c: Claim, len: u32, mut flags: u16) -> Result<u64> {
-        flags |= F_COMMITTED;
-        if self.s.cipher.is_some() {
-            flags |= F_ENCRYPTED;
-        }
-        if self.s.checksummed() {
-            flags |= F_CHECKSUM;
-        }
-        let body = c.off + HEADER_LEN;
+    #[inline(always)]
+    fn finish_claim(&mut self, c: Claim, len: u32, flags: u16) -> Result<u64> {
+        let flags = flags | self.seal_flags;
         if let Some(cipher) = &self.s.cipher {
+            let body = c.off + HEADER_LEN;
             let aad = aad(len, flags, c.pos);
             // SAFETY: the claim gives this producer exclusive ownership of
             // the frame until it is committed below.
@@ -243,6 +255,7 @@ impl Producer {
 
     /// Checksum the sealed payload, store word B, and publish the header
     /// by CAS on word A (FORMAT.md, "Claim and commit", step 6).
+    #[inline(always)]
     fn publish_claim(&mut self, c: Claim, len: u32, flags: u16) -> Result<u64> {
         let body = c.off + HEADER_LEN;
         let crc = if flags & F_CHECKSUM != 0 {
@@ -287,27 +300,26 @@ impl Producer {
         self.s.wake_data();
     }
 
+    #[inline(always)]
     fn mark_claiming(&self) {
-        if let Some(i) = self.pslot {
+        if let Some(r) = &self.pslot {
             // Relaxed: the tail add that follows releases it.
-            self.s
-                .pslot(i)
-                .u64_at(pslot::CLAIM)
-                .store(pslot::CLAIMING, Relaxed);
+            r.u64_at(pslot::CLAIM).store(pslot::CLAIMING, Relaxed);
         }
     }
 
+    #[inline(always)]
     fn record_claim(&self, pos: u64, total: u64) {
-        if let Some(i) = self.pslot {
-            let r = self.s.pslot(i);
+        if let Some(r) = &self.pslot {
             r.u64_at(pslot::CLAIM_LEN).store(total, Relaxed);
             r.u64_at(pslot::CLAIM).store(pos + 1, Release);
         }
     }
 
+    #[inline(always)]
     fn clear_claim(&self) {
-        if let Some(i) = self.pslot {
-            self.s.pslot(i).u64_at(pslot::CLAIM).store(0, Release);
+        if let Some(r) = &self.pslot {
+            r.u64_at(pslot::CLAIM).store(0, Release);
         }
     }
 
@@ -331,9 +343,52 @@ impl Producer {
     }
 
     /// Claim `total` bytes for one frame that fits in a segment.
+    #[inline(always)]
     fn claim(&mut self, total: u64, try_only: bool) -> Result<Claim> {
         debug_assert!(total <= self.s.seg_size && total.is_multiple_of(ALIGN as u64));
-        let seg_size = self.s.seg_size;
+        if !try_only && self.fast_end != 0 {
+            // The common case of a ring claim: it ends inside the cached
+            // segment, below the flow-control limit and the raised head, and
+            // no fragmented message holds the tail. The same steps as
+            // `claim_slow` (mark, add, record) without the checks these
+            // conditions make moot.
+            let predicted = self.s.tail_word().load(Relaxed);
+            if predicted & TAIL_LOCK == 0 && predicted + total <= self.fast_end {
+                self.mark_claiming();
+                let old = self.s.tail_word().fetch_add(total, AcqRel);
+                let pos = old & !TAIL_LOCK;
+                let end = pos + total;
+                if old & TAIL_LOCK == 0
+                    && end <= self.fast_end
+                    && self.s.gen_word().load(SeqCst) == self.generation
+                    && let Some(seg) = &self.seg
+                {
+                    self.record_claim(pos, total);
+                    let off = self.s.seg_offset(pos) as usize;
+                    let stale_a = seg.region.u64_at(off).load(Relaxed);
+                    // As in `claim_after_add`.
+                    fence(Release);
+                    return Ok(Claim {
+                        pos,
+                        seg: seg.clone(),
+                        off,
+                        total,
+                        stale_a,
+                    });
+                }
+                // Another producer moved the tail or a consumer registered:
+                // the claim is ours, finish it the careful way.
+                self.fast_end = 0;
+                if let Some(c) = self.claim_after_add(old, total)? {
+                    return Ok(c);
+                }
+            }
+        }
+        self.claim_slow(total, try_only)
+    }
+
+    fn claim_slow(&mut self, total: u64, try_only: bool) -> Result<Claim> {
+        self.fast_end = 0;
         loop {
             if try_only && self.must_wait(self.s.tail() + total) {
                 return Err(Error::Full);
@@ -351,57 +406,75 @@ impl Producer {
             // as unexplained if we die here (FORMAT.md, "The unblocker").
             self.mark_claiming();
             let old = self.s.tail_word().fetch_add(total, AcqRel);
-            let pos = old & !TAIL_LOCK;
-            if pos.checked_add(total).is_none_or(|e| e >= TAIL_LOCK) {
-                self.clear_claim();
-                return Err(Error::corrupt(pos, "tail position overflow"));
+            if let Some(c) = self.claim_after_add(old, total)? {
+                return Ok(c);
             }
-            self.record_claim(pos, total);
-            let seg_end = (pos | (seg_size - 1)) + 1;
-            let end = pos + total;
-            if end > seg_end {
-                // Crosses a segment end: pad both pieces and claim again.
-                let r = self
-                    .wait_space(end)
-                    .and_then(|()| self.pad(pos, seg_end - pos))
-                    .and_then(|()| self.pad(seg_end, end - seg_end));
-                // On an error too: a live producer's record would keep
-                // readers waiting on the hole forever.
-                self.clear_claim();
-                r?;
-                self.s.wake_data();
-                continue;
-            }
-            self.wait_space(end)?;
-            if old & TAIL_LOCK != 0 && !self.holds_frag_lock {
-                // A fragmented message is being written: step aside.
-                let r = self.pad(pos, total);
-                self.clear_claim();
-                r?;
-                self.s.wake_data();
-                self.wait_frag_unlock();
-                continue;
-            }
-            let seg = match self.seg_for(pos) {
-                Ok(seg) => seg,
-                Err(e) => {
-                    self.clear_claim();
-                    return Err(e);
-                }
-            };
-            let off = self.s.seg_offset(pos) as usize;
-            let stale_a = seg.region.u64_at(off).load(Relaxed);
-            // Pairs with the reader's fence after copying (Overwrite
-            // validation): the head raised above is visible before our bytes.
-            fence(Release);
-            return Ok(Claim {
-                pos,
-                seg,
-                off,
-                total,
-                stale_a,
-            });
         }
+    }
+
+    /// Finish a claim whose tail add returned `old`: record it, wait for
+    /// space, and hand it out; or pad it away and give `None` (claim again)
+    /// when it crosses a segment end or a fragmented message holds the tail.
+    fn claim_after_add(&mut self, old: u64, total: u64) -> Result<Option<Claim>> {
+        let seg_size = self.s.seg_size;
+        let pos = old & !TAIL_LOCK;
+        if pos.checked_add(total).is_none_or(|e| e >= TAIL_LOCK) {
+            self.clear_claim();
+            return Err(Error::corrupt(pos, "tail position overflow"));
+        }
+        self.record_claim(pos, total);
+        let seg_end = (pos | (seg_size - 1)) + 1;
+        let end = pos + total;
+        if end > seg_end {
+            // Crosses a segment end: pad both pieces and claim again.
+            let r = self
+                .wait_space(end)
+                .and_then(|()| self.pad(pos, seg_end - pos))
+                .and_then(|()| self.pad(seg_end, end - seg_end));
+            // On an error too: a live producer's record would keep
+            // readers waiting on the hole forever.
+            self.clear_claim();
+            r?;
+            self.s.wake_data();
+            return Ok(None);
+        }
+        self.wait_space(end)?;
+        if old & TAIL_LOCK != 0 && !self.holds_frag_lock {
+            // A fragmented message is being written: step aside.
+            let r = self.pad(pos, total);
+            self.clear_claim();
+            r?;
+            self.s.wake_data();
+            self.wait_frag_unlock();
+            return Ok(None);
+        }
+        let seg = match self.seg_for(pos) {
+            Ok(seg) => seg,
+            Err(e) => {
+                self.clear_claim();
+                return Err(e);
+            }
+        };
+        let off = self.s.seg_offset(pos) as usize;
+        let stale_a = seg.region.u64_at(off).load(Relaxed);
+        // Pairs with the reader's fence after copying (Overwrite
+        // validation): the head raised above is visible before our bytes.
+        fence(Release);
+        if self.s.is_ring() && !self.holds_frag_lock {
+            // What the next claims may take without the checks above.
+            let mut fast_end = seg_end.min(self.head_seen.saturating_add(self.s.capacity));
+            if self.s.opts.policy == Policy::Block {
+                fast_end = fast_end.min(self.limit);
+            }
+            self.fast_end = fast_end;
+        }
+        Ok(Some(Claim {
+            pos,
+            seg,
+            off,
+            total,
+            stale_a,
+        }))
     }
 
     fn pad(&mut self, pos: u64, len: u64) -> Result<()> {

@@ -29,6 +29,7 @@ impl Region {
     }
 
     /// A sub-region. Panics if out of bounds (offsets are validated by callers).
+    #[inline]
     pub(crate) fn sub(&self, off: usize, len: usize) -> Region {
         assert!(off.checked_add(len).is_some_and(|end| end <= self.len) && off.is_multiple_of(8));
         // SAFETY: in bounds of a region that satisfies `new`'s contract, and
@@ -36,15 +37,15 @@ impl Region {
         unsafe { Region::new(self.ptr.add(off), len) }
     }
 
+    #[inline(always)]
     fn check(&self, off: usize, len: usize, align: usize) {
-        assert!(
-            off.checked_add(len).is_some_and(|end| end <= self.len) && off.is_multiple_of(align),
-            "shared memory access out of bounds: {off}+{len} of {}",
-            self.len
-        );
+        if !(off.checked_add(len).is_some_and(|end| end <= self.len) && off.is_multiple_of(align)) {
+            out_of_bounds(off, len, self.len);
+        }
     }
 
     /// The 64-bit shared word at `off`.
+    #[inline]
     pub(crate) fn u64_at(&self, off: usize) -> &AtomicU64 {
         self.check(off, 8, 8);
         // SAFETY: in bounds and 8-aligned (checked above); the memory is live
@@ -63,6 +64,7 @@ impl Region {
     /// Copy bytes out. Another process may be writing them (Overwrite
     /// policy): the caller validates the copy afterwards and never trusts it
     /// otherwise.
+    #[inline]
     pub(crate) fn read(&self, off: usize, dst: &mut [u8]) {
         self.check(off, dst.len(), 1);
         // SAFETY: source in bounds (checked), destination is a distinct
@@ -72,6 +74,7 @@ impl Region {
     }
 
     /// Copy bytes in, to a range this process has claimed.
+    #[inline]
     pub(crate) fn write(&self, off: usize, src: &[u8]) {
         self.check(off, src.len(), 1);
         // SAFETY: destination in bounds (checked); the caller owns the range
@@ -85,6 +88,7 @@ impl Region {
     /// No process may write `off..off+len` while the returned slice is alive
     /// (guaranteed for committed frames that this consumer holds back under
     /// the Block policy).
+    #[inline]
     pub(crate) unsafe fn slice(&self, off: usize, len: usize) -> &[u8] {
         self.check(off, len, 1);
         // SAFETY: in bounds; no writer by the caller's contract.
@@ -102,4 +106,10 @@ impl Region {
         // SAFETY: in bounds; exclusive by the caller's contract.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(off), len) }
     }
+}
+
+#[cold]
+#[inline(never)]
+fn out_of_bounds(off: usize, len: usize, region: usize) -> ! {
+    panic!("shared memory access out of bounds: {off}+{len} of {region}")
 }

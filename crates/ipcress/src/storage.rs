@@ -16,8 +16,12 @@ use crate::sys::{self, Mapping};
 pub(crate) struct Seg {
     pub index: u64,
     pub region: Region,
-    // Keeps the mapping behind `region` alive.
-    _map: Arc<Mapping>,
+    // Keeps a log segment's mapping alive. A ring has one mapping, owned by
+    // the stream's `Storage`; every `Seg` of a ring is held by a producer or
+    // consumer that holds the stream (`Arc<Inner>`), or lives inside a call
+    // that borrows it, so cloning a ring `Seg` on the hot path costs no
+    // atomic reference count.
+    _map: Option<Arc<Mapping>>,
 }
 
 pub(crate) enum Storage {
@@ -113,12 +117,13 @@ impl Storage {
             } => {
                 let off = (index % count) * seg_size;
                 // SAFETY: the mapping is `count * seg_size` bytes, page aligned,
-                // and kept alive by the Arc stored in the Seg.
+                // and lives as long as this `Storage`, which outlives every
+                // `Seg` of it (see `Seg::_map`).
                 let whole = unsafe { Region::new(map.ptr(), map.len()) };
                 Ok(Some(Seg {
                     index,
                     region: whole.sub(off as usize, *seg_size as usize),
-                    _map: map.clone(),
+                    _map: None,
                 }))
             }
             Storage::Log {
@@ -192,7 +197,7 @@ fn seg_of(index: u64, m: &Arc<Mapping>) -> Seg {
     Seg {
         index,
         region,
-        _map: m.clone(),
+        _map: Some(m.clone()),
     }
 }
 

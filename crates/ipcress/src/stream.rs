@@ -765,6 +765,7 @@ impl Inner {
     /// Read the header at position `p` of `seg` (word A with acquire
     /// ordering, then word B if it lies in the segment) and validate it.
     /// Word B is returned too, for the CRC.
+    #[inline(always)]
     pub fn read_header(&self, seg: &Seg, p: u64) -> (Result<format::Slot, &'static str>, u64) {
         let off = self.seg_offset(p) as usize;
         let a = seg.region.u64_at(off).load(Acquire);
@@ -797,7 +798,7 @@ impl Inner {
     }
 
     /// Wake consumers parked on new data, if any.
-    #[inline]
+    #[inline(always)]
     pub fn wake_data(&self) {
         if self.data_waiters().load(SeqCst) != 0 {
             self.data_seq().fetch_add(1, SeqCst);
