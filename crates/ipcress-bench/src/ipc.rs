@@ -1,6 +1,6 @@
 //! ipcress: a ring stream created by the parent in the case's /dev/shm temp
-//! directory (`Stream::create_in`), `Policy::Block`, no checksum, no
-//! compression. The producer writes with `send` (copy in) or `reserve` +
+//! directory (`Stream::create_in`), `Policy::Block`, no checksum (CRC-32C for
+//! `ipc-reserve-crc`), no compression. The producer writes with `send` (copy in) or `reserve` +
 //! `commit` (in place); messages longer than `max_message_len()` go through
 //! `writer()` as fragments. Each consumer is an ephemeral subscriber from the
 //! start of the stream, created before the producer starts.
@@ -15,9 +15,14 @@ use crate::spec::{Case, EndpointDesc, Transport, Wait};
 use crate::transport::{Channel, Endpoint, FnRx, FnTx, Rx, Tx};
 
 fn options(case: &Case) -> StreamOptions {
+    let checksum = if case.transport == Transport::IpcReserveCrc {
+        Checksum::Crc32c
+    } else {
+        Checksum::None
+    };
     StreamOptions::ring(case.ring_bytes as _)
         .policy(Policy::Block)
-        .checksum(Checksum::None)
+        .checksum(checksum)
         .compression(Compression::None)
 }
 
@@ -52,7 +57,7 @@ pub fn tx(transport: Transport, _case: &Case, desc: &EndpointDesc) -> Result<Box
     let stream = open(desc)?;
     let max = stream.max_message_len();
     let mut p = stream.producer()?;
-    let in_place = transport == Transport::IpcReserve;
+    let in_place = matches!(transport, Transport::IpcReserve | Transport::IpcReserveCrc);
     Ok(Box::new(FnTx(move |msg: &[u8]| -> Result<()> {
         if msg.len() > max {
             let mut w = p.writer()?;

@@ -33,6 +33,7 @@ fn column_title(t: Transport, setup: &Value) -> String {
     match t {
         Transport::IpcSend => "ipcress send".into(),
         Transport::IpcReserve => "ipcress reserve".into(),
+        Transport::IpcReserveCrc => "ipcress reserve, CRC-32C".into(),
         Transport::Pipe => format!("pipe {}", bytes("pipe_default_bytes")),
         Transport::Pipe1m => format!("pipe {}", bytes("pipe_1m_bytes")),
         Transport::Uds => format!("UDS {}", pair("uds_default_sndbuf_rcvbuf")),

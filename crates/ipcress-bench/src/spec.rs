@@ -11,6 +11,8 @@ pub enum Transport {
     IpcSend,
     /// ipcress `Producer::reserve` + `commit` (written in place).
     IpcReserve,
+    /// As `IpcReserve`, on a stream with CRC-32C checksums on.
+    IpcReserveCrc,
     /// Anonymous pipe, kernel default size.
     Pipe,
     /// Anonymous pipe grown to 1 MiB with `F_SETPIPE_SZ`.
@@ -28,9 +30,10 @@ pub enum Transport {
 }
 
 impl Transport {
-    pub const ALL: [Transport; 9] = [
+    pub const ALL: [Transport; 10] = [
         Transport::IpcSend,
         Transport::IpcReserve,
+        Transport::IpcReserveCrc,
         Transport::Pipe,
         Transport::Pipe1m,
         Transport::Uds,
@@ -45,6 +48,7 @@ impl Transport {
         match self {
             Transport::IpcSend => "ipc-send",
             Transport::IpcReserve => "ipc-reserve",
+            Transport::IpcReserveCrc => "ipc-reserve-crc",
             Transport::Pipe => "pipe",
             Transport::Pipe1m => "pipe-1m",
             Transport::Uds => "uds",
@@ -67,7 +71,15 @@ impl Transport {
 
     /// Whether this build carries the transport (ipcress is behind a feature).
     pub fn built(self) -> bool {
-        !matches!(self, Transport::IpcSend | Transport::IpcReserve) || cfg!(feature = "ipcress")
+        !self.is_ipcress() || cfg!(feature = "ipcress")
+    }
+
+    /// One of the ipcress transports.
+    pub fn is_ipcress(self) -> bool {
+        matches!(
+            self,
+            Transport::IpcSend | Transport::IpcReserve | Transport::IpcReserveCrc
+        )
     }
 
     /// Whether the transport can run the case at all.

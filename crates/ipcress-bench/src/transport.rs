@@ -87,7 +87,9 @@ impl Transport {
     /// Parent side: makes a channel with `readers` readers inside `dir`.
     pub fn channel(self, case: &Case, dir: &Path, tag: &str, readers: usize) -> Result<Channel> {
         match self {
-            Transport::IpcSend | Transport::IpcReserve => ipc_channel(case, dir, tag, readers),
+            Transport::IpcSend | Transport::IpcReserve | Transport::IpcReserveCrc => {
+                ipc_channel(case, dir, tag, readers)
+            }
             Transport::Pipe | Transport::Pipe1m => pipe::channel(self, readers),
             Transport::Uds | Transport::Uds4m => uds::channel(self, readers),
             Transport::Tcp => tcp::channel(readers),
@@ -120,7 +122,9 @@ impl Transport {
         fds: Vec<OwnedFd>,
     ) -> Result<Box<dyn Tx>> {
         match self {
-            Transport::IpcSend | Transport::IpcReserve => ipc_tx(self, case, desc),
+            Transport::IpcSend | Transport::IpcReserve | Transport::IpcReserveCrc => {
+                ipc_tx(self, case, desc)
+            }
             Transport::Pipe | Transport::Pipe1m => pipe::tx(fds),
             Transport::Uds | Transport::Uds4m => uds::tx(fds),
             Transport::Tcp => tcp::tx(fds),
@@ -137,7 +141,9 @@ impl Transport {
         fds: Vec<OwnedFd>,
     ) -> Result<Box<dyn Rx>> {
         match self {
-            Transport::IpcSend | Transport::IpcReserve => ipc_rx(case, desc),
+            Transport::IpcSend | Transport::IpcReserve | Transport::IpcReserveCrc => {
+                ipc_rx(case, desc)
+            }
             Transport::Pipe | Transport::Pipe1m => pipe::rx(case, fds),
             Transport::Uds | Transport::Uds4m => uds::rx(case, fds),
             Transport::Tcp => tcp::rx(case, fds),

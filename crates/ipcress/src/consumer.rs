@@ -410,12 +410,14 @@ impl Consumer {
     }
 
     /// Wait for the next message.
+    #[inline]
     pub fn recv(&mut self) -> Result<Message<'_>> {
         let d = self.recv_until(None)?.expect("no deadline");
         Ok(Message { c: self, d })
     }
 
     /// The next message if one is ready.
+    #[inline]
     pub fn try_recv(&mut self) -> Result<Option<Message<'_>>> {
         self.release_held();
         match self.poll()? {
@@ -1195,18 +1197,21 @@ impl std::fmt::Debug for Message<'_> {
 
 impl<'a> Message<'a> {
     /// The record's position in the stream.
+    #[inline]
     pub fn position(&self) -> u64 {
         self.d.pos
     }
 
     /// Whether the message spans several fragments (read it with
     /// [`reader`](Self::reader) or [`to_vec`](Self::to_vec)).
+    #[inline]
     pub fn is_fragmented(&self) -> bool {
         self.d.flags & F_END == 0
     }
 
     /// The bytes of a message that fits in one frame. Borrowed from shared
     /// memory when the stream neither compresses nor encrypts nor overwrites.
+    #[inline]
     pub fn bytes(&self) -> Option<&[u8]> {
         if self.is_fragmented() {
             return None;
@@ -1214,6 +1219,7 @@ impl<'a> Message<'a> {
         Some(self.first_fragment())
     }
 
+    #[inline]
     fn first_fragment(&self) -> &[u8] {
         match &self.d.body {
             // SAFETY: Block policy; this consumer's published position (or

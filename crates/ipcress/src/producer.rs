@@ -126,12 +126,14 @@ impl Producer {
 
     /// Append one message, waiting for space under the Block policy.
     /// Returns the record's position.
+    #[inline]
     pub fn send(&mut self, data: &[u8]) -> Result<u64> {
         self.send_frame(data, F_BEGIN | F_END, false)
     }
 
     /// Append one message or give `Error::Full` at once when the ring is
     /// full (Block policy).
+    #[inline]
     pub fn try_send(&mut self, data: &[u8]) -> Result<u64> {
         self.send_frame(data, F_BEGIN | F_END, true)
     }
