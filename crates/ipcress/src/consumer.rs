@@ -95,6 +95,9 @@ pub struct Consumer {
     last_maintenance: Instant,
     name: String,
     auto_commit: bool,
+    /// `poll_fast` applies: a durable consumer or subscriber of a Block
+    /// stream.
+    fast: bool,
 }
 
 /// Spins before parking.
@@ -338,7 +341,10 @@ impl Consumer {
         } else {
             s.seg_size / 4
         };
+        let fast =
+            matches!(kind, Kind::Durable | Kind::Subscriber) && s.opts.policy == Policy::Block;
         Consumer {
+            fast,
             s,
             kind,
             slot,
@@ -636,6 +642,51 @@ impl Consumer {
     /// Deliver the next message at our position, if committed.
     #[inline(always)]
     fn poll(&mut self) -> Result<Option<Delivered>> {
+        if self.fast
+            && let Some(d) = self.poll_fast()
+        {
+            return Ok(Some(d));
+        }
+        self.poll_slow()
+    }
+
+    /// The common case of `poll_slow`, for a durable consumer or subscriber
+    /// of a Block stream: a whole, plain, committed message (no checksum,
+    /// codec, padding or fragment) in the cached segment. Every header field
+    /// is validated as in `peek`; anything else, including an empty slot,
+    /// is left to the slow path.
+    #[inline(always)]
+    fn poll_fast(&mut self) -> Option<Delivered> {
+        let p = self.pos;
+        let seg = self.seg.as_ref()?;
+        if seg.index != self.s.seg_index(p)
+            || !p.is_multiple_of(ALIGN as u64)
+            || self.s.head_word().load(Acquire) > p
+        {
+            return None;
+        }
+        let Ok(Slot::Frame { len, flags, total }) = self.s.read_header(seg, p).0 else {
+            return None;
+        };
+        if flags != F_COMMITTED | F_BEGIN | F_END {
+            return None;
+        }
+        let body = Body::Mapped {
+            seg: seg.clone(),
+            off: self.s.seg_offset(p) as usize + HEADER_LEN,
+            len: len as usize,
+        };
+        self.stuck = None;
+        self.pos = p + total;
+        self.msgs += 1;
+        Some(Delivered {
+            pos: p,
+            flags,
+            body,
+        })
+    }
+
+    fn poll_slow(&mut self) -> Result<Option<Delivered>> {
         if let Kind::Member { .. } = self.kind {
             return self.poll_group();
         }
