@@ -341,6 +341,7 @@ impl Consumer {
         } else {
             s.seg_size / 4
         };
+        s.prefault();
         let fast =
             matches!(kind, Kind::Durable | Kind::Subscriber) && s.opts.policy == Policy::Block;
         Consumer {

@@ -74,6 +74,7 @@ impl Stream {
                 break;
             }
         }
+        s.prefault();
         let seal_flags = F_COMMITTED
             | if s.cipher.is_some() { F_ENCRYPTED } else { 0 }
             | if s.checksummed() { F_CHECKSUM } else { 0 };

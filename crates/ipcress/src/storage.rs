@@ -164,6 +164,14 @@ impl Storage {
         }
     }
 
+    /// Map the whole ring in now (see `Mapping::prefault`); logs map their
+    /// segments as they come.
+    pub(crate) fn prefault(&self) {
+        if let Storage::Ring { map, .. } = self {
+            map.prefault();
+        }
+    }
+
     /// Forget mappings of log segments below `index` (they were dropped).
     pub(crate) fn forget_below(&self, index: u64) {
         if let Storage::Log { cache, .. } = self {

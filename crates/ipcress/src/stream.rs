@@ -269,6 +269,7 @@ pub(crate) struct Inner {
     pub capacity: u64,
     pub lap_shift: u32,
     pub cipher: Option<Cipher>,
+    prefaulted: std::sync::Once,
 }
 
 impl std::fmt::Debug for Stream {
@@ -398,6 +399,7 @@ impl Stream {
             capacity,
             lap_shift,
             cipher: None,
+            prefaulted: std::sync::Once::new(),
         };
         // Whoever opens a stream that nobody else has open repairs it.
         if sys::try_lock(&inner._meta_file, sys::Lock::Exclusive) {
@@ -698,6 +700,12 @@ pub struct ConsumerInfo {
 }
 
 impl Inner {
+    /// Called by every producer and consumer: the first one in a process
+    /// maps the ring in whole (tools like `stat` never pay for it).
+    pub fn prefault(&self) {
+        self.prefaulted.call_once(|| self.storage.prefault());
+    }
+
     #[inline]
     pub fn tail_word(&self) -> &AtomicU64 {
         self.meta.u64_at(meta::TAIL)
