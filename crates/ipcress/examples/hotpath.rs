@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo build --release -p ipcress --example hotpath
-//! valgrind --tool=callgrind target/release/examples/hotpath 200000
+//! valgrind --tool=callgrind target/release/examples/hotpath 200000 [reserve]
 //! ```
 //!
 //! Sends N 64-byte messages in batches that fit the ring, receiving each
@@ -16,6 +16,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
+    // `reserve` as the second argument: fill grants in place instead.
+    let in_place = std::env::args().nth(2).as_deref() == Some("reserve");
     let dir = std::env::temp_dir().join(format!("ipcress-hotpath-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let opts = StreamOptions::ring(1 << 20).checksum(Checksum::None);
@@ -29,7 +31,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     while sent < n {
         let k = batch.min(n - sent);
         for _ in 0..k {
-            p.send(&msg)?;
+            if in_place {
+                let mut g = p.reserve(msg.len())?;
+                g.copy_from_slice(&msg);
+                g.commit()?;
+            } else {
+                p.send(&msg)?;
+            }
         }
         for _ in 0..k {
             let m = c.recv()?;

@@ -142,6 +142,7 @@ impl Producer {
     /// Claim `len` bytes inside shared memory to fill in place; `commit` the
     /// grant to publish it. Dropped without commit, it becomes an aborted
     /// frame that readers skip.
+    #[inline]
     pub fn reserve(&mut self, len: usize) -> Result<Grant<'_>> {
         let max = self.max_message_len();
         if len > max {
@@ -780,6 +781,7 @@ impl RawGrant<'_> {
 }
 
 impl Drop for RawGrant<'_> {
+    #[inline]
     fn drop(&mut self) {
         if let Some(c) = self.claim.take() {
             self.p.abort_claim(c);
@@ -804,6 +806,7 @@ impl Grant<'_> {
     }
 
     /// Publish the record. Returns its position.
+    #[inline]
     pub fn commit(mut self) -> Result<u64> {
         match self.claim.take() {
             Some(c) => {
@@ -830,6 +833,7 @@ impl Grant<'_> {
 
 impl Deref for Grant<'_> {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
         match &self.claim {
             // SAFETY: the frame is claimed by this grant and not yet
@@ -841,6 +845,7 @@ impl Deref for Grant<'_> {
 }
 
 impl DerefMut for Grant<'_> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
         match &self.claim {
             // SAFETY: as in `deref`; `&mut self` makes the borrow unique.
