@@ -31,6 +31,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use ipcress::codec::{self, Cipher};
 use ipcress::{Checksum, Compression, From, Key, Policy, Stream, StreamOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -105,6 +106,28 @@ impl Codec {
             (c, false) => c.setting().to_string(),
             (c, true) => format!("{} + xchacha20poly1305", c.setting()),
         }
+    }
+
+    /// The short name `--only` takes.
+    fn id(self) -> &'static str {
+        match (self.compression, self.encrypted) {
+            (CompressionName::None, false) => "none",
+            (CompressionName::Lz4, false) => "lz4",
+            (CompressionName::Zstd3, false) => "zstd3",
+            (CompressionName::None, true) => "enc",
+            (CompressionName::Lz4, true) => "lz4-enc",
+            (CompressionName::Zstd3, true) => "zstd3-enc",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Codec> {
+        Codec::ALL
+            .into_iter()
+            .find(|c| c.id() == s)
+            .with_context(|| {
+                let ids: Vec<_> = Codec::ALL.iter().map(|c| c.id()).collect();
+                format!("unknown codec {s:?}; known: {}", ids.join(", "))
+            })
     }
 
     fn options(self) -> StreamOptions {
@@ -188,12 +211,26 @@ pub struct Opts {
     out: PathBuf,
     /// Uncompressed payload bytes per case.
     bytes: u64,
+    /// The codecs to run; "none" always runs (the other rows are relative to it).
+    codecs: Vec<Codec>,
     watchdog: Duration,
 }
 
 pub fn opts(args: &[String]) -> Result<Opts> {
     let f = Flags { args };
-    f.check(&["--quick"], &["--reps", "--out", "--bytes"])?;
+    f.check(&["--quick"], &["--reps", "--out", "--bytes", "--only"])?;
+    let mut codecs = vec![Codec::ALL[0]];
+    match f.value("--only")? {
+        None => codecs = Codec::ALL.to_vec(),
+        Some(list) => {
+            for c in list.split(',').map(Codec::parse) {
+                let c = c?;
+                if !codecs.contains(&c) {
+                    codecs.push(c);
+                }
+            }
+        }
+    }
     let quick = f.switch("--quick");
     let reps = match f.value("--reps")? {
         Some(n) => n.parse().context("--reps")?,
@@ -219,6 +256,7 @@ pub fn opts(args: &[String]) -> Result<Opts> {
             .value("--out")?
             .map_or_else(|| PathBuf::from("target/bench"), PathBuf::from),
         bytes,
+        codecs,
         watchdog: if quick {
             crate::QUICK_WATCHDOG
         } else {
@@ -234,10 +272,11 @@ pub fn run(opts: &Opts) -> Result<()> {
     let mut gbps: BTreeMap<CellKey, Vec<f64>> = BTreeMap::new();
     let mut ratio: BTreeMap<CellKey, f64> = BTreeMap::new();
     let mut cases = Vec::new();
+    let mut ceilings: BTreeMap<CellKey, Vec<(f64, f64)>> = BTreeMap::new();
     for rep in 0..opts.reps {
         for data in Data::ALL {
             for record in RECORD_SIZES {
-                for codec in Codec::ALL {
+                for &codec in &opts.codecs {
                     eprint!(
                         "rep {}/{} {:28} {:9} {:>6} ",
                         rep + 1,
@@ -256,9 +295,12 @@ pub fn run(opts: &Opts) -> Result<()> {
                             )
                         },
                     )?;
-                    eprintln!("{:.3} s {:.2} GB/s", o.secs, o.gbps);
+                    eprint!("{:.3} s {:.2} GB/s", o.secs, o.gbps);
                     let k = (codec, data, record);
                     gbps.entry(k).or_default().push(o.gbps);
+                    let c = ceiling(codec, data, record, opts.bytes)?;
+                    eprintln!(", 1 thread: encode {:.2}, decode {:.2}", c.0, c.1);
+                    ceilings.entry(k).or_default().push(c);
                     // The same bytes every rep: the ratio does not vary.
                     ratio.insert(k, o.stored_bytes as f64 / o.payload_bytes as f64);
                     cases.push(json!({
@@ -277,7 +319,7 @@ pub fn run(opts: &Opts) -> Result<()> {
     for data in Data::ALL {
         for record in RECORD_SIZES {
             let none = median(&gbps[&(Codec::ALL[0], data, record)]);
-            for codec in Codec::ALL {
+            for &codec in &opts.codecs {
                 let k = (codec, data, record);
                 let reps = gbps[&k].clone();
                 let m = median(&reps);
@@ -289,6 +331,8 @@ pub fn run(opts: &Opts) -> Result<()> {
                     gbps_reps: reps,
                     vs_none: m / none,
                     stored_ratio: ratio[&k],
+                    encode_gbps_1t: median(&ceilings[&k].iter().map(|c| c.0).collect::<Vec<_>>()),
+                    decode_gbps_1t: median(&ceilings[&k].iter().map(|c| c.1).collect::<Vec<_>>()),
                 });
             }
         }
@@ -339,6 +383,10 @@ struct Row {
     vs_none: f64,
     /// Stream bytes used ÷ payload bytes.
     stored_ratio: f64,
+    /// The producer's codec work alone, one thread, no stream.
+    encode_gbps_1t: f64,
+    /// The consumer's codec work and byte sum alone, one thread, no stream.
+    decode_gbps_1t: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -378,24 +426,31 @@ fn markdown(opts: &Opts, rows: &[Row], targets: &[Target]) -> String {
         opts.reps,
         human(opts.bytes)
     );
-    s.push_str("| codec | data | record | GB/s ↑ | × none | stored / original |\n");
-    s.push_str("|---|---|---:|---:|---:|---:|\n");
+    s.push_str(
+        "| codec | data | record | GB/s ↑ | × none | stored / original \
+         | encode 1 thread GB/s | decode 1 thread GB/s |\n",
+    );
+    s.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} | {} | {:.2} | {:.2}× | {:.3} |\n",
+            "| {} | {} | {} | {:.2} | {:.2}× | {:.3} | {:.2} | {:.2} |\n",
             r.codec,
             r.data,
             human(r.record_bytes as u64),
             r.gbps_median,
             r.vs_none,
-            r.stored_ratio
+            r.stored_ratio,
+            r.encode_gbps_1t,
+            r.decode_gbps_1t
         ));
     }
     s.push_str(
         "\nGB/s = uncompressed payload bytes ÷ time from `go` to the consumer's report; \
          producer and consumer are separate processes. × none = this codec ÷ none, same data \
          and record size. stored / original = stream bytes used (frame headers, padding and \
-         tags included) ÷ payload bytes.\n\nTargets (≥ 1 GB/s end to end):\n",
+         tags included) ÷ payload bytes. encode / decode 1 thread = the producer's codec work \
+         (compress, copy, seal) and the consumer's (copy, open, decompress, byte sum) alone in \
+         one thread of the parent, no stream, the same volume, median of the reps.\n\nTargets (≥ 1 GB/s end to end):\n",
     );
     for t in targets {
         s.push_str(&format!(
@@ -406,6 +461,78 @@ fn markdown(opts: &Opts, rows: &[Row], targets: &[Target]) -> String {
         ));
     }
     s
+}
+
+/// Single-thread ceilings in this process, no stream: the producer's codec
+/// work (compress into a buffer, copy, seal) and the consumer's (copy, open,
+/// decompress) over `bytes` of records, in GB/s of payload.
+fn ceiling(codec: Codec, data: Data, record: usize, bytes: u64) -> Result<(f64, f64)> {
+    let count = (bytes / record as u64).max(1);
+    let pool = data.pool(POOL_BYTES.min(count as usize * record));
+    let records: Vec<&[u8]> = pool.chunks_exact(record).collect();
+    let cipher = Cipher::new(&Key::from_bytes([7; 32]), [1; 16]);
+    let aad = [0u8; 14];
+    let c = codec.compression.setting();
+    let seal = |pos: u64, body: &[u8], out: &mut Vec<u8>| {
+        out.clear();
+        out.extend_from_slice(body);
+        if codec.encrypted {
+            out.extend_from_slice(&[0; codec::TAG_LEN]);
+            cipher.seal(pos, &aad, out);
+        }
+    };
+    // Encoded once first, so decoding has every stored form at hand.
+    let mut packed = Vec::new();
+    let stored: Vec<(bool, Vec<u8>)> = records
+        .iter()
+        .enumerate()
+        .map(|(k, r)| {
+            let z = codec::compress(c, r, &mut packed);
+            let mut out = Vec::new();
+            seal(k as u64, if z { &packed } else { r }, &mut out);
+            (z, out)
+        })
+        .collect();
+    let n = records.len() as u64;
+    let mut frame = Vec::new();
+    let t = Instant::now();
+    for i in 0..count {
+        let r = records[(i % n) as usize];
+        let z = codec::compress(c, r, &mut packed);
+        seal(i % n, if z { &packed } else { r }, &mut frame);
+        std::hint::black_box(&frame);
+    }
+    let enc = (count * record as u64) as f64 / t.elapsed().as_secs_f64() / 1e9;
+    let (mut buf, mut out) = (Vec::new(), Vec::new());
+    let mut sum = 0;
+    let t = Instant::now();
+    for i in 0..count {
+        let (z, s) = &stored[(i % n) as usize];
+        buf.clear();
+        buf.extend_from_slice(s);
+        if codec.encrypted {
+            let len = cipher
+                .open(i % n, &aad, &mut buf)
+                .map_err(|()| anyhow::anyhow!("ceiling: record {i} does not open"))?;
+            buf.truncate(len);
+        }
+        let plain = if *z {
+            codec::decompress(c, &buf, &mut out, record).map_err(anyhow::Error::msg)?;
+            &out
+        } else {
+            &buf
+        };
+        sum += byte_sum(plain);
+    }
+    let dec = (count * record as u64) as f64 / t.elapsed().as_secs_f64() / 1e9;
+    let want: u64 = (0..count)
+        .map(|i| byte_sum(records[(i % n) as usize]))
+        .sum();
+    ensure!(
+        sum == want,
+        "ceiling: decoded bytes differ from the originals"
+    );
+    Ok((enc, dec))
 }
 
 /// A spawned child, killed and reaped if the case fails half-way.

@@ -6,7 +6,7 @@
 //! ipcress-bench compare [--quick] [--reps N] [--out DIR] [--only T,T..] [--ring-mib N]
 //! ipcress-bench case --transport T [--kind stream|pingpong] [--size N] [--count N]
 //!                    [--consumers N] [--wait auto|spin|block] [--warmup N] [--ring-mib N]
-//! ipcress-bench codecs [--quick] [--reps N] [--out DIR] [--bytes N]
+//! ipcress-bench codecs [--quick] [--reps N] [--out DIR] [--bytes N] [--only C,C..]
 //! ```
 //!
 //! `compare` prints a Markdown table and writes bench.json, bench.svg and
@@ -45,8 +45,9 @@ const USAGE: &str = "usage:
   ipcress-bench compare [--quick] [--reps N] [--out DIR] [--only T,T..] [--ring-mib N]
   ipcress-bench case --transport T [--kind stream|pingpong] [--size N] [--count N]
                      [--consumers N] [--wait auto|spin|block] [--warmup N] [--ring-mib N]
-  ipcress-bench codecs [--quick] [--reps N] [--out DIR] [--bytes N]
-transports: ipc-send ipc-reserve pipe pipe-1m uds uds-4m tcp iox ring";
+  ipcress-bench codecs [--quick] [--reps N] [--out DIR] [--bytes N] [--only C,C..]
+transports: ipc-send ipc-reserve pipe pipe-1m uds uds-4m tcp iox ring
+codecs: none lz4 zstd3 enc lz4-enc";
 
 /// No wait on a child lasts longer than this; it guards against hangs only
 /// and bounds no measurement.
