@@ -6,14 +6,19 @@
 //! ipcress-bench compare [--quick] [--reps N] [--out DIR] [--only T,T..] [--ring-mib N]
 //! ipcress-bench case --transport T [--kind stream|pingpong] [--size N] [--count N]
 //!                    [--consumers N] [--wait auto|spin|block] [--warmup N] [--ring-mib N]
+//! ipcress-bench codecs [--quick] [--reps N] [--out DIR] [--bytes N] [--only C,C..]
 //! ```
 //!
 //! `compare` prints a Markdown table and writes bench.json, bench.svg and
 //! bench.md into `--out` (default target/bench). `case` runs one case and
-//! prints its outcome as JSON. Sizes take a K or M suffix (binary).
+//! prints its outcome as JSON. `codecs` measures compression and encryption
+//! between processes and writes codecs.json into `--out`. Sizes take a K or
+//! M suffix (binary).
 
 #![deny(unsafe_code)]
 
+#[cfg(feature = "ipcress")]
+mod codecs;
 mod compare;
 mod fdstream;
 mod harness;
@@ -40,7 +45,9 @@ const USAGE: &str = "usage:
   ipcress-bench compare [--quick] [--reps N] [--out DIR] [--only T,T..] [--ring-mib N]
   ipcress-bench case --transport T [--kind stream|pingpong] [--size N] [--count N]
                      [--consumers N] [--wait auto|spin|block] [--warmup N] [--ring-mib N]
-transports: ipc-send ipc-reserve pipe pipe-1m uds uds-4m tcp iox ring";
+  ipcress-bench codecs [--quick] [--reps N] [--out DIR] [--bytes N] [--only C,C..]
+transports: ipc-send ipc-reserve pipe pipe-1m uds uds-4m tcp iox ring
+codecs: none lz4 zstd3 enc lz4-enc";
 
 /// No wait on a child lasts longer than this; it guards against hangs only
 /// and bounds no measurement.
@@ -66,6 +73,10 @@ fn run() -> Result<()> {
             };
             harness::child_main(Path::new(ctl), spec)
         }
+        #[cfg(feature = "ipcress")]
+        Some(codecs::CHILD_CMD) => codecs::child_main(&args[1..]),
+        #[cfg(feature = "ipcress")]
+        Some("codecs") => codecs::run(&codecs::opts(&args[1..])?),
         Some("compare") => compare::run(&compare_opts(&args[1..])?),
         Some("case") => {
             let case = case_opts(&args[1..])?;

@@ -148,3 +148,65 @@ fn ping_pong_returns_every_message() {
         }
     }
 }
+
+/// `codecs` on a tiny volume: every codec, data set and record size runs
+/// between two processes, the consumer's count and sums match the producer's
+/// (the bench itself fails otherwise), and codecs.json holds every row.
+#[test]
+fn codecs_deliver_every_byte() {
+    if !cfg!(feature = "ipcress") {
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("ipcress-bench-codecs.{}", std::process::id()));
+    let mut child = Command::new(BIN)
+        .args(["codecs", "--reps", "1", "--bytes", "256K", "--out"])
+        .arg(&out)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn ipcress-bench");
+    let since = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if since.elapsed() > WATCHDOG {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ipcress-bench codecs hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        child.wait().expect("status").success(),
+        "ipcress-bench codecs failed"
+    );
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(out.join("codecs.json")).expect("codecs.json"))
+            .expect("codecs JSON");
+    let _ = std::fs::remove_dir_all(&out);
+    let rows = doc["rows"].as_array().expect("rows");
+    // 5 codecs x 2 data sets x 2 record sizes.
+    assert_eq!(rows.len(), 20);
+    let ratio = |codec: &str, data: &str, record: u64| -> f64 {
+        rows.iter()
+            .find(|r| r["codec"] == codec && r["data"] == data && r["record_bytes"] == record)
+            .and_then(|r| r["stored_ratio"].as_f64())
+            .unwrap_or_else(|| panic!("no row {codec} {data} {record}"))
+    };
+    for record in [4096, 65536] {
+        // Framing only: a header per record, no payload growth.
+        assert!(ratio("none", "random", record) < 1.01);
+        // Incompressible records are stored raw.
+        assert!(ratio("lz4", "random", record) < 1.01);
+        assert!(ratio("zstd:3", "random", record) < 1.01);
+        // Log lines compress; zstd more than lz4.
+        let lz4 = ratio("lz4", "log lines", record);
+        let zstd = ratio("zstd:3", "log lines", record);
+        assert!(lz4 < 0.8, "lz4 ratio {lz4}");
+        assert!(zstd < lz4, "zstd {zstd} vs lz4 {lz4}");
+        // Encryption adds a 16-byte tag per record.
+        assert!(ratio("xchacha20poly1305", "random", record) > ratio("none", "random", record));
+    }
+    for case in doc["cases"].as_array().expect("cases") {
+        let o = &case["outcome"];
+        assert_eq!(o["producer"]["sum"], o["consumer"]["sum"]);
+        assert_eq!(o["producer"]["bytes"], o["payload_bytes"]);
+    }
+}

@@ -208,18 +208,20 @@ pub fn compress(c: Compression, input: &[u8], out: &mut Vec<u8>) -> bool {
     true
 }
 
-/// Reverse of [`compress`]: decode `input` into `out` (cleared first).
+/// Reverse of [`compress`]: decode `input` into `out`, replacing its
+/// contents.
 ///
 /// The declared original length must be at most `max_len` and must match the
 /// decoded length exactly; at most `max_len` bytes are ever allocated. On
-/// error `out` is left empty. Never panics on any input.
+/// error `out` is left empty. Never panics on any input. `out` is not
+/// cleared first, so reusing one buffer for records of similar size neither
+/// allocates nor zero-fills.
 pub fn decompress(
     c: Compression,
     input: &[u8],
     out: &mut Vec<u8>,
     max_len: usize,
 ) -> Result<(), String> {
-    out.clear();
     let res = decompress_inner(c, input, out, max_len);
     if res.is_err() {
         out.clear();
@@ -255,6 +257,8 @@ fn decompress_inner(
             ));
         }
     };
+    // Only growth is zeroed; a successful decode overwrites all `len` bytes
+    // (checked below), and any failure clears `out`.
     out.resize(len, 0);
     let got = match c {
         Compression::None => unreachable!("handled above"),

@@ -84,7 +84,12 @@ pub struct Consumer {
     /// Next position to read (own position; unused for members).
     pos: u64,
     seg: Option<Seg>,
+    /// The decoded bytes of the last record read through a copy.
     buf: Vec<u8>,
+    /// A compressed record's stored bytes, opened in place and then
+    /// decompressed into `buf`. Both buffers keep their size from record to
+    /// record, so a steady stream neither allocates nor zero-fills.
+    zbuf: Vec<u8>,
     wait: Wait,
     stuck: Option<(u64, Instant)>,
     empty_polls: u32,
@@ -352,6 +357,7 @@ impl Consumer {
             pos,
             seg: None,
             buf: Vec::new(),
+            zbuf: Vec::new(),
             wait: Wait::Park,
             stuck: None,
             empty_polls: 0,
@@ -752,8 +758,15 @@ impl Consumer {
                 len: len_us,
             });
         }
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
+        // A compressed record is read into `zbuf` and decoded into `buf`;
+        // any other is decoded in place in `buf`.
+        let zipped = flags & F_COMPRESSED != 0;
+        let mut buf = std::mem::take(if zipped {
+            &mut self.zbuf
+        } else {
+            &mut self.buf
+        });
+        // No clear first: `read` overwrites every byte, so only growth is zeroed.
         buf.resize(len_us, 0);
         seg.region.read(body, &mut buf);
         let b = seg.region.u64_at(off + 8).load(Relaxed);
@@ -763,12 +776,12 @@ impl Consumer {
             fence(Acquire);
             let a_now = seg.region.u64_at(off).load(Relaxed);
             if self.s.head_word().load(Relaxed) > p || split_a(a_now).len != len {
-                self.buf = buf;
+                self.put_back(zipped, buf);
                 return Err(self.lagged(p));
             }
         }
         if flags & F_CHECKSUM != 0 && frame_crc(len, flags, &buf) != b as u32 {
-            self.buf = buf;
+            self.put_back(zipped, buf);
             if flags & F_ENCRYPTED != 0 {
                 return Err(Error::Decode {
                     stream: self.s.name.clone(),
@@ -780,11 +793,22 @@ impl Consumer {
             return Err(Error::corrupt(p, "checksum mismatch"));
         }
         let r = self.decode_codecs(p, len, flags, &mut buf);
-        self.buf = buf;
+        self.put_back(zipped, buf);
         r.map(|()| Body::Buffer)
     }
 
-    fn decode_codecs(&self, p: u64, len: u32, flags: u16, buf: &mut Vec<u8>) -> Result<()> {
+    /// Returns the buffer `decode` took.
+    fn put_back(&mut self, zipped: bool, buf: Vec<u8>) {
+        if zipped {
+            self.zbuf = buf;
+        } else {
+            self.buf = buf;
+        }
+    }
+
+    /// Opens and decompresses the stored bytes in `buf`. The plaintext ends
+    /// up in `buf`, or in `self.buf` when the record is compressed.
+    fn decode_codecs(&mut self, p: u64, len: u32, flags: u16, buf: &mut Vec<u8>) -> Result<()> {
         let fail = |reason: &str| Error::Decode {
             stream: self.s.name.clone(),
             position: p,
@@ -825,10 +849,10 @@ impl Consumer {
             } else {
                 codec::Compression::Lz4
             };
-            let mut out = Vec::new();
-            codec::decompress(c, buf, &mut out, self.s.max_payload() * 64 + (64 << 20))
-                .map_err(|e| fail(&format!("decompression failed: {e}")))?;
-            *buf = out;
+            let mut out = std::mem::take(&mut self.buf);
+            let r = codec::decompress(c, buf, &mut out, self.s.max_payload() * 64 + (64 << 20));
+            self.buf = out;
+            r.map_err(|e| fail(&format!("decompression failed: {e}")))?;
         }
         Ok(())
     }
