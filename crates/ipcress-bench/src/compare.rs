@@ -292,7 +292,8 @@ pub fn verify(o: &Outcome) -> Result<()> {
     Ok(())
 }
 
-/// Single-thread ceilings measured in this process: memcpy and the consumer's byte sum.
+/// Ceilings measured in this process: memcpy and the consumer's byte sum
+/// (one thread), and one cache-line crossing between two threads.
 fn ceilings(v: &Volumes, reps: usize) -> Value {
     const BUF: usize = 64 << 20;
     let src = crate::harness::payload(BUF);
@@ -313,12 +314,43 @@ fn ceilings(v: &Volumes, reps: usize) -> Value {
         }
         sum.push((rounds * BUF as u64) as f64 / t.elapsed().as_secs_f64() / 1e9);
     }
+    let trips = v.round_trips * 10;
+    let crossing: Vec<f64> = (0..reps).map(|_| line_crossing_ns(trips)).collect();
     json!({
         "buffer_bytes": BUF,
         "bytes_per_rep": rounds * BUF as u64,
         "memcpy_gbps": { "median": median(&copy), "reps": copy },
         "byte_sum_gbps": { "median": median(&sum), "reps": sum },
+        "line_crossing_round_trips": trips,
+        "line_crossing_ns": { "median": median(&crossing), "reps": crossing },
     })
+}
+
+/// The latency floor: two threads (on the two cores) bounce one shared
+/// word `trips` times; one crossing of its cache line is half a round trip.
+fn line_crossing_ns(trips: u64) -> f64 {
+    use std::sync::atomic::{AtomicU64, Ordering::*};
+    #[repr(align(128))]
+    struct Line(AtomicU64);
+    let line = Line(AtomicU64::new(0));
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for i in 0..trips {
+                while line.0.load(Acquire) != 2 * i + 1 {
+                    std::hint::spin_loop();
+                }
+                line.0.store(2 * i + 2, Release);
+            }
+        });
+        for i in 0..trips {
+            line.0.store(2 * i + 1, Release);
+            while line.0.load(Acquire) != 2 * i + 2 {
+                std::hint::spin_loop();
+            }
+        }
+    });
+    t.elapsed().as_nanos() as f64 / (2 * trips) as f64
 }
 
 /// Everything the report must say about sizes and settings.

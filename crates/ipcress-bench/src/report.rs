@@ -111,6 +111,16 @@ pub fn markdown(
         ),
         human(ceilings["buffer_bytes"].as_u64().unwrap_or(0)),
     );
+    let _ = writeln!(
+        s,
+        "Latency floor, two threads bouncing one cache line: {} ns per crossing ({} round trips).",
+        fmt_value(
+            ceilings["line_crossing_ns"]["median"]
+                .as_f64()
+                .unwrap_or(f64::NAN)
+        ),
+        ceilings["line_crossing_round_trips"].as_u64().unwrap_or(0),
+    );
     let v = &setup["volumes"];
     let _ = writeln!(
         s,
