@@ -326,26 +326,27 @@ fn ceilings(v: &Volumes, reps: usize) -> Value {
     })
 }
 
-/// The latency floor: two threads (on the two cores) bounce one shared
-/// word `trips` times; one crossing of its cache line is half a round trip.
+/// The latency floor: two threads (on the two cores) bounce a counter
+/// `trips` times, each writing its own cache line and polling the other's,
+/// as a ping-pong over two streams does; one crossing is half a round trip.
 fn line_crossing_ns(trips: u64) -> f64 {
     use std::sync::atomic::{AtomicU64, Ordering::*};
     #[repr(align(128))]
     struct Line(AtomicU64);
-    let line = Line(AtomicU64::new(0));
+    let (ping, pong) = (Line(AtomicU64::new(0)), Line(AtomicU64::new(0)));
     let t = Instant::now();
     std::thread::scope(|s| {
         s.spawn(|| {
-            for i in 0..trips {
-                while line.0.load(Acquire) != 2 * i + 1 {
+            for i in 1..=trips {
+                while ping.0.load(Acquire) != i {
                     std::hint::spin_loop();
                 }
-                line.0.store(2 * i + 2, Release);
+                pong.0.store(i, Release);
             }
         });
-        for i in 0..trips {
-            line.0.store(2 * i + 1, Release);
-            while line.0.load(Acquire) != 2 * i + 2 {
+        for i in 1..=trips {
+            ping.0.store(i, Release);
+            while pong.0.load(Acquire) != i {
                 std::hint::spin_loop();
             }
         }
