@@ -136,9 +136,17 @@ pub fn bench_bridge(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
     oc.replicas = cfg.replicas;
     oc.window = cfg.window;
     oc.ordered = cfg.ordered;
+    // Done when the guard slot (word 0 = acknowledged position + 1, saved
+    // at every ack) covers the stream; the counters in `BridgeStats` are
+    // only flushed every 100-250 ms, too coarse for a timer.
+    let end = src.tail();
     let bridge_out = run_until(
         move |stop| run_out(oc, stop),
-        || BridgeStats::read(&src, &out_name(&subject)).map_or(0, |s| s.records) >= n,
+        || {
+            src.find_user_slot(&out_name(&subject))
+                .is_some_and(|g| g.get(0) > end)
+                || BridgeStats::read(&src, &out_name(&subject)).map_or(0, |s| s.records) >= n
+        },
     )?;
 
     // bridge in
@@ -150,9 +158,15 @@ pub fn bench_bridge(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
         &dst_name,
     );
     let durable = ic.durable.clone();
+    // Done when the applied JetStream sequence (word 0 of the bridge's
+    // slot, saved at every commit) reaches the last of the n messages.
     let bridge_in = run_until(
         move |stop| run_in(ic, stop),
-        || BridgeStats::read(&dst, &in_name(&durable)).map_or(0, |s| s.records) >= n,
+        || {
+            dst.find_user_slot(&in_name(&durable))
+                .is_some_and(|s| s.get(0) >= n)
+                || BridgeStats::read(&dst, &in_name(&durable)).map_or(0, |s| s.records) >= n
+        },
     )?;
 
     // plain publishers: bare, then with a Nats-Msg-Id per message
@@ -226,7 +240,7 @@ fn run_until(
                 .context("bridge ended early")?;
             anyhow::bail!("bridge did not finish");
         }
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(1));
     }
     let d = t0.elapsed();
     stop.store(true, Ordering::SeqCst);
