@@ -64,7 +64,10 @@ impl Server {
                 bail!("nats-server exited with {st}; {}", s.log_tail());
             }
             if t0.elapsed() > Duration::from_secs(20) {
-                bail!("nats-server did not listen on port {port}; {}", s.log_tail());
+                bail!(
+                    "nats-server did not listen on port {port}; {}",
+                    s.log_tail()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -84,9 +87,13 @@ impl Server {
     }
 
     fn log_tail(&self) -> String {
-        let s = std::fs::read_to_string(self.dir.path().join("nats-server.log")).unwrap_or_default();
+        let s =
+            std::fs::read_to_string(self.dir.path().join("nats-server.log")).unwrap_or_default();
         let lines: Vec<&str> = s.lines().collect();
-        format!("log:\n{}", lines[lines.len().saturating_sub(10)..].join("\n"))
+        format!(
+            "log:\n{}",
+            lines[lines.len().saturating_sub(10)..].join("\n")
+        )
     }
 }
 
@@ -113,6 +120,7 @@ fn find_server() -> Result<PathBuf> {
 struct Rep {
     plain: f64,
     plain_msg_id: f64,
+    plain_headers: f64,
     bridge_out: f64,
     bridge_in: f64,
 }
@@ -122,6 +130,7 @@ impl Rep {
         Rep {
             plain: r.rate(r.plain),
             plain_msg_id: r.rate(r.plain_msg_id),
+            plain_headers: r.rate(r.plain_bridge_headers),
             bridge_out: r.rate(r.bridge_out),
             bridge_in: r.rate(r.bridge_in),
         }
@@ -143,6 +152,8 @@ pub fn run(opts: &Opts) -> Result<()> {
     let mut reps = Vec::new();
     let mut raw = Vec::new();
     for rep in 0..opts.reps {
+        // Alternate which side runs first on the server.
+        cfg.plain_first = rep % 2 == 1;
         eprint!("rep {}/{} ", rep + 1, opts.reps);
         let r = bench_bridge(&cfg).with_context(|| format!("repetition {}", rep + 1))?;
         let x = Rep::of(&r);
@@ -157,10 +168,13 @@ pub fn run(opts: &Opts) -> Result<()> {
             "rep": rep,
             "plain_secs": r.plain.as_secs_f64(),
             "plain_msg_id_secs": r.plain_msg_id.as_secs_f64(),
+            "plain_bridge_headers_secs": r.plain_bridge_headers.as_secs_f64(),
+            "plain_first": cfg.plain_first,
             "bridge_out_secs": r.bridge_out.as_secs_f64(),
             "bridge_in_secs": r.bridge_in.as_secs_f64(),
             "plain_rec_s": x.plain,
             "plain_msg_id_rec_s": x.plain_msg_id,
+            "plain_bridge_headers_rec_s": x.plain_headers,
             "bridge_out_rec_s": x.bridge_out,
             "bridge_in_rec_s": x.bridge_in,
         }));
@@ -204,10 +218,12 @@ fn table(reps: &[Rep], opts: &Opts, setup: &Value) -> (String, Value) {
     let mb = |recs: f64| recs * opts.size as f64 / 1e6;
     let plain = col(|r| r.plain);
     let plain_id = col(|r| r.plain_msg_id);
+    let plain_h = col(|r| r.plain_headers);
     let out = col(|r| r.bridge_out);
     let inb = col(|r| r.bridge_in);
     let ratio = col(|r| r.bridge_out / r.plain);
     let ratio_id = col(|r| r.bridge_out / r.plain_msg_id);
+    let ratio_h = col(|r| r.bridge_out / r.plain_headers);
     let mut s = format!(
         "## ipcress-bench bridge ({} mode, median of {} reps, {} records of {} B, window {}, {} CPUs)\n\n",
         setup["mode"].as_str().unwrap_or("?"),
@@ -222,12 +238,18 @@ fn table(reps: &[Rep], opts: &Opts, setup: &Value) -> (String, Value) {
         let r = r.map_or("–".to_string(), |r| format!("{r:.2}×"));
         s.push_str(&format!("| {name} | {v:.0} | {:.1} | {r} |\n", mb(v)));
     };
-    row(&mut s, "plain async-nats JetStream publish", plain, Some(ratio));
     row(
         &mut s,
-        "plain, with Nats-Msg-Id",
-        plain_id,
-        Some(ratio_id),
+        "plain async-nats JetStream publish",
+        plain,
+        Some(ratio),
+    );
+    row(&mut s, "plain, with Nats-Msg-Id", plain_id, Some(ratio_id));
+    row(
+        &mut s,
+        "plain, with the bridge's headers (Nats-Msg-Id, Ipcress-Flags, Nats-Expected-Last-Sequence)",
+        plain_h,
+        Some(ratio_h),
     );
     row(&mut s, "ipcress bridge out", out, None);
     row(&mut s, "ipcress bridge in (JetStream → local)", inb, None);
@@ -238,12 +260,14 @@ fn table(reps: &[Rep], opts: &Opts, setup: &Value) -> (String, Value) {
     let medians = json!({
         "plain_rec_s": plain,
         "plain_msg_id_rec_s": plain_id,
+        "plain_bridge_headers_rec_s": plain_h,
         "bridge_out_rec_s": out,
         "bridge_in_rec_s": inb,
         "plain_mb_s": mb(plain),
         "bridge_out_mb_s": mb(out),
         "ratio_bridge_out_to_plain": ratio,
         "ratio_bridge_out_to_plain_msg_id": ratio_id,
+        "ratio_bridge_out_to_plain_bridge_headers": ratio_h,
     });
     (s, medians)
 }

@@ -190,7 +190,10 @@ fn bridge_opts(args: &[String]) -> Result<bridge::Opts> {
     )?;
     let quick = f.switch("--quick");
     let num = |name: &str, default: u64| -> Result<u64> {
-        Ok(f.value(name)?.map(parse_size).transpose()?.unwrap_or(default))
+        Ok(f.value(name)?
+            .map(parse_size)
+            .transpose()?
+            .unwrap_or(default))
     };
     let opts = bridge::Opts {
         quick,

@@ -33,10 +33,14 @@ pub struct BenchConfig {
     pub replicas: usize,
     /// Run `bridge out` ordered (see [`OutConfig::ordered`]).
     pub ordered: bool,
+    /// Run the plain publishers before the bridge (alternate between
+    /// repetitions so that neither side always runs on a fresher server).
+    pub plain_first: bool,
 }
 
 impl BenchConfig {
-    /// 100 000 records of 1 KiB, window 256, 1 replica.
+    /// 100 000 records of 1 KiB, window 256, 1 replica, ordered, plain
+    /// publishers last.
     pub fn new(nats_url: &str, root: impl Into<PathBuf>) -> BenchConfig {
         BenchConfig {
             nats_url: nats_url.into(),
@@ -46,6 +50,7 @@ impl BenchConfig {
             window: 256,
             replicas: 1,
             ordered: true,
+            plain_first: false,
         }
     }
 }
@@ -67,6 +72,10 @@ pub struct BenchReport {
     /// The same with a `Nats-Msg-Id` per message (de-duplication on, as
     /// the bridge needs it).
     pub plain_msg_id: Duration,
+    /// The same with every header `bridge out` sends (`Nats-Msg-Id`,
+    /// `Ipcress-Flags` and, if ordered, `Nats-Expected-Last-Sequence`):
+    /// the server's share of the bridge's cost.
+    pub plain_bridge_headers: Duration,
 }
 
 impl BenchReport {
@@ -88,6 +97,7 @@ impl fmt::Display for BenchReport {
             ("bridge in", self.bridge_in),
             ("plain JetStream publish", self.plain),
             ("plain with Nats-Msg-Id", self.plain_msg_id),
+            ("plain with bridge headers", self.plain_bridge_headers),
         ] {
             writeln!(
                 f,
@@ -128,7 +138,10 @@ pub fn bench_bridge(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
     }
     let subject = format!("bench.{tag}.bridge");
     let js_bridge = format!("BENCH_{tag}_B");
-    let js_plain = format!("BENCH_{tag}_P");
+    let mut plain = Vec::new();
+    if cfg.plain_first {
+        plain = plain_runs(cfg, &tag, &record)?;
+    }
 
     // bridge out
     let mut oc = OutConfig::new(&cfg.root, &src_name, &cfg.nats_url, &subject);
@@ -169,14 +182,42 @@ pub fn bench_bridge(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
         },
     )?;
 
-    // plain publishers: bare, then with a Nats-Msg-Id per message
+    if !cfg.plain_first {
+        plain = plain_runs(cfg, &tag, &record)?;
+    }
+    // Remove the bridge's JetStream stream (best effort).
     let rt = crate::runtime()?;
-    let (plain, plain_msg_id) = rt.block_on(async {
+    rt.block_on(async {
+        let client = crate::connect(&cfg.nats_url, "ipcress-bench", Default::default()).await?;
+        let _ = jetstream::new(client).delete_stream(&js_bridge).await;
+        anyhow::Ok(())
+    })?;
+    let _ = Stream::remove_in(&cfg.root, &src_name);
+    let _ = Stream::remove_in(&cfg.root, &dst_name);
+    Ok(BenchReport {
+        records: n,
+        record_size: cfg.record_size,
+        bridge_out,
+        bridge_in,
+        plain: plain[0],
+        plain_msg_id: plain[1],
+        plain_bridge_headers: plain[2],
+    })
+}
+
+/// The plain publishers, each on a JetStream stream of its own: bare, with
+/// a `Nats-Msg-Id` per message, with the bridge's headers. Every publish
+/// awaits its ack, with `cfg.window` in flight; the time runs from the
+/// first publish (after connecting and creating the stream) to the last
+/// ack.
+fn plain_runs(cfg: &BenchConfig, tag: &str, record: &[u8]) -> anyhow::Result<Vec<Duration>> {
+    let rt = crate::runtime()?;
+    rt.block_on(async {
         let client = crate::connect(&cfg.nats_url, "ipcress-bench", Default::default()).await?;
         let js = jetstream::new(client);
         let mut times = Vec::new();
-        for (k, with_id) in [false, true].into_iter().enumerate() {
-            let name = format!("{js_plain}{k}");
+        for k in 0..3 {
+            let name = format!("BENCH_{tag}_P{k}");
             let plain_subject = format!("bench.{tag}.plain{k}");
             js.create_stream(jetstream::stream::Config {
                 name: name.clone(),
@@ -185,7 +226,7 @@ pub fn bench_bridge(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
                 ..Default::default()
             })
             .await?;
-            let payload = Bytes::from(record.clone());
+            let payload = Bytes::copy_from_slice(record);
             let t0 = Instant::now();
             let mut futs = FuturesOrdered::new();
             for i in 0..cfg.records {
@@ -193,8 +234,14 @@ pub fn bench_bridge(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
                     futs.next().await.expect("in flight")?;
                 }
                 let mut p = Publish::build().payload(payload.clone());
-                if with_id {
+                if k >= 1 {
                     p = p.message_id(format!("{tag}:{i}"));
+                }
+                if k == 2 {
+                    p = p.header(crate::H_FLAGS, "3");
+                    if cfg.ordered {
+                        p = p.expected_last_sequence(i as u64);
+                    }
                 }
                 let ack = js.send_publish(plain_subject.clone(), p).await?;
                 futs.push_back(ack.into_future());
@@ -205,18 +252,7 @@ pub fn bench_bridge(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
             times.push(t0.elapsed());
             let _ = js.delete_stream(&name).await;
         }
-        let _ = js.delete_stream(&js_bridge).await;
-        anyhow::Ok((times[0], times[1]))
-    })?;
-    let _ = Stream::remove_in(&cfg.root, &src_name);
-    let _ = Stream::remove_in(&cfg.root, &dst_name);
-    Ok(BenchReport {
-        records: n,
-        record_size: cfg.record_size,
-        bridge_out,
-        bridge_in,
-        plain,
-        plain_msg_id,
+        anyhow::Ok(times)
     })
 }
 
