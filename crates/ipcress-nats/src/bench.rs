@@ -72,6 +72,9 @@ pub struct BenchReport {
     /// The same with a `Nats-Msg-Id` per message (de-duplication on, as
     /// the bridge needs it).
     pub plain_msg_id: Duration,
+    /// The bare plain publisher again, on a current-thread runtime (as
+    /// `bridge out` uses); compare with the faster of the two.
+    pub plain_current_thread: Duration,
     /// The same with every header `bridge out` sends (`Nats-Msg-Id`,
     /// `Ipcress-Flags` and, if ordered, `Nats-Expected-Last-Sequence`):
     /// the server's share of the bridge's cost.
@@ -96,6 +99,7 @@ impl fmt::Display for BenchReport {
             ("bridge out", self.bridge_out),
             ("bridge in", self.bridge_in),
             ("plain JetStream publish", self.plain),
+            ("plain, current thread", self.plain_current_thread),
             ("plain with Nats-Msg-Id", self.plain_msg_id),
             ("plain with bridge headers", self.plain_bridge_headers),
         ] {
@@ -202,6 +206,7 @@ pub fn bench_bridge(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
         plain: plain[0],
         plain_msg_id: plain[1],
         plain_bridge_headers: plain[2],
+        plain_current_thread: plain[3],
     })
 }
 
@@ -211,12 +216,28 @@ pub fn bench_bridge(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
 /// first publish (after connecting and creating the stream) to the last
 /// ack.
 fn plain_runs(cfg: &BenchConfig, tag: &str, record: &[u8]) -> anyhow::Result<Vec<Duration>> {
-    let rt = crate::runtime()?;
+    let mut times = plain_runs_on(cfg, tag, record, &crate::runtime()?, &[0, 1, 2])?;
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    times.extend(plain_runs_on(cfg, tag, record, &current, &[3])?);
+    Ok(times)
+}
+
+/// Plain publisher variants `kinds` on runtime `rt`: 0 and 3 bare, 1 with
+/// a message id, 2 with the bridge's headers.
+fn plain_runs_on(
+    cfg: &BenchConfig,
+    tag: &str,
+    record: &[u8],
+    rt: &tokio::runtime::Runtime,
+    kinds: &[usize],
+) -> anyhow::Result<Vec<Duration>> {
     rt.block_on(async {
         let client = crate::connect(&cfg.nats_url, "ipcress-bench", Default::default()).await?;
         let js = jetstream::new(client);
         let mut times = Vec::new();
-        for k in 0..3 {
+        for &k in kinds {
             let name = format!("BENCH_{tag}_P{k}");
             let plain_subject = format!("bench.{tag}.plain{k}");
             js.create_stream(jetstream::stream::Config {
@@ -234,7 +255,7 @@ fn plain_runs(cfg: &BenchConfig, tag: &str, record: &[u8]) -> anyhow::Result<Vec
                     futs.next().await.expect("in flight")?;
                 }
                 let mut p = Publish::build().payload(payload.clone());
-                if k >= 1 {
+                if k == 1 || k == 2 {
                     p = p.message_id(format!("{tag}:{i}"));
                 }
                 if k == 2 {

@@ -138,7 +138,13 @@ pub fn run_out(cfg: OutConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             })?
     };
     let stats = StatsWriter::open(&stream, &name)?;
-    let rt = crate::runtime()?;
+    // One thread drives the pipeline and the client's connection task
+    // together: an ack reaches the pipeline, and a publish the socket,
+    // without a wake-up of another thread. Nothing here blocks (the
+    // ipcress calls are on the reader thread).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let res = {
         let _raise = RaiseOnDrop(quit.clone());
         rt.spawn(crate::forward_stop(stop.clone(), quit.clone()));
