@@ -1,13 +1,14 @@
 //! `bridge out`: local stream → JetStream subject.
 //!
-//! A reader thread owns the durable consumer and feeds raw frames into a
-//! bounded channel; the async side publishes them with a bounded window of
-//! pipelined acks. Acknowledged progress is published back to the reader
-//! through an atomic; the reader commits the consumer only when everything
-//! it has returned is acknowledged, and the same progress is kept in the
-//! guard slot `bridge-out-<subject>` (word 0 = acked position + 1), so that
-//! a restart resumes from the last acknowledged record even if the consumer
-//! position got ahead of the acks.
+//! A reader thread owns the durable consumer and feeds raw frames, in
+//! batches, into a bounded channel; the async side (a current-thread
+//! runtime, shared with the NATS client's connection task) publishes them
+//! with a bounded window of pipelined acks. Acknowledged progress (always a
+//! message boundary) is published back to the reader through an atomic; the
+//! reader commits the consumer up to it (never past it), and the same
+//! progress is kept in the guard slot `bridge-out-<subject>` (word 0 =
+//! acked position + 1), so that a restart resumes from the last
+//! acknowledged record even if the consumer position got ahead of the acks.
 //!
 //! Order: with `ordered` (default), every publish carries
 //! `Nats-Expected-Last-Sequence`, predicted from the stream's last
