@@ -7,16 +7,21 @@
 //! ipcress-bench case --transport T [--kind stream|pingpong] [--size N] [--count N]
 //!                    [--consumers N] [--wait auto|spin|block] [--warmup N] [--ring-mib N]
 //! ipcress-bench codecs [--quick] [--reps N] [--out DIR] [--bytes N] [--only C,C..]
+//! ipcress-bench bridge [--quick] [--records N] [--size BYTES] [--reps N] [--window N] [--out DIR]
 //! ```
 //!
 //! `compare` prints a Markdown table and writes bench.json, bench.svg and
 //! bench.md into `--out` (default target/bench). `case` runs one case and
 //! prints its outcome as JSON. `codecs` measures compression and encryption
-//! between processes and writes codecs.json into `--out`. Sizes take a K or
-//! M suffix (binary).
+//! between processes and writes codecs.json into `--out`. `bridge` starts
+//! its own nats-server on loopback and compares the NATS bridge with a plain
+//! async-nats JetStream publisher; it prints a Markdown table and writes
+//! bridge.json into `--out`. Sizes take a K or M suffix (binary).
 
 #![deny(unsafe_code)]
 
+#[cfg(feature = "bridge")]
+mod bridge;
 #[cfg(feature = "ipcress")]
 mod codecs;
 mod compare;
@@ -46,7 +51,8 @@ const USAGE: &str = "usage:
   ipcress-bench case --transport T [--kind stream|pingpong] [--size N] [--count N]
                      [--consumers N] [--wait auto|spin|block] [--warmup N] [--ring-mib N]
   ipcress-bench codecs [--quick] [--reps N] [--out DIR] [--bytes N] [--only C,C..]
-transports: ipc-send ipc-reserve pipe pipe-1m uds uds-4m tcp iox ring
+  ipcress-bench bridge [--quick] [--records N] [--size BYTES] [--reps N] [--window N] [--out DIR]
+transports: ipc-send ipc-reserve ipc-reserve-crc pipe pipe-1m uds uds-4m tcp iox ring
 codecs: none lz4 zstd3 enc lz4-enc";
 
 /// No wait on a child lasts longer than this; it guards against hangs only
@@ -85,6 +91,8 @@ fn run() -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&outcome)?);
             Ok(())
         }
+        #[cfg(feature = "bridge")]
+        Some("bridge") => bridge::run(&bridge_opts(&args[1..])?),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -181,6 +189,37 @@ fn compare_opts(args: &[String]) -> Result<compare::Opts> {
         ring_bytes: ring_bytes(&f)?,
         watchdog: if quick { QUICK_WATCHDOG } else { WATCHDOG },
     })
+}
+
+#[cfg(feature = "bridge")]
+fn bridge_opts(args: &[String]) -> Result<bridge::Opts> {
+    let f = Flags { args };
+    f.check(
+        &["--quick"],
+        &["--records", "--size", "--reps", "--window", "--out"],
+    )?;
+    let quick = f.switch("--quick");
+    let num = |name: &str, default: u64| -> Result<u64> {
+        Ok(f.value(name)?
+            .map(parse_size)
+            .transpose()?
+            .unwrap_or(default))
+    };
+    let opts = bridge::Opts {
+        quick,
+        reps: num("--reps", if quick { 3 } else { 5 })? as usize,
+        records: num("--records", if quick { 50_000 } else { 100_000 })? as usize,
+        size: num("--size", 1024)? as usize,
+        window: num("--window", 256)? as usize,
+        out: f
+            .value("--out")?
+            .map_or_else(|| PathBuf::from("target/bench"), PathBuf::from),
+    };
+    anyhow::ensure!(
+        opts.reps >= 1 && opts.records >= 1 && opts.size >= 1 && opts.window >= 1,
+        "--reps, --records, --size and --window must be positive"
+    );
+    Ok(opts)
 }
 
 fn case_opts(args: &[String]) -> Result<Case> {

@@ -33,10 +33,14 @@ pub struct BenchConfig {
     pub replicas: usize,
     /// Run `bridge out` ordered (see [`OutConfig::ordered`]).
     pub ordered: bool,
+    /// Run the plain publishers before the bridge (alternate between
+    /// repetitions so that neither side always runs on a fresher server).
+    pub plain_first: bool,
 }
 
 impl BenchConfig {
-    /// 100 000 records of 1 KiB, window 256, 1 replica.
+    /// 100 000 records of 1 KiB, window 256, 1 replica, ordered, plain
+    /// publishers last.
     pub fn new(nats_url: &str, root: impl Into<PathBuf>) -> BenchConfig {
         BenchConfig {
             nats_url: nats_url.into(),
@@ -46,6 +50,7 @@ impl BenchConfig {
             window: 256,
             replicas: 1,
             ordered: true,
+            plain_first: false,
         }
     }
 }
@@ -67,6 +72,13 @@ pub struct BenchReport {
     /// The same with a `Nats-Msg-Id` per message (de-duplication on, as
     /// the bridge needs it).
     pub plain_msg_id: Duration,
+    /// The bare plain publisher again, on a current-thread runtime (as
+    /// `bridge out` uses); compare with the faster of the two.
+    pub plain_current_thread: Duration,
+    /// The same with every header `bridge out` sends (`Nats-Msg-Id`,
+    /// `Ipcress-Flags` and, if ordered, `Nats-Expected-Last-Sequence`):
+    /// the server's share of the bridge's cost.
+    pub plain_bridge_headers: Duration,
 }
 
 impl BenchReport {
@@ -87,7 +99,9 @@ impl fmt::Display for BenchReport {
             ("bridge out", self.bridge_out),
             ("bridge in", self.bridge_in),
             ("plain JetStream publish", self.plain),
+            ("plain, current thread", self.plain_current_thread),
             ("plain with Nats-Msg-Id", self.plain_msg_id),
+            ("plain with bridge headers", self.plain_bridge_headers),
         ] {
             writeln!(
                 f,
@@ -128,7 +142,10 @@ pub fn bench_bridge(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
     }
     let subject = format!("bench.{tag}.bridge");
     let js_bridge = format!("BENCH_{tag}_B");
-    let js_plain = format!("BENCH_{tag}_P");
+    let mut plain = Vec::new();
+    if cfg.plain_first {
+        plain = plain_runs(cfg, &tag, &record)?;
+    }
 
     // bridge out
     let mut oc = OutConfig::new(&cfg.root, &src_name, &cfg.nats_url, &subject);
@@ -136,9 +153,17 @@ pub fn bench_bridge(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
     oc.replicas = cfg.replicas;
     oc.window = cfg.window;
     oc.ordered = cfg.ordered;
+    // Done when the guard slot (word 0 = acknowledged position + 1, saved
+    // at every ack) covers the stream; the counters in `BridgeStats` are
+    // only flushed every 100-250 ms, too coarse for a timer.
+    let end = src.tail();
     let bridge_out = run_until(
         move |stop| run_out(oc, stop),
-        || BridgeStats::read(&src, &out_name(&subject)).map_or(0, |s| s.records) >= n,
+        || {
+            src.find_user_slot(&out_name(&subject))
+                .is_some_and(|g| g.get(0) > end)
+                || BridgeStats::read(&src, &out_name(&subject)).map_or(0, |s| s.records) >= n
+        },
     )?;
 
     // bridge in
@@ -150,19 +175,70 @@ pub fn bench_bridge(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
         &dst_name,
     );
     let durable = ic.durable.clone();
+    // Done when the applied JetStream sequence (word 0 of the bridge's
+    // slot, saved at every commit) reaches the last of the n messages.
     let bridge_in = run_until(
         move |stop| run_in(ic, stop),
-        || BridgeStats::read(&dst, &in_name(&durable)).map_or(0, |s| s.records) >= n,
+        || {
+            dst.find_user_slot(&in_name(&durable))
+                .is_some_and(|s| s.get(0) >= n)
+                || BridgeStats::read(&dst, &in_name(&durable)).map_or(0, |s| s.records) >= n
+        },
     )?;
 
-    // plain publishers: bare, then with a Nats-Msg-Id per message
+    if !cfg.plain_first {
+        plain = plain_runs(cfg, &tag, &record)?;
+    }
+    // Remove the bridge's JetStream stream (best effort).
     let rt = crate::runtime()?;
-    let (plain, plain_msg_id) = rt.block_on(async {
+    rt.block_on(async {
+        let client = crate::connect(&cfg.nats_url, "ipcress-bench", Default::default()).await?;
+        let _ = jetstream::new(client).delete_stream(&js_bridge).await;
+        anyhow::Ok(())
+    })?;
+    let _ = Stream::remove_in(&cfg.root, &src_name);
+    let _ = Stream::remove_in(&cfg.root, &dst_name);
+    Ok(BenchReport {
+        records: n,
+        record_size: cfg.record_size,
+        bridge_out,
+        bridge_in,
+        plain: plain[0],
+        plain_msg_id: plain[1],
+        plain_bridge_headers: plain[2],
+        plain_current_thread: plain[3],
+    })
+}
+
+/// The plain publishers, each on a JetStream stream of its own: bare, with
+/// a `Nats-Msg-Id` per message, with the bridge's headers. Every publish
+/// awaits its ack, with `cfg.window` in flight; the time runs from the
+/// first publish (after connecting and creating the stream) to the last
+/// ack.
+fn plain_runs(cfg: &BenchConfig, tag: &str, record: &[u8]) -> anyhow::Result<Vec<Duration>> {
+    let mut times = plain_runs_on(cfg, tag, record, &crate::runtime()?, &[0, 1, 2])?;
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    times.extend(plain_runs_on(cfg, tag, record, &current, &[3])?);
+    Ok(times)
+}
+
+/// Plain publisher variants `kinds` on runtime `rt`: 0 and 3 bare, 1 with
+/// a message id, 2 with the bridge's headers.
+fn plain_runs_on(
+    cfg: &BenchConfig,
+    tag: &str,
+    record: &[u8],
+    rt: &tokio::runtime::Runtime,
+    kinds: &[usize],
+) -> anyhow::Result<Vec<Duration>> {
+    rt.block_on(async {
         let client = crate::connect(&cfg.nats_url, "ipcress-bench", Default::default()).await?;
         let js = jetstream::new(client);
         let mut times = Vec::new();
-        for (k, with_id) in [false, true].into_iter().enumerate() {
-            let name = format!("{js_plain}{k}");
+        for &k in kinds {
+            let name = format!("BENCH_{tag}_P{k}");
             let plain_subject = format!("bench.{tag}.plain{k}");
             js.create_stream(jetstream::stream::Config {
                 name: name.clone(),
@@ -171,7 +247,7 @@ pub fn bench_bridge(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
                 ..Default::default()
             })
             .await?;
-            let payload = Bytes::from(record.clone());
+            let payload = Bytes::copy_from_slice(record);
             let t0 = Instant::now();
             let mut futs = FuturesOrdered::new();
             for i in 0..cfg.records {
@@ -179,8 +255,14 @@ pub fn bench_bridge(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
                     futs.next().await.expect("in flight")?;
                 }
                 let mut p = Publish::build().payload(payload.clone());
-                if with_id {
+                if k == 1 || k == 2 {
                     p = p.message_id(format!("{tag}:{i}"));
+                }
+                if k == 2 {
+                    p = p.header(crate::H_FLAGS, "3");
+                    if cfg.ordered {
+                        p = p.expected_last_sequence(i as u64);
+                    }
                 }
                 let ack = js.send_publish(plain_subject.clone(), p).await?;
                 futs.push_back(ack.into_future());
@@ -191,18 +273,7 @@ pub fn bench_bridge(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
             times.push(t0.elapsed());
             let _ = js.delete_stream(&name).await;
         }
-        let _ = js.delete_stream(&js_bridge).await;
-        anyhow::Ok((times[0], times[1]))
-    })?;
-    let _ = Stream::remove_in(&cfg.root, &src_name);
-    let _ = Stream::remove_in(&cfg.root, &dst_name);
-    Ok(BenchReport {
-        records: n,
-        record_size: cfg.record_size,
-        bridge_out,
-        bridge_in,
-        plain,
-        plain_msg_id,
+        anyhow::Ok(times)
     })
 }
 
@@ -226,7 +297,7 @@ fn run_until(
                 .context("bridge ended early")?;
             anyhow::bail!("bridge did not finish");
         }
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(1));
     }
     let d = t0.elapsed();
     stop.store(true, Ordering::SeqCst);

@@ -1,13 +1,14 @@
 //! `bridge out`: local stream → JetStream subject.
 //!
-//! A reader thread owns the durable consumer and feeds raw frames into a
-//! bounded channel; the async side publishes them with a bounded window of
-//! pipelined acks. Acknowledged progress is published back to the reader
-//! through an atomic; the reader commits the consumer only when everything
-//! it has returned is acknowledged, and the same progress is kept in the
-//! guard slot `bridge-out-<subject>` (word 0 = acked position + 1), so that
-//! a restart resumes from the last acknowledged record even if the consumer
-//! position got ahead of the acks.
+//! A reader thread owns the durable consumer and feeds raw frames, in
+//! batches, into a bounded channel; the async side (a current-thread
+//! runtime, shared with the NATS client's connection task) publishes them
+//! with a bounded window of pipelined acks. Acknowledged progress (always a
+//! message boundary) is published back to the reader through an atomic; the
+//! reader commits the consumer up to it (never past it), and the same
+//! progress is kept in the guard slot `bridge-out-<subject>` (word 0 =
+//! acked position + 1), so that a restart resumes from the last
+//! acknowledged record even if the consumer position got ahead of the acks.
 //!
 //! Order: with `ordered` (default), every publish carries
 //! `Nats-Expected-Last-Sequence`, predicted from the stream's last
@@ -18,19 +19,20 @@
 //! JetStream stream must then carry this bridge's messages only.
 
 use std::collections::VecDeque;
+use std::future::{Future, IntoFuture};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::HeaderMap;
 use async_nats::jetstream::context::{Publish, PublishAckFuture, PublishError, PublishErrorKind};
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::{self, Context};
+use async_nats::{HeaderMap, HeaderName, Subject, header};
 use bytes::Bytes;
 use futures::StreamExt;
-use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use ipcress::format::F_END;
 use ipcress::{Consumer, From, Key, Stream, UserSlot};
@@ -117,7 +119,10 @@ pub fn run_out(cfg: OutConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     );
     let acked = Arc::new(AtomicU64::new(start));
     let quit = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel::<Item>(cfg.window);
+    // Frames cross to the async side in batches: one wake-up per batch,
+    // not per frame.
+    let batch = (cfg.window / 4).clamp(1, 64);
+    let (tx, rx) = mpsc::channel::<Vec<Item>>((cfg.window / batch).max(2));
     // Commit at least every quarter ring (a ring's producers wait for us).
     let commit_every = stream
         .capacity()
@@ -130,11 +135,17 @@ pub fn run_out(cfg: OutConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             .name("bridge-out-reader".into())
             .spawn(move || {
                 let _raise = RaiseOnDrop(quit.clone());
-                reader_loop(consumer, tx, &acked, &quit, &stop, commit_every)
+                reader_loop(consumer, tx, &acked, &quit, &stop, commit_every, batch)
             })?
     };
     let stats = StatsWriter::open(&stream, &name)?;
-    let rt = crate::runtime()?;
+    // One thread drives the pipeline and the client's connection task
+    // together: an ack reaches the pipeline, and a publish the socket,
+    // without a wake-up of another thread. Nothing here blocks (the
+    // ipcress calls are on the reader thread).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let res = {
         let _raise = RaiseOnDrop(quit.clone());
         rt.spawn(crate::forward_stop(stop.clone(), quit.clone()));
@@ -184,51 +195,66 @@ fn open_consumer(stream: &Stream, name: &str, guard: &UserSlot) -> anyhow::Resul
 
 fn reader_loop(
     mut c: Consumer,
-    tx: mpsc::Sender<Item>,
+    tx: mpsc::Sender<Vec<Item>>,
     acked: &AtomicU64,
     quit: &AtomicBool,
     stop: &AtomicBool,
     commit_every: u64,
+    batch: usize,
 ) -> anyhow::Result<()> {
     // Only acknowledged frames are committed (and released to producers).
+    // `acked` only ever holds the position right after a frame that ends a
+    // message, so the durable position follows it batch by batch, while
+    // the reader stays ahead by the frames in flight.
     c.set_auto_commit(false);
-    let mut last_next = c.position();
-    let mut committed = last_next;
-    let mut since = 0u64;
+    let mut committed = c.position();
+    let commit_acked = |c: &mut Consumer, committed: &mut u64| -> anyhow::Result<()> {
+        let a = acked.load(Ordering::Acquire);
+        if a > *committed {
+            c.commit_to(a)?;
+            *committed = a;
+        }
+        Ok(())
+    };
+    // Position after the last frame read that ends a message.
+    let mut last_end = committed;
     let mut at_boundary = true;
+    let mut buf: Vec<Item> = Vec::with_capacity(batch);
     loop {
         if quit.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
             break;
         }
-        if at_boundary && acked.load(Ordering::Acquire) >= last_next {
-            // Everything returned so far is in JetStream.
-            if c.position() != committed {
-                c.commit()?;
-                committed = c.position();
-            }
-            since = 0;
-        }
-        if at_boundary && since >= commit_every {
-            // Let the acks catch up so that the position can be saved.
+        commit_acked(&mut c, &mut committed)?;
+        if buf.is_empty() && at_boundary && c.position() - committed >= commit_every {
+            // Far ahead of the acks (a ring's producers wait for our
+            // commits): let them catch up.
             std::thread::sleep(Duration::from_millis(1));
             continue;
         }
-        match c.recv_raw_timeout(Duration::from_millis(50)) {
+        // Wait for the first frame of a batch; take the rest only if
+        // already there, so that a slow flow is not delayed.
+        let wait = if buf.is_empty() {
+            Duration::from_millis(50)
+        } else {
+            Duration::ZERO
+        };
+        match c.recv_raw_timeout(wait) {
             Ok(Some((pos, f))) => {
                 let next = c.position();
-                since += next - pos;
                 at_boundary = f.flags & F_END != 0;
-                last_next = next;
-                let item = Item {
+                if at_boundary {
+                    last_end = next;
+                }
+                buf.push(Item {
                     pos,
                     next,
                     flags: f.flags,
                     origin: f.origin,
                     origin_position: f.origin_position,
                     data: Bytes::from(f.data),
-                };
-                if tx.blocking_send(item).is_err() {
-                    break;
+                });
+                if buf.len() < batch {
+                    continue;
                 }
             }
             Ok(None) => {}
@@ -237,19 +263,20 @@ fn reader_loop(
             }
             Err(e) => return Err(e).context("reading the local stream"),
         }
+        if !buf.is_empty() {
+            let full = std::mem::replace(&mut buf, Vec::with_capacity(batch));
+            if tx.blocking_send(full).is_err() {
+                break;
+            }
+        }
     }
     drop(tx);
     // A clean stop: wait briefly for the last acks, then save the position.
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
-    while std::time::Instant::now() < deadline
-        && !(at_boundary && acked.load(Ordering::Acquire) >= last_next)
-    {
+    while std::time::Instant::now() < deadline && acked.load(Ordering::Acquire) < last_end {
         std::thread::sleep(Duration::from_millis(5));
     }
-    if at_boundary && acked.load(Ordering::Acquire) >= last_next && c.position() != committed {
-        c.commit()?;
-    }
-    Ok(())
+    commit_acked(&mut c, &mut committed)
 }
 
 enum Exit {
@@ -259,8 +286,10 @@ enum Exit {
 
 struct Out<'a> {
     cfg: &'a OutConfig,
-    id_hex: String,
+    /// `<stream id hex>:`, the start of every message id.
+    id_prefix: String,
     id: [u8; 16],
+    subject: Subject,
     acked: &'a AtomicU64,
     guard: UserSlot,
     stats: StatsWriter,
@@ -276,7 +305,7 @@ struct Out<'a> {
 
 async fn out_async(
     cfg: &OutConfig,
-    mut rx: mpsc::Receiver<Item>,
+    mut rx: mpsc::Receiver<Vec<Item>>,
     acked: &AtomicU64,
     guard: UserSlot,
     stats: StatsWriter,
@@ -289,7 +318,8 @@ async fn out_async(
     let mut out = Out {
         cfg,
         id,
-        id_hex,
+        id_prefix: format!("{id_hex}:"),
+        subject: Subject::from(cfg.subject.as_str()),
         acked,
         guard,
         stats,
@@ -382,13 +412,71 @@ async fn create_stream(js: &Context, name: &str, cfg: &OutConfig) -> anyhow::Res
     Ok(())
 }
 
-type AckFut = BoxFuture<'static, Result<Vec<PublishAck>, PublishError>>;
+type AckFut = Pin<Box<dyn Future<Output = Result<PublishAck, PublishError>> + Send>>;
 
 /// Part size and number of parts of `item` under the server's max payload
 /// (leaving room for the headers).
 fn parts(item: &Item, max_payload: usize) -> (usize, usize) {
     let chunk = max_payload.saturating_sub(1024).max(1024);
     (chunk, item.data.len().div_ceil(chunk).max(1))
+}
+
+/// Append `n` in decimal.
+fn push_u64(s: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    s.extend(buf[i..].iter().map(|&b| b as char));
+}
+
+fn decimal(n: u64) -> String {
+    let mut s = String::with_capacity(20);
+    push_u64(&mut s, n);
+    s
+}
+
+const NAME_FLAGS: HeaderName = HeaderName::from_static(H_FLAGS);
+const NAME_ORIGIN: HeaderName = HeaderName::from_static(H_ORIGIN);
+const NAME_ORIGIN_POS: HeaderName = HeaderName::from_static(H_ORIGIN_POS);
+const NAME_PART: HeaderName = HeaderName::from_static(H_PART);
+
+/// Publishes in flight, in order: the ack futures, and for each whether it
+/// is the last part of its frame.
+struct InFlight {
+    futs: FuturesOrdered<AckFut>,
+    ends: VecDeque<bool>,
+}
+
+impl InFlight {
+    fn new() -> InFlight {
+        InFlight {
+            futs: FuturesOrdered::new(),
+            ends: VecDeque::new(),
+        }
+    }
+    fn len(&self) -> usize {
+        self.futs.len()
+    }
+    fn is_empty(&self) -> bool {
+        self.futs.is_empty()
+    }
+    fn push(&mut self, ack: PublishAckFuture, end: bool) {
+        self.futs.push_back(ack.into_future());
+        self.ends.push_back(end);
+    }
+    /// The next ack: `Some(Ok(true))` when it completes a frame.
+    async fn next(&mut self) -> Option<Result<bool, PublishError>> {
+        let r = self.futs.next().await?;
+        let end = self.ends.pop_front().expect("one flag per publish");
+        Some(r.map(|_| end))
+    }
 }
 
 impl Out<'_> {
@@ -413,7 +501,8 @@ impl Out<'_> {
         Ok(s.info().await?.state.last_sequence)
     }
 
-    /// Publish part `i` of `n` of `item`.
+    /// Publish part `i` of `n` of `item`. The headers are built directly
+    /// (static names, one string per value), as this runs for every record.
     async fn publish_part(
         &self,
         js: &Context,
@@ -423,27 +512,40 @@ impl Out<'_> {
         n: usize,
         expect: Option<u64>,
     ) -> Result<PublishAckFuture, PublishError> {
-        let part = item
-            .data
-            .slice(i * chunk..((i + 1) * chunk).min(item.data.len()));
+        let part = if n == 1 {
+            item.data.clone()
+        } else {
+            item.data
+                .slice(i * chunk..((i + 1) * chunk).min(item.data.len()))
+        };
         let mut h = HeaderMap::new();
-        h.insert(H_FLAGS, item.flags.to_string().as_str());
+        h.insert(NAME_FLAGS, decimal(item.flags.into()));
         if item.origin != self.id || item.origin_position != item.pos {
             // Otherwise implied by the message id.
-            h.insert(H_ORIGIN, hex(&item.origin).as_str());
-            h.insert(H_ORIGIN_POS, item.origin_position.to_string().as_str());
+            h.insert(NAME_ORIGIN, hex(&item.origin));
+            h.insert(NAME_ORIGIN_POS, decimal(item.origin_position));
         }
-        let id = if n > 1 {
-            h.insert(H_PART, format!("{}/{n}", i + 1).as_str());
-            format!("{}:{}:{}", self.id_hex, item.pos, i + 1)
-        } else {
-            format!("{}:{}", self.id_hex, item.pos)
-        };
-        let mut p = Publish::build().payload(part).headers(h).message_id(id);
+        let mut id = String::with_capacity(self.id_prefix.len() + 32);
+        id.push_str(&self.id_prefix);
+        push_u64(&mut id, item.pos);
+        if n > 1 {
+            let mut part = String::with_capacity(24);
+            push_u64(&mut part, i as u64 + 1);
+            part.push('/');
+            push_u64(&mut part, n as u64);
+            h.insert(NAME_PART, part);
+            id.push(':');
+            push_u64(&mut id, i as u64 + 1);
+        }
+        h.insert(header::NATS_MESSAGE_ID, id);
         if let Some(e) = expect {
-            p = p.expected_last_sequence(e);
+            h.insert(header::NATS_EXPECTED_LAST_SEQUENCE, decimal(e));
         }
-        js.send_publish(self.cfg.subject.clone(), p).await
+        js.send_publish(
+            self.subject.clone(),
+            Publish::build().payload(part).headers(h),
+        )
+        .await
     }
 
     /// Publish every part of frame `k` of `unacked`; with `expect`, each
@@ -454,18 +556,19 @@ impl Out<'_> {
         k: usize,
         max_payload: usize,
         mut expect: Option<&mut u64>,
-    ) -> Result<Vec<PublishAckFuture>, PublishError> {
+        inflight: &mut InFlight,
+    ) -> Result<(), PublishError> {
         let item = &self.unacked[k];
         let (chunk, n) = parts(item, max_payload);
-        let mut acks = Vec::with_capacity(n);
         for i in 0..n {
             let e = expect.as_deref_mut().map(|e| {
                 *e += 1;
                 *e - 1
             });
-            acks.push(self.publish_part(js, item, chunk, i, n, e).await?);
+            let ack = self.publish_part(js, item, chunk, i, n, e).await?;
+            inflight.push(ack, i + 1 == n);
         }
-        Ok(acks)
+        Ok(())
     }
 
     /// Publish the parts of the front frame one by one, waiting for each
@@ -507,12 +610,23 @@ impl Out<'_> {
         }
     }
 
+    /// Take a batch of frames from the reader; false if it is gone.
+    fn take(&mut self, batch: Option<Vec<Item>>) -> bool {
+        match batch {
+            Some(b) => {
+                self.unacked.extend(b);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Publish frames until stopped or an error (the caller then retries
     /// from the first unacknowledged frame).
     async fn pipeline(
         &mut self,
         js: &Context,
-        rx: &mut mpsc::Receiver<Item>,
+        rx: &mut mpsc::Receiver<Vec<Item>>,
         max_payload: usize,
     ) -> anyhow::Result<Exit> {
         let window = self.cfg.window;
@@ -527,30 +641,35 @@ impl Out<'_> {
             0
         };
         debug!("bridge out: pipeline starts, last sequence {last}");
-        let mut futs: FuturesOrdered<AckFut> = FuturesOrdered::new();
+        let mut inflight = InFlight::new();
+        // Frames of `unacked` published (at least in part).
         let mut sent = 0usize;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let connects = self.connects.load(Ordering::SeqCst);
         loop {
-            if self.connects.load(Ordering::SeqCst) != connects && !futs.is_empty() {
+            if self.connects.load(Ordering::SeqCst) != connects && !inflight.is_empty() {
                 // Publishes in flight across a reconnection may be lost:
                 // do not wait for their ack timeouts.
-                anyhow::bail!("reconnected with {} publishes in flight", futs.len());
+                anyhow::bail!("reconnected with {} publishes in flight", inflight.len());
             }
             if self.stopping() {
                 // Collect the acks in flight, then leave.
                 let deadline = tokio::time::Instant::now() + self.cfg.ack_timeout;
-                while let Ok(Some(Ok(_))) = tokio::time::timeout_at(deadline, futs.next()).await {
-                    self.front_acked();
+                while let Ok(Some(Ok(end))) =
+                    tokio::time::timeout_at(deadline, inflight.next()).await
+                {
+                    if end {
+                        self.front_acked();
+                    }
                 }
                 return Ok(Exit::Stop);
             }
             if probe {
                 if self.unacked.is_empty() {
                     tokio::select! {
-                        r = rx.recv() => match r {
-                            Some(it) => self.unacked.push_back(it),
-                            None => return Ok(Exit::ReaderGone),
+                        r = rx.recv() => if !self.take(r) {
+                            return Ok(Exit::ReaderGone);
                         },
                         _ = tick.tick() => self.stats.flush(),
                     }
@@ -563,24 +682,25 @@ impl Out<'_> {
                 self.front_acked();
                 continue;
             }
-            while sent < self.unacked.len() && futs.len() < window {
-                let acks = self
-                    .publish(js, sent, max_payload, ordered.then_some(&mut last))
-                    .await?;
-                futs.push_back(Box::pin(async move {
-                    let mut out = Vec::with_capacity(acks.len());
-                    for a in acks {
-                        out.push(a.await?);
-                    }
-                    Ok(out)
-                }));
+            while sent < self.unacked.len() && inflight.len() < window {
+                self.publish(
+                    js,
+                    sent,
+                    max_payload,
+                    ordered.then_some(&mut last),
+                    &mut inflight,
+                )
+                .await?;
                 sent += 1;
             }
             tokio::select! {
-                r = futs.next(), if !futs.is_empty() => match r {
-                    Some(Ok(_)) => {
-                        self.front_acked();
-                        sent -= 1;
+                biased;
+                r = inflight.next(), if !inflight.is_empty() => match r {
+                    Some(Ok(end)) => {
+                        if end {
+                            self.front_acked();
+                            sent -= 1;
+                        }
                     }
                     Some(Err(e)) => {
                         if e.kind() == PublishErrorKind::WrongLastSequence {
@@ -590,16 +710,14 @@ impl Out<'_> {
                     }
                     None => {}
                 },
-                r = rx.recv(), if self.unacked.len() < window => match r {
-                    Some(it) => self.unacked.push_back(it),
-                    None => {
-                        // The reader is gone: finish what is in flight.
-                        while let Some(r) = futs.next().await {
-                            r.context("publish")?;
+                r = rx.recv(), if self.unacked.len() < window => if !self.take(r) {
+                    // The reader is gone: finish what is in flight.
+                    while let Some(r) = inflight.next().await {
+                        if r.context("publish")? {
                             self.front_acked();
                         }
-                        return Ok(Exit::ReaderGone);
                     }
+                    return Ok(Exit::ReaderGone);
                 },
                 _ = tick.tick() => self.stats.flush(),
             }
