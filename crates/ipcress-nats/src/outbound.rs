@@ -696,12 +696,11 @@ impl Out<'_> {
             tokio::select! {
                 biased;
                 r = inflight.next(), if !inflight.is_empty() => match r {
-                    Some(Ok(end)) => {
-                        if end {
-                            self.front_acked();
-                            sent -= 1;
-                        }
+                    Some(Ok(true)) => {
+                        self.front_acked();
+                        sent -= 1;
                     }
+                    Some(Ok(false)) => {}
                     Some(Err(e)) => {
                         if e.kind() == PublishErrorKind::WrongLastSequence {
                             debug!("bridge out: a publish was lost in flight: {e}");
