@@ -48,6 +48,27 @@ struct Claim {
     stale_a: u64,
 }
 
+impl Claim {
+    /// The claim of `total` bytes at `pos`, whose tail add and record are
+    /// done: remember the header word it replaces (the commit CAS expects
+    /// it), and order the head raised before it ahead of our bytes.
+    #[inline(always)]
+    fn new(s: &Inner, seg: Seg, pos: u64, total: u64) -> Claim {
+        let off = s.seg_offset(pos) as usize;
+        let stale_a = seg.region.u64_at(off).load(Relaxed);
+        // Pairs with the reader's fence after copying (Overwrite
+        // validation): the head raised above is visible before our bytes.
+        fence(Release);
+        Claim {
+            pos,
+            seg,
+            off,
+            total,
+            stale_a,
+        }
+    }
+}
+
 impl Stream {
     /// A new producer.
     pub fn producer(&self) -> Result<Producer> {
@@ -368,17 +389,7 @@ impl Producer {
                     && let Some(seg) = &self.seg
                 {
                     self.record_claim(pos, total);
-                    let off = self.s.seg_offset(pos) as usize;
-                    let stale_a = seg.region.u64_at(off).load(Relaxed);
-                    // As in `claim_after_add`.
-                    fence(Release);
-                    return Ok(Claim {
-                        pos,
-                        seg: seg.clone(),
-                        off,
-                        total,
-                        stale_a,
-                    });
+                    return Ok(Claim::new(&self.s, seg.clone(), pos, total));
                 }
                 // Another producer moved the tail or a consumer registered:
                 // the claim is ours, finish it the careful way.
@@ -459,11 +470,7 @@ impl Producer {
                 return Err(e);
             }
         };
-        let off = self.s.seg_offset(pos) as usize;
-        let stale_a = seg.region.u64_at(off).load(Relaxed);
-        // Pairs with the reader's fence after copying (Overwrite
-        // validation): the head raised above is visible before our bytes.
-        fence(Release);
+        let claim = Claim::new(&self.s, seg, pos, total);
         if self.s.is_ring() && !self.holds_frag_lock {
             // What the next claims may take without the checks above.
             let mut fast_end = seg_end.min(self.head_seen.saturating_add(self.s.capacity));
@@ -472,13 +479,7 @@ impl Producer {
             }
             self.fast_end = fast_end;
         }
-        Ok(Some(Claim {
-            pos,
-            seg,
-            off,
-            total,
-            stale_a,
-        }))
+        Ok(Some(claim))
     }
 
     fn pad(&mut self, pos: u64, len: u64) -> Result<()> {
