@@ -19,6 +19,7 @@ use ipcress_nats::{BenchConfig, BenchReport, bench_bridge};
 use serde_json::{Value, json};
 
 use crate::compare::median;
+use crate::report;
 
 pub struct Opts {
     pub quick: bool,
@@ -196,21 +197,23 @@ pub fn run(opts: &Opts) -> Result<()> {
         "window": opts.window,
         "replicas": cfg.replicas,
         "ordered": cfg.ordered,
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        "cpus": report::cpus(),
+        "kernel": report::kernel(),
         "nats_server": server.version(),
     });
     let (table, medians) = table(&reps, opts, &setup);
     println!("{table}");
-    std::fs::create_dir_all(&opts.out).with_context(|| format!("create {}", opts.out.display()))?;
     let doc = json!({
         "setup": setup,
         "medians": medians,
         "reps": raw,
         "elapsed_secs": started.elapsed().as_secs_f64(),
     });
-    let path = opts.out.join("bridge.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;
+    let path = report::write_out(
+        &opts.out,
+        "bridge.json",
+        serde_json::to_string_pretty(&doc)?,
+    )?;
     eprintln!(
         "wrote {} in {:.0} s",
         path.display(),

@@ -38,6 +38,7 @@ use serde_json::json;
 
 use crate::compare::{human, median};
 use crate::harness::{TempDir, byte_sum, peak_rss_kib};
+use crate::report;
 use crate::{Flags, parse_size};
 
 /// The hidden subcommand a codec child runs.
@@ -347,12 +348,11 @@ pub fn run(opts: &Opts) -> Result<()> {
         "ring_bytes": RING_BYTES,
         "policy": "block",
         "checksum": "none",
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        "cpus": report::cpus(),
+        "kernel": report::kernel(),
     });
     let table = markdown(opts, &rows, &targets);
     println!("{table}");
-    std::fs::create_dir_all(&opts.out).with_context(|| format!("create {}", opts.out.display()))?;
     let doc = json!({
         "setup": setup,
         "rows": rows,
@@ -360,9 +360,11 @@ pub fn run(opts: &Opts) -> Result<()> {
         "cases": cases,
         "elapsed_secs": started.elapsed().as_secs_f64(),
     });
-    let path = opts.out.join("codecs.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&doc)?)
-        .with_context(|| format!("write {}", path.display()))?;
+    let path = report::write_out(
+        &opts.out,
+        "codecs.json",
+        serde_json::to_string_pretty(&doc)?,
+    )?;
     eprintln!(
         "wrote {} in {:.0} s",
         path.display(),

@@ -362,8 +362,8 @@ fn setup(opts: &Opts, v: &Volumes, transports: &[Transport]) -> Result<Value> {
     Ok(json!({
         "mode": if opts.quick { "quick" } else { "full" },
         "reps": opts.reps,
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        "cpus": report::cpus(),
+        "kernel": report::kernel(),
         "transports": transports.iter().map(|t| t.name()).collect::<Vec<_>>(),
         "ring_bytes": opts.ring_bytes,
         "big_ring_bytes": v.big_ring_bytes,
@@ -469,7 +469,6 @@ pub fn run(opts: &Opts) -> Result<()> {
 
     let table = report::markdown(&rows, &transports, &setup, &ceilings, errors.len());
     println!("{table}");
-    std::fs::create_dir_all(&opts.out).with_context(|| format!("create {}", opts.out.display()))?;
     let doc = json!({
         "setup": setup,
         "ceilings": ceilings,
@@ -478,12 +477,9 @@ pub fn run(opts: &Opts) -> Result<()> {
         "cases": cases,
         "elapsed_secs": started.elapsed().as_secs_f64(),
     });
-    std::fs::write(
-        opts.out.join("bench.json"),
-        serde_json::to_string_pretty(&doc)?,
-    )?;
-    std::fs::write(opts.out.join("bench.svg"), report::svg(&rows, &transports))?;
-    std::fs::write(opts.out.join("bench.md"), &table)?;
+    report::write_out(&opts.out, "bench.json", serde_json::to_string_pretty(&doc)?)?;
+    report::write_out(&opts.out, "bench.svg", report::svg(&rows, &transports))?;
+    report::write_out(&opts.out, "bench.md", &table)?;
     eprintln!(
         "wrote {}/bench.{{json,svg,md}} in {:.0} s",
         opts.out.display(),

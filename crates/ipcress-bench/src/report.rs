@@ -1,11 +1,35 @@
-//! The Markdown table and the SVG bar chart.
+//! The Markdown table and the SVG bar chart, and what every report shares:
+//! the machine it ran on and its files in the output directory.
 
 use std::fmt::Write;
+use std::path::{Path, PathBuf};
 
+use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::compare::{Row, human};
 use crate::spec::Transport;
+
+/// CPUs this process may run on, for every report's setup.
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(0, |n| n.get())
+}
+
+/// The kernel release, for every report's setup.
+pub fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// Writes `name` into the output directory `out` (created if missing).
+pub fn write_out(out: &Path, name: &str, contents: impl AsRef<[u8]>) -> Result<PathBuf> {
+    std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
+    let path = out.join(name);
+    std::fs::write(&path, contents).with_context(|| format!("write {}", path.display()))?;
+    Ok(path)
+}
 
 /// The transport every ratio is taken against.
 const BASE: Transport = Transport::IpcSend;

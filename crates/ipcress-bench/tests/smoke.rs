@@ -2,7 +2,7 @@
 //! consumer must receive exactly the bytes the producer sent. Nothing here
 //! looks at timings; the watchdog only turns a hang into a failure.
 
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -18,6 +18,20 @@ fn transports() -> Vec<&'static str> {
     v
 }
 
+/// Waits for `child` to exit; kills it and fails the test if it runs past
+/// the watchdog.
+fn wait_or_kill(child: &mut Child, what: &str) {
+    let since = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if since.elapsed() > WATCHDOG {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ipcress-bench {what} hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Runs `ipcress-bench case ARGS` and returns its JSON outcome.
 fn case(args: &[&str]) -> Value {
     let mut child = Command::new(BIN)
@@ -26,15 +40,7 @@ fn case(args: &[&str]) -> Value {
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn ipcress-bench");
-    let since = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if since.elapsed() > WATCHDOG {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("ipcress-bench case {args:?} hung");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_or_kill(&mut child, &format!("case {args:?}"));
     let out = child.wait_with_output().expect("output");
     assert!(
         out.status.success(),
@@ -164,15 +170,7 @@ fn codecs_deliver_every_byte() {
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn ipcress-bench");
-    let since = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if since.elapsed() > WATCHDOG {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("ipcress-bench codecs hung");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_or_kill(&mut child, "codecs");
     assert!(
         child.wait().expect("status").success(),
         "ipcress-bench codecs failed"
