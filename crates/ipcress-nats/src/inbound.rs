@@ -2,21 +2,24 @@
 //!
 //! The async side runs a durable pull consumer (explicit acks) and feeds
 //! the messages through a bounded channel to a writer thread, which owns
-//! the local producer, joins split frames, appends, commits, and only then
-//! sends the acks back.
+//! the local producer, unpacks batches, joins split frames, appends,
+//! commits, and only then sends the acks back.
 //!
-//! The user slot `bridge-in-<durable>` of the local stream holds word 0 =
-//! the last applied JetStream sequence, word 1 = the pending sequence and
-//! word 2 = the pending local position. Before a frame with sequence `n`
-//! is committed locally, pending = (n, position); after the commit,
-//! applied = n. At start, a pending frame that is committed counts as
-//! applied. The JetStream consumer is (re)created to deliver from
-//! applied + 1 at every (re)connection, so that nothing waits for ack
-//! timeouts after a crash; anything at or below the applied sequence is
-//! acked and skipped.
+//! Progress is a *point* `(sequence, k)`: every JetStream message before
+//! `sequence`, and the first `k` frames of message `sequence`, are in the
+//! local stream. It is packed into one word (`sequence << 16 | k`), so it
+//! moves with a single store. The user slot `bridge-in-<durable>` holds
+//! word 0 = the applied point, word 1 = the pending point, word 2 = the
+//! pending local position, word 3 = [`SLOT_FORMAT`]. Before a frame is
+//! committed locally, pending = (point after it, its position); after the
+//! commit, applied = pending. At start, a pending point whose frame is
+//! committed counts as applied. The JetStream consumer is (re)created to
+//! deliver from the applied point's sequence at every (re)connection, so
+//! that nothing waits for ack timeouts after a crash; older messages, and
+//! the first `k` frames of that one, are acked and skipped.
 //!
 //! A message large enough to be written in fragments moves frame by
-//! frame; `applied` only advances on the frame that ends a message, so a
+//! frame; the point only advances on a frame that ends a message, so a
 //! restart re-applies an interrupted message from its first fragment.
 
 use std::path::PathBuf;
@@ -35,8 +38,8 @@ use tracing::{debug, info, warn};
 
 use crate::stats::StatsWriter;
 use crate::{
-    Backoff, H_FLAGS, H_ORIGIN, H_ORIGIN_POS, H_PART, RaiseOnDrop, connect, in_name, stopped,
-    unhex16,
+    Backoff, H_BATCH, H_FLAGS, H_ORIGIN, H_ORIGIN_POS, H_PART, RaiseOnDrop, batch, connect,
+    in_name, stopped, unhex16,
 };
 
 /// Configuration of `bridge in`.
@@ -110,16 +113,13 @@ pub fn run_in(cfg: InConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     }
     let name = in_name(&cfg.durable);
     let slot = stream.user_slot(&name)?;
-    let (applied, pending, pending_pos) = (slot.get(0), slot.get(1), slot.get(2));
-    if pending > applied && stream.is_committed(pending_pos)? {
-        // Crashed between the local commit and saving the sequence.
-        slot.set(0, pending);
-    }
+    let point = recover_point(&stream, &slot, &name)?;
     info!(
-        "bridge in: {} → {} after JetStream sequence {}",
+        "bridge in: {} → {} from JetStream sequence {} (frame {})",
         cfg.js_stream,
         cfg.stream,
-        slot.get(0)
+        point >> 16,
+        point & 0xffff
     );
     let quit = Arc::new(AtomicBool::new(false));
     let rt = crate::runtime()?;
@@ -147,6 +147,40 @@ pub fn run_in(cfg: InConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("writer thread panicked"))?;
     rt.shutdown_timeout(Duration::from_secs(1));
     wres.and(res)
+}
+
+/// Word 3 of the slot: the layout described in the module docs.
+pub const SLOT_FORMAT: u64 = 0x6970_6272_0002; // "ipbr" v2
+
+/// Pack a point; sequences need 48 bits at most.
+fn point(seq: u64, k: usize) -> anyhow::Result<u64> {
+    anyhow::ensure!(
+        seq < 1 << 48,
+        "JetStream sequence {seq} is beyond what the bridge can record"
+    );
+    debug_assert!(k <= 0xffff);
+    Ok(seq << 16 | k as u64)
+}
+
+/// The applied point, after settling a pending one (a crash between the
+/// local commit and saving the point).
+fn recover_point(stream: &Stream, slot: &UserSlot, name: &str) -> anyhow::Result<u64> {
+    let (applied, pending, pos, format) = (slot.get(0), slot.get(1), slot.get(2), slot.get(3));
+    if format != SLOT_FORMAT {
+        anyhow::ensure!(
+            applied == 0 && pending == 0 && pos == 0 && format == 0,
+            "slot {name} of stream {} was written by an older bridge (format {format:#x}); \
+             its progress cannot be read",
+            stream.name()
+        );
+        slot.set(3, SLOT_FORMAT);
+        return Ok(0);
+    }
+    if pending > applied && stream.is_committed(pos)? {
+        slot.set(0, pending);
+        return Ok(pending);
+    }
+    Ok(applied)
 }
 
 async fn in_async(
@@ -215,7 +249,7 @@ async fn session(
         .get_stream(&cfg.js_stream)
         .await
         .with_context(|| format!("JetStream stream {}", cfg.js_stream))?;
-    let start = slot.get(0) + 1;
+    let start = slot.get(0) >> 16;
     // The local stream is the truth: move the durable to what it lacks.
     match js_stream.delete_consumer(&cfg.durable).await {
         Ok(_) => {}
@@ -268,8 +302,8 @@ async fn session(
                     if delivery != last_delivery + 1 {
                         anyhow::bail!(
                             "delivery {delivery} after {last_delivery}: deliveries lost, \
-                             restarting after sequence {}",
-                            slot.get(0)
+                             restarting from sequence {}",
+                            slot.get(0) >> 16
                         );
                     }
                     last_delivery = delivery;
@@ -302,6 +336,15 @@ struct Meta {
     key: String,
 }
 
+/// The source stream id of a message id `<id hex>:...`.
+fn source(h: &async_nats::HeaderMap) -> (&str, &str) {
+    let id = h
+        .get(async_nats::header::NATS_MESSAGE_ID)
+        .map_or("", |v| v.as_str());
+    let mut fields = id.split(':');
+    (fields.next().unwrap_or(""), fields.next().unwrap_or(""))
+}
+
 fn meta(m: &Message) -> anyhow::Result<Option<Meta>> {
     let Some(h) = m.message.headers.as_ref() else {
         return Ok(None);
@@ -324,11 +367,7 @@ fn meta(m: &Message) -> anyhow::Result<Option<Meta>> {
         None => None,
     };
     // <source id hex>:<position>[:<part>]
-    let id = h
-        .get(async_nats::header::NATS_MESSAGE_ID)
-        .map_or("", |v| v.as_str());
-    let mut fields = id.split(':');
-    let (src, pos) = (fields.next().unwrap_or(""), fields.next().unwrap_or(""));
+    let (src, pos) = source(h);
     let key = format!("{src}:{pos}");
     let (origin, origin_position) = match h.get(H_ORIGIN) {
         Some(o) => (
@@ -339,9 +378,9 @@ fn meta(m: &Message) -> anyhow::Result<Option<Meta>> {
         ),
         // Implied: first written where the message id says.
         None => (
-            unhex16(src).with_context(|| format!("bad Nats-Msg-Id {id:?}"))?,
+            unhex16(src).with_context(|| format!("bad Nats-Msg-Id {key:?}"))?,
             pos.parse()
-                .with_context(|| format!("bad Nats-Msg-Id {id:?}"))?,
+                .with_context(|| format!("bad Nats-Msg-Id {key:?}"))?,
         ),
     };
     Ok(Some(Meta {
@@ -370,8 +409,11 @@ struct Writer {
     producer: ipcress::Producer,
     slot: UserSlot,
     stats: StatsWriter,
-    /// Highest sequence written in this process (fragments included).
+    /// Highest sequence handled in this process (fragments included).
     written: u64,
+    /// The applied point at start: messages before its sequence are
+    /// skipped, and its first frames.
+    start: (u64, usize),
     partial: Option<Partial>,
     encrypted: bool,
     id: [u8; 16],
@@ -381,9 +423,11 @@ struct Writer {
 
 impl Writer {
     fn new(stream: &Stream, slot: UserSlot, stats: StatsWriter) -> anyhow::Result<Writer> {
+        let p = slot.get(0);
         Ok(Writer {
             producer: stream.producer()?,
-            written: slot.get(0),
+            written: 0,
+            start: (p >> 16, (p & 0xffff) as usize),
             slot,
             stats,
             partial: None,
@@ -430,7 +474,20 @@ impl Writer {
             .info()
             .map_err(|e| anyhow::anyhow!("message without JetStream info: {e}"))?
             .stream_sequence;
-        if seq <= self.written {
+        if seq <= self.written || seq < self.start.0 {
+            return Ok(vec![m]);
+        }
+        // Frames of this message already applied before a restart.
+        let done = if seq == self.start.0 { self.start.1 } else { 0 };
+        if let Some(count) = m.message.headers.as_ref().and_then(|h| h.get(H_BATCH)) {
+            let count: usize = count.as_str().parse().context("bad Ipcress-Batch")?;
+            self.apply_batch(&m, seq, count, done)?;
+            self.written = seq;
+            return Ok(vec![m]);
+        }
+        if done > 0 {
+            // A message of one frame, applied.
+            self.written = seq;
             return Ok(vec![m]);
         }
         let Some(meta) = meta(&m)? else {
@@ -440,7 +497,7 @@ impl Writer {
                 // Encoded (encrypted) by the producer: position known only
                 // after the commit.
                 self.producer.send(&data)?;
-                self.slot.set(0, seq);
+                self.slot.set(0, point(seq + 1, 0)?);
                 self.written = seq;
                 self.stats.add(1, data.len() as u64);
             } else {
@@ -450,11 +507,15 @@ impl Writer {
                     origin_position: 0,
                     data,
                 };
-                self.apply(&f, seq)?;
+                self.apply(&f, seq, 1, 1)?;
             }
             return Ok(vec![m]);
         };
-        self.check_order(&meta, seq);
+        if let Some((src, pos)) = meta.key.split_once(':')
+            && let Ok(pos) = pos.parse::<u64>()
+        {
+            self.check_order(src, pos, seq);
+        }
         let frame = match meta.part {
             None => RawFrame {
                 flags: meta.flags,
@@ -513,23 +574,56 @@ impl Writer {
                     origin_position: p.origin_position,
                     data: p.data,
                 };
-                self.apply(&f, seq)?;
+                self.apply(&f, seq, 1, 1)?;
                 return Ok(p.msgs);
             }
         };
-        self.apply(&frame, seq)?;
+        self.apply(&frame, seq, 1, 1)?;
         Ok(vec![m])
+    }
+
+    /// Apply the frames of batch message `seq` after the first `done`.
+    fn apply_batch(
+        &mut self,
+        m: &Message,
+        seq: u64,
+        count: usize,
+        done: usize,
+    ) -> anyhow::Result<()> {
+        let h = m.message.headers.as_ref().expect("a batch has headers");
+        let (src, first) = source(h);
+        let id = unhex16(src).with_context(|| format!("bad Nats-Msg-Id {src}:{first}"))?;
+        let entries = batch::decode(&m.message.payload, count)
+            .with_context(|| format!("JetStream message {seq}"))?;
+        if let Some(p) = self.partial.take() {
+            warn!(
+                "bridge in: frame {} incomplete ({} of {} parts), dropped",
+                p.key,
+                p.next - 1,
+                p.n
+            );
+        }
+        if let Some(e) = entries.iter().find(|e| e.origin.is_none()) {
+            self.check_order(src, e.position, seq);
+        }
+        for (i, e) in entries.iter().enumerate().skip(done) {
+            let f = RawFrame {
+                flags: e.flags,
+                origin: e.origin.unwrap_or(id),
+                origin_position: e.position,
+                data: e.data.to_vec(),
+            };
+            self.apply(&f, seq, i + 1, count)?;
+            if e.origin.is_none() {
+                self.note_source(src, e.position);
+            }
+        }
+        Ok(())
     }
 
     /// Warn when a source's positions go backwards (an unordered bridge
     /// out after a failure, or a duplicate older than the dedup window).
-    fn check_order(&mut self, meta: &Meta, seq: u64) {
-        let Some((src, pos)) = meta.key.split_once(':') else {
-            return;
-        };
-        let Ok(pos) = pos.parse::<u64>() else {
-            return;
-        };
+    fn check_order(&mut self, src: &str, pos: u64, seq: u64) {
         if let Some((last_src, last_pos)) = &self.last_source
             && last_src == src
             && pos < *last_pos
@@ -539,27 +633,38 @@ impl Writer {
                  out of order or duplicated upstream"
             );
         }
+        self.note_source(src, pos);
+    }
+
+    fn note_source(&mut self, src: &str, pos: u64) {
         match &mut self.last_source {
             Some((s, p)) if s == src => *p = pos,
             _ => self.last_source = Some((src.to_string(), pos)),
         }
     }
 
-    /// Append `f` (JetStream sequence `seq`, its last part) and record it.
-    fn apply(&mut self, f: &RawFrame, seq: u64) -> anyhow::Result<()> {
+    /// Append `f`, frame `k` of the `n` of JetStream message `seq` (of a
+    /// split frame: its last part), and record the point after it.
+    fn apply(&mut self, f: &RawFrame, seq: u64, k: usize, n: usize) -> anyhow::Result<()> {
         let end = f.flags & F_END != 0;
+        let after = if k == n {
+            point(seq + 1, 0)?
+        } else {
+            point(seq, k)?
+        };
         let g = self
             .producer
             .reserve_raw(f)
             .context("appending to the local stream")?;
         if end {
-            let pos = g.position();
-            self.slot.set(2, pos);
-            self.slot.set(1, seq);
+            // Position first: until the commit it is not committed, so a
+            // crash anywhere here leaves the pending point unused.
+            self.slot.set(2, g.position());
+            self.slot.set(1, after);
         }
         g.commit().context("committing to the local stream")?;
         if end {
-            self.slot.set(0, seq);
+            self.slot.set(0, after);
         }
         self.written = seq;
         self.stats.add(end as u64, f.data.len() as u64);

@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod batch;
 mod bench;
 mod inbound;
 mod outbound;
@@ -30,9 +31,11 @@ use std::time::Duration;
 
 pub use bench::{BenchConfig, BenchReport, bench_bridge};
 pub use inbound::{InConfig, run_in};
-pub use outbound::{OutConfig, run_out};
+pub use outbound::{DEFAULT_BATCH_BYTES, OutConfig, run_out};
 pub use stats::BridgeStats;
 
+/// Header: the number of frames packed into the message (see [`batch`]).
+pub const H_BATCH: &str = "Ipcress-Batch";
 /// Header: `i/n`, present when a frame is split into `n` NATS messages.
 pub const H_PART: &str = "Ipcress-Part";
 /// Header: the frame flags (decimal): `F_BEGIN`, `F_END`, `F_COMPRESSED`,

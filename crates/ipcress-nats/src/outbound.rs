@@ -41,7 +41,8 @@ use tracing::{debug, info, warn};
 
 use crate::stats::StatsWriter;
 use crate::{
-    Backoff, H_FLAGS, H_ORIGIN, H_ORIGIN_POS, H_PART, RaiseOnDrop, connect, hex, out_name,
+    Backoff, H_BATCH, H_FLAGS, H_ORIGIN, H_ORIGIN_POS, H_PART, RaiseOnDrop, batch, connect, hex,
+    out_name,
 };
 
 /// Configuration of `bridge out`.
@@ -69,10 +70,17 @@ pub struct OutConfig {
     pub ordered: bool,
     /// How long to wait for a publish ack before retrying.
     pub ack_timeout: Duration,
+    /// Pack consecutive frames into one NATS message of up to this many
+    /// bytes (`Ipcress-Batch`); 0 sends every frame as its own message.
+    /// Only when `ordered`: batches formed after a restart may differ from
+    /// those before it, and only the ordered resume (from JetStream's last
+    /// message) tells exactly what is stored.
+    pub batch_bytes: usize,
 }
 
 impl OutConfig {
-    /// Defaults: window 256, 1 replica, ordered, 10 s ack timeout.
+    /// Defaults: window 256, 1 replica, ordered, 10 s ack timeout,
+    /// batches of up to 64 KiB.
     pub fn new(root: impl Into<PathBuf>, stream: &str, nats_url: &str, subject: &str) -> OutConfig {
         OutConfig {
             root: root.into(),
@@ -85,9 +93,13 @@ impl OutConfig {
             key: None,
             ordered: true,
             ack_timeout: Duration::from_secs(10),
+            batch_bytes: DEFAULT_BATCH_BYTES,
         }
     }
 }
+
+/// Default of [`OutConfig::batch_bytes`].
+pub const DEFAULT_BATCH_BYTES: usize = 64 << 10;
 
 /// One frame read from the local stream.
 struct Item {
@@ -98,6 +110,14 @@ struct Item {
     origin: [u8; 16],
     origin_position: u64,
     data: Bytes,
+}
+
+impl Item {
+    /// First written at this position of stream `id`: the origin is implied
+    /// by the message id (or the batch's source).
+    fn implied(&self, id: &[u8; 16]) -> bool {
+        self.origin == *id && self.origin_position == self.pos
+    }
 }
 
 /// Run `bridge out` until `stop` is raised (or a fatal local error).
@@ -121,8 +141,21 @@ pub fn run_out(cfg: OutConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let quit = Arc::new(AtomicBool::new(false));
     // Frames cross to the async side in batches: one wake-up per batch,
     // not per frame.
-    let batch = (cfg.window / 4).clamp(1, 64);
-    let (tx, rx) = mpsc::channel::<Vec<Item>>((cfg.window / batch).max(2));
+    // With batching, a hand-over is what fits in one NATS message.
+    let limit = Limit {
+        frames: if cfg.ordered && cfg.batch_bytes > 0 {
+            batch::MAX_FRAMES
+        } else {
+            (cfg.window / 4).clamp(1, 64)
+        },
+        bytes: if cfg.ordered && cfg.batch_bytes > 0 {
+            cfg.batch_bytes
+        } else {
+            usize::MAX
+        },
+        id: stream.id(),
+    };
+    let (tx, rx) = mpsc::channel::<Vec<Item>>((cfg.window / limit.frames).max(4));
     // Commit at least every quarter ring (a ring's producers wait for us).
     let commit_every = stream
         .capacity()
@@ -135,7 +168,7 @@ pub fn run_out(cfg: OutConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             .name("bridge-out-reader".into())
             .spawn(move || {
                 let _raise = RaiseOnDrop(quit.clone());
-                reader_loop(consumer, tx, &acked, &quit, &stop, commit_every, batch)
+                reader_loop(consumer, tx, &acked, &quit, &stop, commit_every, limit)
             })?
     };
     let stats = StatsWriter::open(&stream, &name)?;
@@ -193,6 +226,22 @@ fn open_consumer(stream: &Stream, name: &str, guard: &UserSlot) -> anyhow::Resul
     }
 }
 
+/// How many frames the reader hands over at once.
+#[derive(Clone, Copy)]
+struct Limit {
+    frames: usize,
+    /// Batch bytes (as encoded); `usize::MAX` without batching.
+    bytes: usize,
+    /// The local stream's id (an implied origin is shorter).
+    id: [u8; 16],
+}
+
+impl Limit {
+    fn size(&self, item: &Item) -> usize {
+        batch::entry_len(item.data.len(), !item.implied(&self.id))
+    }
+}
+
 fn reader_loop(
     mut c: Consumer,
     tx: mpsc::Sender<Vec<Item>>,
@@ -200,7 +249,7 @@ fn reader_loop(
     quit: &AtomicBool,
     stop: &AtomicBool,
     commit_every: u64,
-    batch: usize,
+    limit: Limit,
 ) -> anyhow::Result<()> {
     // Only acknowledged frames are committed (and released to producers).
     // `acked` only ever holds the position right after a frame that ends a
@@ -219,7 +268,13 @@ fn reader_loop(
     // Position after the last frame read that ends a message.
     let mut last_end = committed;
     let mut at_boundary = true;
-    let mut buf: Vec<Item> = Vec::with_capacity(batch);
+    let mut buf: Vec<Item> = Vec::new();
+    // Batch bytes in `buf`.
+    let mut bytes = 0;
+    let send = |buf: &mut Vec<Item>, bytes: &mut usize| {
+        *bytes = 0;
+        tx.blocking_send(std::mem::take(buf)).is_ok()
+    };
     loop {
         if quit.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
             break;
@@ -245,15 +300,21 @@ fn reader_loop(
                 if at_boundary {
                     last_end = next;
                 }
-                buf.push(Item {
+                let item = Item {
                     pos,
                     next,
                     flags: f.flags,
                     origin: f.origin,
                     origin_position: f.origin_position,
                     data: Bytes::from(f.data),
-                });
-                if buf.len() < batch {
+                };
+                let size = limit.size(&item);
+                if !buf.is_empty() && bytes + size > limit.bytes && !send(&mut buf, &mut bytes) {
+                    break;
+                }
+                bytes += size;
+                buf.push(item);
+                if buf.len() < limit.frames && bytes < limit.bytes {
                     continue;
                 }
             }
@@ -263,11 +324,8 @@ fn reader_loop(
             }
             Err(e) => return Err(e).context("reading the local stream"),
         }
-        if !buf.is_empty() {
-            let full = std::mem::replace(&mut buf, Vec::with_capacity(batch));
-            if tx.blocking_send(full).is_err() {
-                break;
-            }
+        if !buf.is_empty() && !send(&mut buf, &mut bytes) {
+            break;
         }
     }
     drop(tx);
@@ -296,6 +354,15 @@ struct Out<'a> {
     quit: &'a AtomicBool,
     /// Frames read and not yet acknowledged, in order.
     unacked: VecDeque<Item>,
+    /// Parts of the front frame known to be stored.
+    front_part: usize,
+    /// The cursor: the frame of `unacked` to publish next, and its part.
+    sent: usize,
+    part: usize,
+    /// Frames known to be stored that the reader has not handed over yet.
+    skip: Option<Resume>,
+    /// Batch size in bytes, 0 for none.
+    batch_limit: usize,
     /// Acks received since the last failure.
     progress: bool,
     js_stream: Option<String>,
@@ -325,6 +392,11 @@ async fn out_async(
         stats,
         quit,
         unacked: VecDeque::new(),
+        front_part: 0,
+        sent: 0,
+        part: 0,
+        skip: None,
+        batch_limit: if cfg.ordered { cfg.batch_bytes } else { 0 },
         progress: false,
         js_stream: cfg.create_stream.clone(),
         connects: Arc::default(),
@@ -446,19 +518,69 @@ const NAME_FLAGS: HeaderName = HeaderName::from_static(H_FLAGS);
 const NAME_ORIGIN: HeaderName = HeaderName::from_static(H_ORIGIN);
 const NAME_ORIGIN_POS: HeaderName = HeaderName::from_static(H_ORIGIN_POS);
 const NAME_PART: HeaderName = HeaderName::from_static(H_PART);
+const NAME_BATCH: HeaderName = HeaderName::from_static(H_BATCH);
 
-/// Publishes in flight, in order: the ack futures, and for each whether it
-/// is the last part of its frame.
+/// What a publish completes once it is acknowledged.
+#[derive(Clone, Copy, Debug)]
+struct Done {
+    /// Frames from the front of `unacked`.
+    frames: usize,
+    /// If no frame: parts of the front frame stored with it.
+    parts: usize,
+}
+
+/// One NATS message to publish, and where the cursor goes after it.
+struct Unit {
+    payload: Bytes,
+    headers: HeaderMap,
+    done: Done,
+    /// The cursor (frame of `unacked`, part) after it.
+    next: (usize, usize),
+}
+
+/// Where JetStream's last message says this bridge got to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Resume {
+    /// Every frame at or before this position is stored.
+    Through(u64),
+    /// Frames before `pos` are stored, and `parts` parts of the frame at
+    /// `pos`.
+    Part { pos: u64, parts: usize },
+}
+
+/// Read the position out of a message id this bridge wrote:
+/// `<id>:<pos>`, `<id>:<first>-<last>` (batch) or `<id>:<pos>:<part>`.
+fn resume_from(id_prefix: &str, msg_id: &str, part: Option<&str>) -> Option<Resume> {
+    let rest = msg_id.strip_prefix(id_prefix)?;
+    let num = |s: &str| s.parse::<u64>().ok();
+    if let Some((_, last)) = rest.split_once('-') {
+        return Some(Resume::Through(num(last)?));
+    }
+    let pos = rest.split(':').next().and_then(num)?;
+    match part.and_then(|p| p.split_once('/')) {
+        Some((i, n)) => {
+            let (i, n) = (num(i)? as usize, num(n)? as usize);
+            if i >= n {
+                Some(Resume::Through(pos))
+            } else {
+                Some(Resume::Part { pos, parts: i })
+            }
+        }
+        None => Some(Resume::Through(pos)),
+    }
+}
+
+/// Publishes in flight, in order: the ack futures and what each completes.
 struct InFlight {
     futs: FuturesOrdered<AckFut>,
-    ends: VecDeque<bool>,
+    dones: VecDeque<Done>,
 }
 
 impl InFlight {
     fn new() -> InFlight {
         InFlight {
             futs: FuturesOrdered::new(),
-            ends: VecDeque::new(),
+            dones: VecDeque::new(),
         }
     }
     fn len(&self) -> usize {
@@ -467,15 +589,15 @@ impl InFlight {
     fn is_empty(&self) -> bool {
         self.futs.is_empty()
     }
-    fn push(&mut self, ack: PublishAckFuture, end: bool) {
+    fn push(&mut self, ack: PublishAckFuture, done: Done) {
         self.futs.push_back(ack.into_future());
-        self.ends.push_back(end);
+        self.dones.push_back(done);
     }
-    /// The next ack: `Some(Ok(true))` when it completes a frame.
-    async fn next(&mut self) -> Option<Result<bool, PublishError>> {
+    /// The next ack and what it completes.
+    async fn next(&mut self) -> Option<Result<Done, PublishError>> {
         let r = self.futs.next().await?;
-        let end = self.ends.pop_front().expect("one flag per publish");
-        Some(r.map(|_| end))
+        let done = self.dones.pop_front().expect("one entry per publish");
+        Some(r.map(|_| done))
     }
 }
 
@@ -484,8 +606,8 @@ impl Out<'_> {
         self.quit.load(Ordering::Relaxed)
     }
 
-    /// The last sequence of the JetStream stream that takes our subject.
-    async fn last_sequence(&mut self, js: &Context) -> anyhow::Result<u64> {
+    /// The JetStream stream that takes our subject.
+    async fn js_stream(&mut self, js: &Context) -> anyhow::Result<jetstream::stream::Stream> {
         let name = match &self.js_stream {
             Some(n) => n.clone(),
             None => {
@@ -497,110 +619,194 @@ impl Out<'_> {
                 n
             }
         };
-        let mut s = js.get_stream(&name).await?;
-        Ok(s.info().await?.state.last_sequence)
+        Ok(js.get_stream(&name).await?)
     }
 
-    /// Publish part `i` of `n` of `item`. The headers are built directly
-    /// (static names, one string per value), as this runs for every record.
-    async fn publish_part(
-        &self,
-        js: &Context,
-        item: &Item,
-        chunk: usize,
-        i: usize,
-        n: usize,
-        expect: Option<u64>,
-    ) -> Result<PublishAckFuture, PublishError> {
-        let part = if n == 1 {
-            item.data.clone()
-        } else {
-            item.data
-                .slice(i * chunk..((i + 1) * chunk).min(item.data.len()))
+    /// The last sequence of the JetStream stream, and how far its last
+    /// message (if this bridge wrote it) says the local stream got.
+    async fn last_message(&mut self, js: &Context) -> anyhow::Result<(u64, Option<Resume>)> {
+        let mut s = self.js_stream(js).await?;
+        let last = s.info().await?.state.last_sequence;
+        if last == 0 {
+            return Ok((0, None));
+        }
+        let m = match s.get_raw_message(last).await {
+            Ok(m) => m,
+            Err(e) => {
+                warn!("bridge out: cannot read JetStream message {last}: {e}");
+                return Ok((last, None));
+            }
         };
+        let part = m.headers.get(H_PART).map(|v| v.as_str());
+        let resume = m
+            .headers
+            .get(header::NATS_MESSAGE_ID)
+            .and_then(|id| resume_from(&self.id_prefix, id.as_str(), part));
+        if resume.is_none() {
+            warn!(
+                "bridge out: the last message of the JetStream stream ({last}) is not from this \
+                 stream: resuming from the local acknowledged position"
+            );
+        }
+        Ok((last, resume))
+    }
+
+    /// Acknowledge the frames at the front that `skip` says are stored.
+    fn apply_skip(&mut self) {
+        while let (Some(r), Some(front)) = (self.skip, self.unacked.front()) {
+            match r {
+                Resume::Through(p) if front.pos <= p => self.front_acked(),
+                Resume::Part { pos, .. } if front.pos < pos => self.front_acked(),
+                Resume::Part { pos, parts } if front.pos == pos => {
+                    self.front_part = parts;
+                    if self.sent == 0 {
+                        self.part = parts;
+                    }
+                    self.skip = None;
+                }
+                _ => self.skip = None,
+            }
+        }
+    }
+
+    /// The frame at `unacked[k]` as a single message or part `part` of
+    /// it, or a batch of frames from `k` on.
+    fn unit(&self, k: usize, part: usize, max_payload: usize) -> Unit {
+        let item = &self.unacked[k];
+        let (chunk, n) = parts(item, max_payload);
         let mut h = HeaderMap::new();
+        let mut id = String::with_capacity(self.id_prefix.len() + 44);
+        id.push_str(&self.id_prefix);
+        push_u64(&mut id, item.pos);
+        let implied = item.implied(&self.id);
+        // Frames that fit together in one message.
+        let mut count = 1;
+        if n == 1 && self.batch_limit > 0 {
+            let limit = self.batch_limit.min(chunk);
+            let mut bytes = batch::entry_len(item.data.len(), !implied);
+            for next in self.unacked.range(k + 1..) {
+                bytes += batch::entry_len(next.data.len(), !next.implied(&self.id));
+                if bytes > limit || count == batch::MAX_FRAMES {
+                    break;
+                }
+                count += 1;
+            }
+        }
+        if count > 1 {
+            let frames = self.unacked.range(k..k + count);
+            let mut payload = Vec::with_capacity(self.batch_limit.min(chunk));
+            let mut last = item.pos;
+            for f in frames {
+                let own = f.implied(&self.id);
+                batch::encode(
+                    &mut payload,
+                    &batch::Entry {
+                        flags: f.flags,
+                        origin: (!own).then_some(f.origin),
+                        position: if own { f.pos } else { f.origin_position },
+                        data: &f.data,
+                    },
+                );
+                last = f.pos;
+            }
+            id.push('-');
+            push_u64(&mut id, last);
+            h.insert(NAME_BATCH, decimal(count as u64));
+            h.insert(header::NATS_MESSAGE_ID, id);
+            return Unit {
+                payload: Bytes::from(payload),
+                headers: h,
+                done: Done {
+                    frames: count,
+                    parts: 0,
+                },
+                next: (k + count, 0),
+            };
+        }
         h.insert(NAME_FLAGS, decimal(item.flags.into()));
-        if item.origin != self.id || item.origin_position != item.pos {
+        if !implied {
             // Otherwise implied by the message id.
             h.insert(NAME_ORIGIN, hex(&item.origin));
             h.insert(NAME_ORIGIN_POS, decimal(item.origin_position));
         }
-        let mut id = String::with_capacity(self.id_prefix.len() + 32);
-        id.push_str(&self.id_prefix);
-        push_u64(&mut id, item.pos);
-        if n > 1 {
-            let mut part = String::with_capacity(24);
-            push_u64(&mut part, i as u64 + 1);
-            part.push('/');
-            push_u64(&mut part, n as u64);
-            h.insert(NAME_PART, part);
-            id.push(':');
-            push_u64(&mut id, i as u64 + 1);
+        if n == 1 {
+            h.insert(header::NATS_MESSAGE_ID, id);
+            return Unit {
+                payload: item.data.clone(),
+                headers: h,
+                done: Done {
+                    frames: 1,
+                    parts: 0,
+                },
+                next: (k + 1, 0),
+            };
         }
+        let mut p = String::with_capacity(24);
+        push_u64(&mut p, part as u64 + 1);
+        p.push('/');
+        push_u64(&mut p, n as u64);
+        h.insert(NAME_PART, p);
+        id.push(':');
+        push_u64(&mut id, part as u64 + 1);
         h.insert(header::NATS_MESSAGE_ID, id);
+        let last = part + 1 == n;
+        Unit {
+            payload: item
+                .data
+                .slice(part * chunk..((part + 1) * chunk).min(item.data.len())),
+            headers: h,
+            done: Done {
+                frames: last as usize,
+                parts: if last { 0 } else { part + 1 },
+            },
+            next: if last { (k + 1, 0) } else { (k, part + 1) },
+        }
+    }
+
+    /// Publish the unit at the cursor; with `expect`, it carries the
+    /// expected last sequence, which then advances.
+    async fn publish_next(
+        &mut self,
+        js: &Context,
+        max_payload: usize,
+        expect: Option<&mut u64>,
+    ) -> Result<(PublishAckFuture, Done), PublishError> {
+        let Unit {
+            payload,
+            mut headers,
+            done,
+            next,
+        } = self.unit(self.sent, self.part, max_payload);
         if let Some(e) = expect {
-            h.insert(header::NATS_EXPECTED_LAST_SEQUENCE, decimal(e));
+            headers.insert(header::NATS_EXPECTED_LAST_SEQUENCE, decimal(*e));
+            *e += 1;
         }
-        js.send_publish(
-            self.subject.clone(),
-            Publish::build().payload(part).headers(h),
-        )
-        .await
+        let ack = js
+            .send_publish(
+                self.subject.clone(),
+                Publish::build().payload(payload).headers(headers),
+            )
+            .await?;
+        (self.sent, self.part) = next;
+        Ok((ack, done))
     }
 
-    /// Publish every part of frame `k` of `unacked`; with `expect`, each
-    /// part carries the expected last sequence, advanced per part.
-    async fn publish(
-        &self,
-        js: &Context,
-        k: usize,
-        max_payload: usize,
-        mut expect: Option<&mut u64>,
-        inflight: &mut InFlight,
-    ) -> Result<(), PublishError> {
-        let item = &self.unacked[k];
-        let (chunk, n) = parts(item, max_payload);
-        for i in 0..n {
-            let e = expect.as_deref_mut().map(|e| {
-                *e += 1;
-                *e - 1
-            });
-            let ack = self.publish_part(js, item, chunk, i, n, e).await?;
-            inflight.push(ack, i + 1 == n);
+    /// An acknowledged publish: pop the frames it completes.
+    fn acked(&mut self, done: Done) {
+        if done.frames == 0 {
+            self.front_part = done.parts;
+            return;
         }
-        Ok(())
-    }
-
-    /// Publish the parts of the front frame one by one, waiting for each
-    /// ack and following the stream's last sequence (a duplicate does not
-    /// advance it). True if a part was newly stored.
-    async fn publish_probe(
-        &self,
-        js: &Context,
-        max_payload: usize,
-        last: &mut u64,
-    ) -> anyhow::Result<bool> {
-        let item = &self.unacked[0];
-        let (chunk, n) = parts(item, max_payload);
-        let mut stored = false;
-        for i in 0..n {
-            let ack = self
-                .publish_part(js, item, chunk, i, n, Some(*last))
-                .await
-                .context("publish")?
-                .await
-                .context("publish")?;
-            if !ack.duplicate {
-                stored = true;
-                *last = ack.sequence;
-            }
+        for _ in 0..done.frames {
+            self.front_acked();
         }
-        Ok(stored)
+        self.sent -= done.frames;
     }
 
     /// The front frame is in JetStream.
     fn front_acked(&mut self) {
         let item = self.unacked.pop_front().expect("an unacknowledged frame");
+        self.front_part = 0;
         self.progress = true;
         let end = item.flags & F_END != 0;
         self.stats.add(end as u64, item.data.len() as u64);
@@ -615,6 +821,7 @@ impl Out<'_> {
         match batch {
             Some(b) => {
                 self.unacked.extend(b);
+                self.apply_skip();
                 true
             }
             None => false,
@@ -631,19 +838,24 @@ impl Out<'_> {
     ) -> anyhow::Result<Exit> {
         let window = self.cfg.window;
         let ordered = self.cfg.ordered;
-        // Ordered: start one at a time (after a restart or a failure the
-        // first frames are likely duplicates, which do not move the
-        // sequence), pipeline once a frame is newly stored.
+        (self.sent, self.part) = (0, self.front_part);
+        // Ordered: JetStream holds a prefix of our frames in order, and its
+        // last message says how far (a restart, or publishes of ours that
+        // were stored although their acks were lost). Then start one at a
+        // time (a duplicate does not move the sequence), and pipeline once
+        // a message is newly stored.
         let mut probe = ordered;
-        let mut last = if ordered {
-            self.last_sequence(js).await?
-        } else {
-            0
-        };
+        let mut last = 0;
+        if ordered {
+            let (seq, resume) = self.last_message(js).await?;
+            last = seq;
+            if resume.is_some() {
+                self.skip = resume;
+                self.apply_skip();
+            }
+        }
         debug!("bridge out: pipeline starts, last sequence {last}");
         let mut inflight = InFlight::new();
-        // Frames of `unacked` published (at least in part).
-        let mut sent = 0usize;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let connects = self.connects.load(Ordering::SeqCst);
@@ -656,12 +868,10 @@ impl Out<'_> {
             if self.stopping() {
                 // Collect the acks in flight, then leave.
                 let deadline = tokio::time::Instant::now() + self.cfg.ack_timeout;
-                while let Ok(Some(Ok(end))) =
+                while let Ok(Some(Ok(done))) =
                     tokio::time::timeout_at(deadline, inflight.next()).await
                 {
-                    if end {
-                        self.front_acked();
-                    }
+                    self.acked(done);
                 }
                 return Ok(Exit::Stop);
             }
@@ -675,32 +885,31 @@ impl Out<'_> {
                     }
                     continue;
                 }
-                if self.publish_probe(js, max_payload, &mut last).await? {
+                // The expected sequence only moves with a newly stored one.
+                let mut expect = last;
+                let (ack, done) = self
+                    .publish_next(js, max_payload, Some(&mut expect))
+                    .await
+                    .context("publish")?;
+                let ack = ack.await.context("publish")?;
+                if !ack.duplicate {
+                    last = ack.sequence;
                     debug!("bridge out: pipelining again after sequence {last}");
                     probe = false;
                 }
-                self.front_acked();
+                self.acked(done);
                 continue;
             }
-            while sent < self.unacked.len() && inflight.len() < window {
-                self.publish(
-                    js,
-                    sent,
-                    max_payload,
-                    ordered.then_some(&mut last),
-                    &mut inflight,
-                )
-                .await?;
-                sent += 1;
+            while self.sent < self.unacked.len() && inflight.len() < window {
+                let (ack, done) = self
+                    .publish_next(js, max_payload, ordered.then_some(&mut last))
+                    .await?;
+                inflight.push(ack, done);
             }
             tokio::select! {
                 biased;
                 r = inflight.next(), if !inflight.is_empty() => match r {
-                    Some(Ok(true)) => {
-                        self.front_acked();
-                        sent -= 1;
-                    }
-                    Some(Ok(false)) => {}
+                    Some(Ok(done)) => self.acked(done),
                     Some(Err(e)) => {
                         if e.kind() == PublishErrorKind::WrongLastSequence {
                             debug!("bridge out: a publish was lost in flight: {e}");
@@ -709,17 +918,51 @@ impl Out<'_> {
                     }
                     None => {}
                 },
-                r = rx.recv(), if self.unacked.len() < window => if !self.take(r) {
+                r = rx.recv(), if self.sent == self.unacked.len() => if !self.take(r) {
                     // The reader is gone: finish what is in flight.
                     while let Some(r) = inflight.next().await {
-                        if r.context("publish")? {
-                            self.front_acked();
-                        }
+                        self.acked(r.context("publish")?);
                     }
                     return Ok(Exit::ReaderGone);
                 },
                 _ = tick.tick() => self.stats.flush(),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_points() {
+        let p = "00ff:";
+        assert_eq!(resume_from(p, "00ff:96", None), Some(Resume::Through(96)));
+        assert_eq!(
+            resume_from(p, "00ff:96-4096", None),
+            Some(Resume::Through(4096))
+        );
+        assert_eq!(
+            resume_from(p, "00ff:96:2", Some("2/5")),
+            Some(Resume::Part { pos: 96, parts: 2 })
+        );
+        assert_eq!(
+            resume_from(p, "00ff:96:5", Some("5/5")),
+            Some(Resume::Through(96))
+        );
+        // Another stream's message, or not one of ours at all.
+        assert_eq!(resume_from(p, "00fe:96", None), None);
+        assert_eq!(resume_from(p, "order-17", None), None);
+        assert_eq!(resume_from(p, "00ff:x-3", None), Some(Resume::Through(3)));
+        assert_eq!(resume_from(p, "00ff:1-x", None), None);
+        assert_eq!(resume_from(p, "00ff:96:1", Some("1/x")), None);
+    }
+
+    #[test]
+    fn decimals() {
+        for n in [0, 7, 10, 99, 12345, u64::MAX] {
+            assert_eq!(decimal(n), n.to_string());
         }
     }
 }
