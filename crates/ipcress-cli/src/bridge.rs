@@ -41,6 +41,10 @@ pub struct OutArgs {
     /// Publishes in flight
     #[arg(long, default_value_t = 256)]
     pub window: usize,
+    /// Pack consecutive records into NATS messages of up to this many bytes
+    /// (0: one message per record, readable by any NATS client)
+    #[arg(long, default_value_t = ipcress_nats::DEFAULT_BATCH_BYTES)]
+    pub batch_bytes: usize,
     /// Key file of an encrypted stream (frames travel encrypted)
     #[arg(long, env = "IPCRESS_KEY_FILE")]
     pub key: Option<PathBuf>,
@@ -76,6 +80,7 @@ pub fn run(ctx: &Ctx, a: BridgeArgs) -> Result<()> {
             cfg.create_stream = o.create_stream;
             cfg.replicas = o.replicas;
             cfg.window = o.window;
+            cfg.batch_bytes = o.batch_bytes;
             cfg.key = o.key;
             ipcress_nats::run_out(cfg, stop)
         }

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use ipcress::{Stream, StreamOptions};
 
-use crate::{BridgeStats, InConfig, OutConfig, in_name, out_name, run_in, run_out};
+use crate::{InConfig, OutConfig, in_name, out_name, run_in, run_out};
 
 /// What to measure.
 #[derive(Clone, Debug)]
@@ -33,6 +33,8 @@ pub struct BenchConfig {
     pub replicas: usize,
     /// Run `bridge out` ordered (see [`OutConfig::ordered`]).
     pub ordered: bool,
+    /// Batch size of `bridge out` ([`OutConfig::batch_bytes`]).
+    pub batch_bytes: usize,
     /// Run the plain publishers before the bridge (alternate between
     /// repetitions so that neither side always runs on a fresher server).
     pub plain_first: bool,
@@ -50,6 +52,7 @@ impl BenchConfig {
             window: 256,
             replicas: 1,
             ordered: true,
+            batch_bytes: crate::DEFAULT_BATCH_BYTES,
             plain_first: false,
         }
     }
@@ -62,8 +65,11 @@ pub struct BenchReport {
     pub records: u64,
     /// Size of each record.
     pub record_size: usize,
-    /// Local stream → JetStream by `bridge out` (all acked).
+    /// Local stream → JetStream by `bridge out` (all acked), batching
+    /// frames as configured.
     pub bridge_out: Duration,
+    /// The same with one NATS message per record (`batch_bytes` 0).
+    pub bridge_out_per_record: Duration,
     /// JetStream → local stream by `bridge in` (all committed).
     pub bridge_in: Duration,
     /// The same records published by a plain async-nats JetStream
@@ -97,6 +103,7 @@ impl fmt::Display for BenchReport {
         writeln!(f, "{} records of {} B", self.records, self.record_size)?;
         for (name, d) in [
             ("bridge out", self.bridge_out),
+            ("bridge out per record", self.bridge_out_per_record),
             ("bridge in", self.bridge_in),
             ("plain JetStream publish", self.plain),
             ("plain, current thread", self.plain_current_thread),
@@ -147,26 +154,18 @@ pub fn bench_bridge(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
         plain = plain_runs(cfg, &tag, &record)?;
     }
 
-    // bridge out
-    let mut oc = OutConfig::new(&cfg.root, &src_name, &cfg.nats_url, &subject);
-    oc.create_stream = Some(js_bridge.clone());
-    oc.replicas = cfg.replicas;
-    oc.window = cfg.window;
-    oc.ordered = cfg.ordered;
-    // Done when the guard slot (word 0 = acknowledged position + 1, saved
-    // at every ack) covers the stream; the counters in `BridgeStats` are
-    // only flushed every 100-250 ms, too coarse for a timer.
-    let end = src.tail();
-    let bridge_out = run_until(
-        move |stop| run_out(oc, stop),
-        || {
-            src.find_user_slot(&out_name(&subject))
-                .is_some_and(|g| g.get(0) > end)
-                || BridgeStats::read(&src, &out_name(&subject)).map_or(0, |s| s.records) >= n
-        },
-    )?;
+    // bridge out, batched as configured, then one message per record.
+    let bridge_out = bridge_out_run(cfg, &src, &subject, &js_bridge, cfg.batch_bytes)?;
+    let js_single = format!("{js_bridge}1");
+    let bridge_out_per_record = bridge_out_run(cfg, &src, &format!("{subject}1"), &js_single, 0)?;
 
-    // bridge in
+    // bridge in, from the batched JetStream stream.
+    let rt = crate::runtime()?;
+    let last = rt.block_on(async {
+        let client = crate::connect(&cfg.nats_url, "ipcress-bench", Default::default()).await?;
+        let mut s = jetstream::new(client).get_stream(&js_bridge).await?;
+        anyhow::Ok(s.info().await?.state.last_sequence)
+    })?;
     let ic = InConfig::new(
         &cfg.root,
         &cfg.nats_url,
@@ -175,25 +174,25 @@ pub fn bench_bridge(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
         &dst_name,
     );
     let durable = ic.durable.clone();
-    // Done when the applied JetStream sequence (word 0 of the bridge's
-    // slot, saved at every commit) reaches the last of the n messages.
+    // Done when the applied point (word 0 of the bridge's slot, saved at
+    // every commit: next sequence << 16) is past the last message.
     let bridge_in = run_until(
         move |stop| run_in(ic, stop),
         || {
             dst.find_user_slot(&in_name(&durable))
-                .is_some_and(|s| s.get(0) >= n)
-                || BridgeStats::read(&dst, &in_name(&durable)).map_or(0, |s| s.records) >= n
+                .is_some_and(|s| s.get(0) >> 16 > last)
         },
     )?;
 
     if !cfg.plain_first {
         plain = plain_runs(cfg, &tag, &record)?;
     }
-    // Remove the bridge's JetStream stream (best effort).
-    let rt = crate::runtime()?;
+    // Remove the bridges' JetStream streams (best effort).
     rt.block_on(async {
         let client = crate::connect(&cfg.nats_url, "ipcress-bench", Default::default()).await?;
-        let _ = jetstream::new(client).delete_stream(&js_bridge).await;
+        let js = jetstream::new(client);
+        let _ = js.delete_stream(&js_bridge).await;
+        let _ = js.delete_stream(&js_single).await;
         anyhow::Ok(())
     })?;
     let _ = Stream::remove_in(&cfg.root, &src_name);
@@ -202,12 +201,39 @@ pub fn bench_bridge(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
         records: n,
         record_size: cfg.record_size,
         bridge_out,
+        bridge_out_per_record,
         bridge_in,
         plain: plain[0],
         plain_msg_id: plain[1],
         plain_bridge_headers: plain[2],
         plain_current_thread: plain[3],
     })
+}
+
+/// Time `bridge out` from `src` to `subject` (JetStream stream `js`,
+/// created) until every record is acknowledged.
+fn bridge_out_run(
+    cfg: &BenchConfig,
+    src: &Stream,
+    subject: &str,
+    js: &str,
+    batch_bytes: usize,
+) -> anyhow::Result<Duration> {
+    let mut oc = OutConfig::new(&cfg.root, src.name(), &cfg.nats_url, subject);
+    oc.create_stream = Some(js.to_string());
+    oc.replicas = cfg.replicas;
+    oc.window = cfg.window;
+    oc.ordered = cfg.ordered;
+    oc.batch_bytes = batch_bytes;
+    // Done when the guard slot (word 0 = acknowledged position + 1, saved
+    // at every ack) covers the stream; the counters in `BridgeStats` are
+    // only flushed every 100-250 ms, too coarse for a timer.
+    let end = src.tail();
+    let name = out_name(subject);
+    run_until(
+        move |stop| run_out(oc, stop),
+        || src.find_user_slot(&name).is_some_and(|g| g.get(0) > end),
+    )
 }
 
 /// The plain publishers, each on a JetStream stream of its own: bare, with

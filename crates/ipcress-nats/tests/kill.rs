@@ -10,10 +10,18 @@ use std::time::{Duration, Instant};
 use common::*;
 use ipcress::{Stream, StreamOptions};
 
-const N: u64 = 200_000;
-
 #[test]
 fn bridges_killed_and_restarted() {
+    killed_and_restarted(200_000, &[]);
+}
+
+/// The same with one NATS message per record (no batches).
+#[test]
+fn bridges_killed_and_restarted_one_message_per_record() {
+    killed_and_restarted(60_000, &["--batch-bytes", "0"]);
+}
+
+fn killed_and_restarted(n: u64, out_extra: &[&str]) {
     let Some(bin) = nats_server() else { return };
     let work = work_dir();
     let root = shm_dir();
@@ -26,7 +34,7 @@ fn bridges_killed_and_restarted() {
     let mut out = Bridge::spawn(
         "out",
         work.path(),
-        &out_args(&r, &url, "kill.data", "KILL", &[]),
+        &out_args(&r, &url, "kill.data", "KILL", out_extra),
     );
     let mut inb = Bridge::spawn(
         "in",
@@ -40,8 +48,8 @@ fn bridges_killed_and_restarted() {
         let done = done.clone();
         std::thread::spawn(move || {
             let mut i = 0;
-            while i < N {
-                let end = (i + 2_000).min(N);
+            while i < n {
+                let end = (i + 2_000).min(n);
                 fill(&src, i..end);
                 i = end;
                 std::thread::sleep(Duration::from_millis(60));
@@ -74,9 +82,9 @@ fn bridges_killed_and_restarted() {
         t0.elapsed().as_secs_f64()
     );
     let what = || format!("{}\n{}", out.tail_log(), inb.tail_log());
-    verify(&dst, N, Duration::from_secs(180), &what);
+    verify(&dst, n, Duration::from_secs(180), &what);
     eprintln!(
-        "all {N} records equal after {:.1} s",
+        "all {n} records equal after {:.1} s",
         t0.elapsed().as_secs_f64()
     );
     out.stop();

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! ipcress-bridge-test out --root DIR --stream S --nats URL --subject SUBJ
-//!                         [--create-stream JS --replicas N --window N --unordered --key F]
+//!                         [--create-stream JS --replicas N --window N --batch-bytes N
+//!                          --unordered --key F]
 //! ipcress-bridge-test in  --root DIR --nats URL --js-stream JS --durable NAME
 //!                         --stream T [--create-local --key F]
 //! ipcress-bridge-test bench --root DIR --nats URL [--records N --size B --window N]
@@ -76,6 +77,7 @@ fn main() -> anyhow::Result<()> {
             c.create_stream = opts.get("create-stream").cloned();
             c.replicas = num("replicas", 1)?;
             c.window = num("window", 256)?;
+            c.batch_bytes = num("batch-bytes", ipcress_nats::DEFAULT_BATCH_BYTES)?;
             c.ordered = !opts.contains_key("unordered");
             c.key = opts.get("key").map(Into::into);
             run_out(c, stop)
