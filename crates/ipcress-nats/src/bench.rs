@@ -174,15 +174,43 @@ pub fn bench_bridge(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
         &dst_name,
     );
     let durable = ic.durable.clone();
+    let dst_done = dst.clone();
     // Done when the applied point (word 0 of the bridge's slot, saved at
     // every commit: next sequence << 16) is past the last message.
     let bridge_in = run_until(
         move |stop| run_in(ic, stop),
         || {
-            dst.find_user_slot(&in_name(&durable))
+            dst_done
+                .find_user_slot(&in_name(&durable))
                 .is_some_and(|s| s.get(0) >> 16 > last)
         },
     )?;
+
+    // What the runs moved: T holds every record once, and so does the
+    // unbatched JetStream stream.
+    let mut c = dst.subscribe(ipcress::From::Start)?;
+    for i in 0..n {
+        let m = c
+            .recv_timeout(Duration::from_secs(10))?
+            .with_context(|| format!("bridge in delivered {i} of {n} records"))?;
+        anyhow::ensure!(
+            m.to_vec()? == record,
+            "record {i} differs after bridge out and in"
+        );
+    }
+    anyhow::ensure!(
+        c.recv_timeout(Duration::from_millis(100))?.is_none(),
+        "more than {n} records after bridge out and in"
+    );
+    let single = rt.block_on(async {
+        let client = crate::connect(&cfg.nats_url, "ipcress-bench", Default::default()).await?;
+        let mut s = jetstream::new(client).get_stream(&js_single).await?;
+        anyhow::Ok(s.info().await?.state.messages)
+    })?;
+    anyhow::ensure!(
+        single == n,
+        "{single} messages in JetStream for {n} records sent one per message"
+    );
 
     if !cfg.plain_first {
         plain = plain_runs(cfg, &tag, &record)?;
