@@ -354,8 +354,8 @@ struct Out<'a> {
     quit: &'a AtomicBool,
     /// Frames read and not yet acknowledged, in order.
     unacked: VecDeque<Item>,
-    /// Parts of the front frame known to be stored.
-    front_part: usize,
+    /// Parts of the front frame known to be stored, and of how many.
+    front_part: (usize, usize),
     /// The cursor: the frame of `unacked` to publish next, and its part.
     sent: usize,
     part: usize,
@@ -392,7 +392,7 @@ async fn out_async(
         stats,
         quit,
         unacked: VecDeque::new(),
-        front_part: 0,
+        front_part: (0, 0),
         sent: 0,
         part: 0,
         skip: None,
@@ -525,8 +525,8 @@ const NAME_BATCH: HeaderName = HeaderName::from_static(H_BATCH);
 struct Done {
     /// Frames from the front of `unacked`.
     frames: usize,
-    /// If no frame: parts of the front frame stored with it.
-    parts: usize,
+    /// If no frame: parts of the front frame stored with it, of how many.
+    parts: (usize, usize),
 }
 
 /// One NATS message to publish, and where the cursor goes after it.
@@ -543,9 +543,9 @@ struct Unit {
 enum Resume {
     /// Every frame at or before this position is stored.
     Through(u64),
-    /// Frames before `pos` are stored, and `parts` parts of the frame at
-    /// `pos`.
-    Part { pos: u64, parts: usize },
+    /// Frames before `pos` are stored, and `parts` of the `of` parts of
+    /// the frame at `pos`.
+    Part { pos: u64, parts: usize, of: usize },
 }
 
 /// Read the position out of a message id this bridge wrote:
@@ -563,7 +563,11 @@ fn resume_from(id_prefix: &str, msg_id: &str, part: Option<&str>) -> Option<Resu
             if i >= n {
                 Some(Resume::Through(pos))
             } else {
-                Some(Resume::Part { pos, parts: i })
+                Some(Resume::Part {
+                    pos,
+                    parts: i,
+                    of: n,
+                })
             }
         }
         None => Some(Resume::Through(pos)),
@@ -657,8 +661,8 @@ impl Out<'_> {
             match r {
                 Resume::Through(p) if front.pos <= p => self.front_acked(),
                 Resume::Part { pos, .. } if front.pos < pos => self.front_acked(),
-                Resume::Part { pos, parts } if front.pos == pos => {
-                    self.front_part = parts;
+                Resume::Part { pos, parts, of } if front.pos == pos => {
+                    self.front_part = (parts, of);
                     if self.sent == 0 {
                         self.part = parts;
                     }
@@ -718,7 +722,7 @@ impl Out<'_> {
                 headers: h,
                 done: Done {
                     frames: count,
-                    parts: 0,
+                    parts: (0, 0),
                 },
                 next: (k + count, 0),
             };
@@ -736,7 +740,7 @@ impl Out<'_> {
                 headers: h,
                 done: Done {
                     frames: 1,
-                    parts: 0,
+                    parts: (0, 0),
                 },
                 next: (k + 1, 0),
             };
@@ -757,7 +761,7 @@ impl Out<'_> {
             headers: h,
             done: Done {
                 frames: last as usize,
-                parts: if last { 0 } else { part + 1 },
+                parts: if last { (0, 0) } else { (part + 1, n) },
             },
             next: if last { (k + 1, 0) } else { (k, part + 1) },
         }
@@ -771,6 +775,18 @@ impl Out<'_> {
         max_payload: usize,
         expect: Option<&mut u64>,
     ) -> Result<(PublishAckFuture, Done), PublishError> {
+        if self.sent == 0 && self.part > 0 && self.part == self.front_part.0 {
+            // Resuming inside a split frame: only with the same split.
+            let n = self.unacked.front().map_or(0, |f| parts(f, max_payload).1);
+            if n != self.front_part.1 {
+                warn!(
+                    "bridge out: the server's max payload changed: frame {} is sent again \
+                     from its first part",
+                    self.unacked[0].pos
+                );
+                self.part = 0;
+            }
+        }
         let Unit {
             payload,
             mut headers,
@@ -806,7 +822,7 @@ impl Out<'_> {
     /// The front frame is in JetStream.
     fn front_acked(&mut self) {
         let item = self.unacked.pop_front().expect("an unacknowledged frame");
-        self.front_part = 0;
+        self.front_part = (0, 0);
         self.progress = true;
         let end = item.flags & F_END != 0;
         self.stats.add(end as u64, item.data.len() as u64);
@@ -838,7 +854,7 @@ impl Out<'_> {
     ) -> anyhow::Result<Exit> {
         let window = self.cfg.window;
         let ordered = self.cfg.ordered;
-        (self.sent, self.part) = (0, self.front_part);
+        (self.sent, self.part) = (0, self.front_part.0);
         // Ordered: JetStream holds a prefix of our frames in order, and its
         // last message says how far (a restart, or publishes of ours that
         // were stored although their acks were lost). Then start one at a
@@ -945,7 +961,11 @@ mod tests {
         );
         assert_eq!(
             resume_from(p, "00ff:96:2", Some("2/5")),
-            Some(Resume::Part { pos: 96, parts: 2 })
+            Some(Resume::Part {
+                pos: 96,
+                parts: 2,
+                of: 5
+            })
         );
         assert_eq!(
             resume_from(p, "00ff:96:5", Some("5/5")),
