@@ -864,6 +864,7 @@ impl Out<'_> {
         let mut last = 0;
         if ordered {
             let (seq, resume) = self.last_message(js).await?;
+            info!("bridge out: JetStream's last message is {seq}, holding {resume:?}");
             last = seq;
             if resume.is_some() {
                 self.skip = resume;
