@@ -48,7 +48,7 @@ impl Server {
         // A free port: bound and released just before the server takes it.
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let log = File::create(dir.path().join("nats-server.log"))?;
-        let child = Command::new(&bin)
+        let child = dies_with_parent(&bin)
             .args(["-js", "-a", "127.0.0.1", "-p"])
             .arg(port.to_string())
             .arg("-sd")
@@ -313,4 +313,18 @@ fn table(reps: &[Rep], opts: &Opts, setup: &Value) -> (String, Value) {
         "ratio_bridge_out_per_record_to_plain": ratio_single,
     });
     (s, medians)
+}
+
+/// A command running `bin` that dies with this process: under util-linux's
+/// `setpriv --pdeathsig KILL` when it is there, so that a server is not left
+/// behind if the caller is killed before it can stop it.
+fn dies_with_parent(bin: &std::path::Path) -> Command {
+    let setpriv = std::path::Path::new("/usr/bin/setpriv");
+    if setpriv.is_file() {
+        let mut c = Command::new(setpriv);
+        c.args(["--pdeathsig", "KILL", "--"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    }
 }

@@ -39,7 +39,7 @@ fn bridge_out_and_in_carry_every_record() {
         .unwrap()
         .port();
     let store = a.path().join("js");
-    let mut server = Command::new(bin)
+    let mut server = dies_with_parent(&bin)
         .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
         .arg(&store)
         .stdout(Stdio::null())
@@ -133,4 +133,18 @@ fn bridge_out_and_in_carry_every_record() {
     );
     let _ = server.kill();
     let _ = server.wait();
+}
+
+/// A command running `bin` that dies with this process: under util-linux's
+/// `setpriv --pdeathsig KILL` when it is there, so that a server is not left
+/// behind if the caller is killed before it can stop it.
+fn dies_with_parent(bin: &std::path::Path) -> Command {
+    let setpriv = std::path::Path::new("/usr/bin/setpriv");
+    if setpriv.is_file() {
+        let mut c = Command::new(setpriv);
+        c.args(["--pdeathsig", "KILL", "--"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    }
 }

@@ -13,7 +13,9 @@ use ipcress::{Stream, StreamOptions};
 /// payload), its index in the first 8 bytes.
 fn big(i: u64) -> Vec<u8> {
     let len = (1 << 20) + (mix_len(i) % (3 << 19)) as usize;
-    let mut out: Vec<u8> = (0..len).map(|j| (j as u64 ^ i.wrapping_mul(31)) as u8).collect();
+    let mut out: Vec<u8> = (0..len)
+        .map(|j| (j as u64 ^ i.wrapping_mul(31)) as u8)
+        .collect();
     out[..8].copy_from_slice(&i.to_le_bytes());
     out
 }

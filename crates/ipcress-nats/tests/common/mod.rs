@@ -130,7 +130,7 @@ impl Server {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(&self.bin)
+        let child = dies_with_parent(&self.bin)
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -454,4 +454,18 @@ pub fn in_args(root: &str, url: &str, js: &str, durable: &str, extra: &[&str]) -
     ]);
     v.extend(s(extra));
     v
+}
+
+/// A command running `bin` that dies with this process: under util-linux's
+/// `setpriv --pdeathsig KILL` when it is there, so that a server is not left
+/// behind if the caller is killed before it can stop it.
+fn dies_with_parent(bin: &std::path::Path) -> Command {
+    let setpriv = std::path::Path::new("/usr/bin/setpriv");
+    if setpriv.is_file() {
+        let mut c = Command::new(setpriv);
+        c.args(["--pdeathsig", "KILL", "--"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    }
 }
