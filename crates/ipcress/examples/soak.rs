@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ipcress::{Error, From, Stream, StreamOptions};
+use ipcress::{Consumer, Error, From, Stream, StreamOptions};
 
 const STREAM: &str = "soak";
 /// Producer ids.
@@ -154,36 +154,14 @@ fn main() {
             let mut con = s.consumer(d).expect("durable");
             ready.wait();
             let mut next: HashMap<u32, u64> = HashMap::new();
-            let mut buf = Vec::new();
-            loop {
-                if stop.load(SeqCst) && con.position() >= s.tail() {
-                    break;
+            receive(&mut con, &s, &stop, &c, d, |id, seq| {
+                let want = next.entry(id).or_insert(0);
+                if seq != *want {
+                    fail(&c, format!("{d}: producer {id} seq {seq}, expected {want}"));
                 }
-                let m = match con.recv_timeout(Duration::from_millis(200)) {
-                    Ok(Some(m)) => m,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        fail(&c, format!("{d}: {e}"));
-                        continue;
-                    }
-                };
-                buf.clear();
-                if let Err(e) = m.reader().read_to_end(&mut buf) {
-                    fail(&c, format!("{d}: {e}"));
-                    continue;
-                }
-                match check(&buf) {
-                    Ok((id, seq)) => {
-                        let want = next.entry(id).or_insert(0);
-                        if seq != *want {
-                            fail(&c, format!("{d}: producer {id} seq {seq}, expected {want}"));
-                        }
-                        *want = seq + 1;
-                        c.durable[i].fetch_add(1, Relaxed);
-                    }
-                    Err(e) => fail(&c, format!("{d}: {e}")),
-                }
-            }
+                *want = seq + 1;
+                c.durable[i].fetch_add(1, Relaxed);
+            });
             next
         }));
     }
@@ -192,34 +170,9 @@ fn main() {
         consumers.push(thread::spawn(move || {
             let mut con = s.group("g").expect("member");
             ready.wait();
-            let mut buf = Vec::new();
-            loop {
-                if stop.load(SeqCst) && con.position() >= s.tail() {
-                    break;
-                }
-                let m = match con.recv_timeout(Duration::from_millis(200)) {
-                    Ok(Some(m)) => m,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        fail(&c, format!("member: {e}"));
-                        continue;
-                    }
-                };
-                buf.clear();
-                match m.to_vec() {
-                    Ok(v) => buf = v,
-                    Err(e) => {
-                        fail(&c, format!("member: {e}"));
-                        continue;
-                    }
-                }
-                match check(&buf) {
-                    Ok(_) => {
-                        c.group.fetch_add(1, Relaxed);
-                    }
-                    Err(e) => fail(&c, format!("member: {e}")),
-                }
-            }
+            receive(&mut con, &s, &stop, &c, "member", |_, _| {
+                c.group.fetch_add(1, Relaxed);
+            });
             HashMap::new()
         }));
     }
@@ -375,4 +328,39 @@ fn main() {
         if ok { "OK" } else { "FAILED" }
     );
     std::process::exit(if ok { 0 } else { 1 });
+}
+
+/// Receive until `stop` is raised and the stream is drained; `on(producer,
+/// seq)` for every record that checks out, a failure for any other.
+fn receive(
+    con: &mut Consumer,
+    s: &Stream,
+    stop: &AtomicBool,
+    c: &Counters,
+    who: &str,
+    mut on: impl FnMut(u32, u64),
+) {
+    let mut buf = Vec::new();
+    loop {
+        if stop.load(SeqCst) && con.position() >= s.tail() {
+            break;
+        }
+        let m = match con.recv_timeout(Duration::from_millis(200)) {
+            Ok(Some(m)) => m,
+            Ok(None) => continue,
+            Err(e) => {
+                fail(c, format!("{who}: {e}"));
+                continue;
+            }
+        };
+        buf.clear();
+        if let Err(e) = m.reader().read_to_end(&mut buf) {
+            fail(c, format!("{who}: {e}"));
+            continue;
+        }
+        match check(&buf) {
+            Ok((id, seq)) => on(id, seq),
+            Err(e) => fail(c, format!("{who}: {e}")),
+        }
+    }
 }
