@@ -33,28 +33,6 @@ fn modes(dir: &Path) -> Vec<(String, u32)> {
     v
 }
 
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        == Some("0")
-}
-
-/// Whether a privileged prerequisite is there; in CI its absence fails.
-fn require(ok: bool, what: &str) -> bool {
-    if !ok {
-        assert!(!ci(), "{what} (required when CI=true)");
-        eprintln!("note: test skipped: {what}");
-    }
-    ok
-}
-
 fn have_setpriv() -> bool {
     Command::new("setpriv")
         .arg("--version")

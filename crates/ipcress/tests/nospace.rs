@@ -17,19 +17,6 @@ use ipcress::{Error, From, Stream, StreamOptions};
 
 const SEGMENT: u64 = 256 << 10;
 
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        == Some("0")
-}
-
 /// A small tmpfs, unmounted on drop (also when the test fails).
 struct Tmpfs(PathBuf);
 
@@ -105,17 +92,14 @@ fn child_main() {
 
 #[test]
 fn full_tmpfs_is_no_space_never_sigbus() {
-    if !is_root() {
-        assert!(!ci(), "not running as root (required when CI=true)");
-        eprintln!("note: test skipped: not running as root");
+    if !require(is_root(), "not running as root") {
         return;
     }
     let dir = TempRoot::on_disk("nospace");
     let mnt = match Tmpfs::mount(dir.path(), "4m") {
         Ok(m) => m,
         Err(e) => {
-            assert!(!ci(), "{e} (required when CI=true)");
-            eprintln!("note: test skipped: {e}");
+            require(false, &e);
             return;
         }
     };

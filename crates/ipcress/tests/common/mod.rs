@@ -172,3 +172,28 @@ pub fn peak_rss_kib() -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
+
+/// Running under CI (`CI=true`): a missing prerequisite is a failure.
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        == Some("0")
+}
+
+/// Whether a privileged prerequisite is there; in CI its absence fails,
+/// elsewhere the test prints a note and passes.
+pub fn require(ok: bool, what: &str) -> bool {
+    if !ok {
+        assert!(!ci(), "{what} (required when CI=true)");
+        eprintln!("note: test skipped: {what}");
+    }
+    ok
+}
