@@ -48,7 +48,7 @@ impl Server {
         // A free port: bound and released just before the server takes it.
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let log = File::create(dir.path().join("nats-server.log"))?;
-        let child = dies_with_parent(&bin)
+        let child = ipcress_nats::server::command(&bin)
             .args(["-js", "-a", "127.0.0.1", "-p"])
             .arg(port.to_string())
             .arg("-sd")
@@ -105,15 +105,9 @@ impl Drop for Server {
     }
 }
 
-/// nats-server on PATH, else in /usr/sbin or /usr/bin (Debian's package).
+/// nats-server on PATH, else where Debian's package puts it.
 fn find_server() -> Result<PathBuf> {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
-        .map(|d| d.join("nats-server"))
-        .find(|c| c.is_file())
+    ipcress_nats::server::find()
         .context("nats-server is not installed (apt-get install nats-server)")
 }
 
@@ -313,18 +307,4 @@ fn table(reps: &[Rep], opts: &Opts, setup: &Value) -> (String, Value) {
         "ratio_bridge_out_per_record_to_plain": ratio_single,
     });
     (s, medians)
-}
-
-/// A command running `bin` that dies with this process: under util-linux's
-/// `setpriv --pdeathsig KILL` when it is there, so that a server is not left
-/// behind if the caller is killed before it can stop it.
-fn dies_with_parent(bin: &std::path::Path) -> Command {
-    let setpriv = std::path::Path::new("/usr/bin/setpriv");
-    if setpriv.is_file() {
-        let mut c = Command::new(setpriv);
-        c.args(["--pdeathsig", "KILL", "--"]).arg(bin);
-        c
-    } else {
-        Command::new(bin)
-    }
 }

@@ -5,17 +5,14 @@ mod common;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
 
 fn nats_server() -> Option<PathBuf> {
-    for d in ["/usr/sbin", "/usr/bin", "/usr/local/bin"] {
-        let p = PathBuf::from(d).join("nats-server");
-        if p.is_file() {
-            return Some(p);
-        }
+    if let Some(p) = ipcress_nats::server::find() {
+        return Some(p);
     }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("nats-server is not installed (apt-get install -y nats-server)");
@@ -39,7 +36,7 @@ fn bridge_out_and_in_carry_every_record() {
         .unwrap()
         .port();
     let store = a.path().join("js");
-    let mut server = dies_with_parent(&bin)
+    let mut server = ipcress_nats::server::command(&bin)
         .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
         .arg(&store)
         .stdout(Stdio::null())
@@ -133,18 +130,4 @@ fn bridge_out_and_in_carry_every_record() {
     );
     let _ = server.kill();
     let _ = server.wait();
-}
-
-/// A command running `bin` that dies with this process: under util-linux's
-/// `setpriv --pdeathsig KILL` when it is there, so that a server is not left
-/// behind if the caller is killed before it can stop it.
-fn dies_with_parent(bin: &std::path::Path) -> Command {
-    let setpriv = std::path::Path::new("/usr/bin/setpriv");
-    if setpriv.is_file() {
-        let mut c = Command::new(setpriv);
-        c.args(["--pdeathsig", "KILL", "--"]).arg(bin);
-        c
-    } else {
-        Command::new(bin)
-    }
 }

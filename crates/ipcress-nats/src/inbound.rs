@@ -531,14 +531,7 @@ impl Writer {
                     return Ok(vec![m]);
                 }
                 if i == 1 {
-                    if let Some(p) = self.partial.take() {
-                        warn!(
-                            "bridge in: frame {} incomplete ({} of {} parts), dropped",
-                            p.key,
-                            p.next - 1,
-                            p.n
-                        );
-                    }
+                    self.drop_partial();
                     self.partial = Some(Partial {
                         key: meta.key.clone(),
                         next: 1,
@@ -595,14 +588,7 @@ impl Writer {
         let id = unhex16(src).with_context(|| format!("bad Nats-Msg-Id {src}:{first}"))?;
         let entries = batch::decode(&m.message.payload, count)
             .with_context(|| format!("JetStream message {seq}"))?;
-        if let Some(p) = self.partial.take() {
-            warn!(
-                "bridge in: frame {} incomplete ({} of {} parts), dropped",
-                p.key,
-                p.next - 1,
-                p.n
-            );
-        }
+        self.drop_partial();
         if let Some(e) = entries.iter().find(|e| e.origin.is_none()) {
             self.check_order(src, e.position, seq);
         }
@@ -619,6 +605,19 @@ impl Writer {
             }
         }
         Ok(())
+    }
+
+    /// Give up a split frame that was being joined (its remaining parts
+    /// will not come: a new frame starts).
+    fn drop_partial(&mut self) {
+        if let Some(p) = self.partial.take() {
+            warn!(
+                "bridge in: frame {} incomplete ({} of {} parts), dropped",
+                p.key,
+                p.next - 1,
+                p.n
+            );
+        }
     }
 
     /// Warn when a source's positions go backwards (an unordered bridge

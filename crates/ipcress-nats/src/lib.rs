@@ -23,6 +23,7 @@ pub mod batch;
 mod bench;
 mod inbound;
 mod outbound;
+pub mod server;
 mod stats;
 
 use std::sync::Arc;

@@ -14,16 +14,8 @@ use ipcress::{From, Stream};
 /// The nats-server binary, or None (with a note) when it is not installed.
 /// Under CI (`CI=true`) a missing binary fails the test.
 pub fn nats_server() -> Option<PathBuf> {
-    let candidates = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
-        .map(|d| d.join("nats-server"));
-    for c in candidates {
-        if c.is_file() {
-            return Some(c);
-        }
+    if let Some(p) = ipcress_nats::server::find() {
+        return Some(p);
     }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("nats-server is not installed (apt-get install nats-server)");
@@ -130,7 +122,7 @@ impl Server {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = dies_with_parent(&self.bin)
+        let child = ipcress_nats::server::command(&self.bin)
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -454,18 +446,4 @@ pub fn in_args(root: &str, url: &str, js: &str, durable: &str, extra: &[&str]) -
     ]);
     v.extend(s(extra));
     v
-}
-
-/// A command running `bin` that dies with this process: under util-linux's
-/// `setpriv --pdeathsig KILL` when it is there, so that a server is not left
-/// behind if the caller is killed before it can stop it.
-fn dies_with_parent(bin: &std::path::Path) -> Command {
-    let setpriv = std::path::Path::new("/usr/bin/setpriv");
-    if setpriv.is_file() {
-        let mut c = Command::new(setpriv);
-        c.args(["--pdeathsig", "KILL", "--"]).arg(bin);
-        c
-    } else {
-        Command::new(bin)
-    }
 }
