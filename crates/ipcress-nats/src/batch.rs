@@ -188,6 +188,43 @@ mod tests {
         assert!(decode(&b, 5).is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn prop_roundtrip(es in proptest::collection::vec(
+            (proptest::num::u16::ANY,
+             proptest::option::of(proptest::array::uniform16(proptest::num::u8::ANY)),
+             proptest::num::u64::ANY,
+             proptest::collection::vec(proptest::num::u8::ANY, 0..200)),
+            1..30,
+        )) {
+            let buf = encoded(&es);
+            let got = decode(&buf, es.len()).unwrap();
+            proptest::prop_assert_eq!(got.len(), es.len());
+            for (g, (flags, origin, position, data)) in got.iter().zip(&es) {
+                proptest::prop_assert_eq!(g.flags, *flags);
+                proptest::prop_assert_eq!(g.origin, *origin);
+                proptest::prop_assert_eq!(g.position, *position);
+                proptest::prop_assert_eq!(g.data, &data[..]);
+            }
+        }
+
+        #[test]
+        fn prop_any_bytes_decode_or_err(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400),
+            count in 0usize..8,
+        ) {
+            // Never a panic; a success accounts for every byte.
+            if let Ok(es) = decode(&bytes, count) {
+                let total: usize = es
+                    .iter()
+                    .map(|e| entry_len(e.data.len(), e.origin.is_some()))
+                    .sum();
+                proptest::prop_assert_eq!(total, bytes.len());
+                proptest::prop_assert_eq!(es.len(), count);
+            }
+        }
+    }
+
     #[test]
     fn any_bytes_never_panic() {
         let mut x = 99u64;
