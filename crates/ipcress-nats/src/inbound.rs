@@ -494,10 +494,21 @@ impl Writer {
             // A message not sent by a bridge: one plain record.
             let data = m.message.payload.to_vec();
             if self.encrypted {
-                // Encoded (encrypted) by the producer: position known only
-                // after the commit.
-                self.producer.send(&data)?;
-                self.slot.set(0, point(seq + 1, 0)?);
+                // Encrypted by the producer: a grant, so that the position
+                // is known before the commit (unless the stream compresses,
+                // which claims at the commit).
+                let after = point(seq + 1, 0)?;
+                let mut g = self
+                    .producer
+                    .reserve(data.len())
+                    .context("appending to the local stream")?;
+                g.copy_from_slice(&data);
+                if let Some(pos) = g.position() {
+                    self.slot.set(2, pos);
+                    self.slot.set(1, after);
+                }
+                g.commit().context("committing to the local stream")?;
+                self.slot.set(0, after);
                 self.written = seq;
                 self.stats.add(1, data.len() as u64);
             } else {
