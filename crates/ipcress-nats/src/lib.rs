@@ -3,11 +3,14 @@
 //! - [`run_out`]: a durable consumer of a local stream publishes every
 //!   stored frame to a JetStream subject, with `Nats-Msg-Id =
 //!   <stream id hex>:<position>`, a bounded window of pipelined publishes,
-//!   and commits its local position only after the acks.
+//!   and commits its local position only after the acks. Consecutive frames
+//!   share one NATS message ([`batch`], id `<stream id hex>:<first>-<last>`)
+//!   unless [`OutConfig::batch_bytes`] is 0; a restart resumes after the
+//!   last frame JetStream's last message holds.
 //! - [`run_in`]: a durable JetStream pull consumer appends to a local
-//!   stream and acks after the local commit; the last applied JetStream
-//!   sequence is kept in the local stream, so a restart applies nothing
-//!   twice.
+//!   stream and acks after the local commit; how far it got (JetStream
+//!   sequence and frame within a batch) is kept in the local stream, so a
+//!   restart applies nothing twice.
 //!
 //! Frames travel as they are stored (raw: possibly compressed and
 //! encrypted), so NATS never sees plaintext of an encrypted stream. A frame

@@ -1,22 +1,28 @@
 //! `bridge out`: local stream → JetStream subject.
 //!
-//! A reader thread owns the durable consumer and feeds raw frames, in
-//! batches, into a bounded channel; the async side (a current-thread
-//! runtime, shared with the NATS client's connection task) publishes them
-//! with a bounded window of pipelined acks. Acknowledged progress (always a
-//! message boundary) is published back to the reader through an atomic; the
-//! reader commits the consumer up to it (never past it), and the same
-//! progress is kept in the guard slot `bridge-out-<subject>` (word 0 =
-//! acked position + 1), so that a restart resumes from the last
-//! acknowledged record even if the consumer position got ahead of the acks.
+//! A reader thread owns the durable consumer and hands raw frames over, in
+//! chunks of what fits one NATS message, through a bounded channel; the
+//! async side (a current-thread runtime, shared with the NATS client's
+//! connection task) publishes them with a bounded window of pipelined
+//! acks: consecutive frames as one batch message (`Ipcress-Batch`), a frame
+//! over the server's max payload as parts, otherwise one frame per
+//! message. Acknowledged progress (always a message boundary) is published
+//! back to the reader through an atomic; the reader commits the consumer up
+//! to it (never past it), and the same progress is kept in the guard slot
+//! `bridge-out-<subject>` (word 0 = acked position + 1), so that a restart
+//! resumes from the last acknowledged record even if the consumer position
+//! got ahead of the acks.
 //!
 //! Order: with `ordered` (default), every publish carries
 //! `Nats-Expected-Last-Sequence`, predicted from the stream's last
 //! sequence. A publish lost in flight (server killed, leader change) makes
-//! every later one of the window fail instead of being stored out of order;
-//! the bridge then re-publishes from the first unacknowledged frame, one at
-//! a time ("probe") until one is newly stored, and pipelines again. The
-//! JetStream stream must then carry this bridge's messages only.
+//! every later one of the window fail instead of being stored out of order,
+//! so JetStream holds a prefix of the local frames. At every (re)start of
+//! the pipeline the bridge reads JetStream's last message, takes every
+//! frame it names as acknowledged (acks lost with a crash or a failure),
+//! publishes one message at a time ("probe") until one is newly stored, and
+//! pipelines again. The JetStream stream must then carry this bridge's
+//! messages only.
 
 use std::collections::VecDeque;
 use std::future::{Future, IntoFuture};
