@@ -144,3 +144,33 @@ fn durable_killed_mid_message_gets_it_again_whole() {
             .is_none()
     );
 }
+/// Issue 12 item 2 for groups: a member killed while it streams a
+/// fragmented message: another member gets it, whole.
+#[test]
+fn member_killed_mid_message_message_goes_to_another_whole() {
+    let root = TempRoot::new("memmid");
+    let s = small_segment_ring(&root);
+    let mut e = base_env(&root, "s");
+    e.push(("HALF", (12 << 10).to_string()));
+    // The child joins first and takes records 0 and 1.
+    let mut child = spawn_child("member_mid_message", &e);
+    while !s.consumers().iter().any(|c| c.kind == "member") {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    write_small_big_small(&s, 24 << 10);
+    assert_eq!(read_result_line(&mut child), "mid");
+    let mut b = s.group("g").unwrap();
+    unsafe_kill(child.id(), 9);
+    child.wait().unwrap();
+    let mut seen = Vec::new();
+    while let Some(m) = b.recv_timeout(Duration::from_secs(3)).unwrap() {
+        let v = m.to_vec().unwrap();
+        seen.push((check_payload(&v).1, v.len()));
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, vec![(1, 24 << 10), (2, 100)]);
+    assert!(b.recv_timeout(Duration::from_millis(100)).unwrap().is_none());
+}
