@@ -418,21 +418,22 @@ fn chaos_round(round: u64) {
         missing.is_empty(),
         "round {round} seed {seed}: records never processed: {missing:?}"
     );
-    // Repeats: only records of a killed member's last run, which is a
-    // suffix of its log.
+    // Repeats: only records of a killed member's last run, which is the
+    // end of its log (the records at the end of its log that the group
+    // processed again), at most a run long.
     let mut allowed = vec![0u32; count as usize];
     for l in &killed_logs {
-        let dup_at = l.iter().position(|&seq| times[seq as usize] > 1);
-        if let Some(i) = dup_at {
-            let suffix = &l[i..];
-            assert!(
-                suffix.len() <= 1024,
-                "round {round} seed {seed}: a killed member's repeated records are {} long",
-                suffix.len()
-            );
-            for &seq in suffix {
-                allowed[seq as usize] += 1;
-            }
+        let again = l
+            .iter()
+            .rev()
+            .take_while(|&&seq| times[seq as usize] > 1)
+            .count();
+        assert!(
+            again <= 1024,
+            "round {round} seed {seed}: a killed member's last {again} records were repeated"
+        );
+        for &seq in &l[l.len() - again..] {
+            allowed[seq as usize] += 1;
         }
     }
     for (seq, (&t, &a)) in times.iter().zip(allowed.iter()).enumerate() {
