@@ -118,6 +118,8 @@ pub struct Consumer {
     budget: u32,
     /// Group members: sequence number of the last claim attempt.
     run_seq: u64,
+    /// Group members: when we last looked for dead members' runs.
+    last_adopt_scan: Option<Instant>,
     last_maintenance: Instant,
     name: String,
     auto_commit: bool,
@@ -400,6 +402,7 @@ impl Consumer {
             run: None,
             budget: RUN_MIN,
             run_seq: 0,
+            last_adopt_scan: None,
             last_maintenance: Instant::now(),
             name: name.to_string(),
             auto_commit: true,
@@ -947,10 +950,8 @@ impl Consumer {
             unreachable!("poll_group on a non-member")
         };
         for _ in 0..64 {
-            if self.run.is_none() {
-                if !self.adopt_orphans(group)? && !self.claim_run(group)? {
-                    return Ok(None);
-                }
+            if self.run.is_none() && !self.adopt_orphans(group)? && !self.claim_run(group)? {
+                return Ok(None);
             }
             match self.next_in_run(group)? {
                 Some(d) => return Ok(Some(d)),
@@ -1275,11 +1276,14 @@ impl Consumer {
 
     /// Look for a dead member of our group (now and then) and take its run.
     fn adopt_orphans(&mut self, group: usize) -> Result<bool> {
-        if self.last_maintenance.elapsed() < Duration::from_millis(100)
-            && !self.msgs.is_multiple_of(256)
+        // Liveness checks cost system calls: every 100 ms at most.
+        if self
+            .last_adopt_scan
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(100))
         {
             return Ok(false);
         }
+        self.last_adopt_scan = Some(Instant::now());
         for i in 0..CONSUMER_SLOTS {
             if i != self.slot && self.member_dead(group, i) && self.adopt(group, i)? {
                 return Ok(true);

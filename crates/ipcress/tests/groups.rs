@@ -336,7 +336,7 @@ fn chaos_round(round: u64) {
     let seed: u64 = rand::random();
     eprintln!("chaos round {round} seed {seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let s =
+    let _s =
         Stream::create_in(root.path(), "s", &StreamOptions::ring(1 << 20).segments(16)).unwrap();
     let count: u64 = 20_000;
     let stop = root.path().join("stop");
