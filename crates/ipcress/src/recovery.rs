@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::format::{self, *};
-use crate::producer::write_pad;
+use crate::producer::{InWay, claims_in_way, write_pad};
 use crate::storage::{self, Seg};
 use crate::stream::{Inner, Policy};
 use crate::sys;
@@ -101,6 +101,10 @@ fn unblock_one(s: &Inner, p: u64, dead_claim_only: bool) -> Result<(Option<u64>,
         // space), and only after raising the head.
         let need = end - s.capacity;
         if s.opts.policy == Policy::Block && s.floor(true).is_some_and(|f| f < need) {
+            return Ok((None, None));
+        }
+        // Nor past a live producer's uncommitted claim (its grant).
+        if let InWay::Held(_) = claims_in_way(s, need, usize::MAX) {
             return Ok((None, None));
         }
         s.head_word().fetch_max(need, SeqCst);
@@ -372,6 +376,19 @@ pub(crate) fn apply_retention(s: &Inner, current: u64) -> Result<()> {
             break;
         }
         drop_to = idx + 1;
+    }
+    // A live producer's uncommitted claim keeps its segment (and what
+    // follows): the head never passes a grant.
+    while drop_to > first {
+        match claims_in_way(s, drop_to << s.seg_shift, usize::MAX) {
+            InWay::Clear(_) => break,
+            InWay::Held(h) => {
+                drop_to = match h.position {
+                    Some(q) => s.seg_index(q).min(drop_to - 1),
+                    None => first,
+                }
+            }
+        }
     }
     if drop_to > first {
         s.head_word().fetch_max(drop_to << s.seg_shift, SeqCst);
