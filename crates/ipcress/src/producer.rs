@@ -573,7 +573,8 @@ impl Producer {
             return false;
         }
         let need = end - self.s.capacity;
-        need > self.s.head() && matches!(claims_in_way(&self.s, need, self.pslot_index), InWay::Held(h) if h.position.is_none_or(|q| q < need))
+        need > self.s.head()
+            && matches!(claims_in_way(&self.s, need, self.pslot_index), InWay::Held(h) if h.position.is_none_or(|q| q < need))
     }
 
     /// Wait until the claim `h` (below `need`) is committed or aborted, or

@@ -50,7 +50,11 @@ fn child_main() {
             }
             println!("RESULT pos {}", g.position().unwrap());
             wait_for_file(Path::new(&env("GO")));
-            let changed = g.iter().enumerate().filter(|&(i, &b)| b != pattern(i)).count();
+            let changed = g
+                .iter()
+                .enumerate()
+                .filter(|&(i, &b)| b != pattern(i))
+                .count();
             println!("RESULT changed {changed}");
             match g.commit() {
                 Ok(pos) => println!("RESULT committed {pos}"),
@@ -192,8 +196,12 @@ fn try_send_is_full_behind_a_live_grant() {
 fn dead_grant_does_not_hold_producers() {
     for policy in [Policy::Block, Policy::Overwrite] {
         let root = TempRoot::new("deadgrant");
-        let s = Stream::create_in(root.path(), "s", &StreamOptions::ring(1 << 16).policy(policy))
-            .unwrap();
+        let s = Stream::create_in(
+            root.path(),
+            "s",
+            &StreamOptions::ring(1 << 16).policy(policy),
+        )
+        .unwrap();
         let envs = vec![
             ("ROOT", root.path().display().to_string()),
             ("STREAM", "s".to_string()),
