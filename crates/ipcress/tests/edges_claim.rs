@@ -218,3 +218,128 @@ fn dead_grant_does_not_hold_producers() {
         assert!(s.tail() >= 200 * 1016);
     }
 }
+
+// ---- item 4: user positions are validated before any read ---------------
+
+fn three_records(root: &Path) -> (Stream, Vec<u64>) {
+    let opts = StreamOptions::ring(1 << 16).unblock_timeout(Duration::from_millis(100));
+    let s = Stream::create_in(root, "s", &opts).unwrap();
+    let mut p = s.producer().unwrap();
+    let pos = (0..3)
+        .map(|i| p.send(&payload(1, i, 1000)).unwrap())
+        .collect();
+    (s, pos)
+}
+
+fn read_all(s: &Stream, n: u64) {
+    let mut c = s.subscribe(From::Start).unwrap();
+    for i in 0..n {
+        let m = c
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap()
+            .expect("record");
+        assert_eq!(check_payload(m.bytes().unwrap()), (1, i));
+    }
+    assert!(c.recv_timeout(Duration::from_millis(20)).unwrap().is_none());
+}
+
+#[test]
+fn position_inside_a_record_is_refused() {
+    let root = TempRoot::new("midpos");
+    let (s, pos) = three_records(root.path());
+    let data = std::fs::read(root.path().join("s/data")).unwrap();
+    for p in [8, 16, 512, pos[1] + 8, pos[2] - 8] {
+        let Err(e) = s.subscribe(From::Position(p)) else {
+            panic!("{p}: a position inside a record was accepted");
+        };
+        assert!(
+            matches!(&e, Error::InvalidOptions(m) if m.contains("inside a record")),
+            "{p}: {e}"
+        );
+        assert!(s.consumer_from("d", From::Position(p)).is_err(), "{p}");
+        assert!(s.group_from("g", From::Position(p)).is_err(), "{p}");
+    }
+    // Frame boundaries are accepted.
+    for (i, &p) in pos.iter().enumerate() {
+        let mut c = s.subscribe(From::Position(p)).unwrap();
+        let m = c.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+        assert_eq!(check_payload(m.bytes().unwrap()), (1, i as u64));
+    }
+    assert!(std::fs::read(root.path().join("s/data")).unwrap() == data);
+    read_all(&s, 3);
+}
+
+/// A damaged saved position (a durable slot patched to point inside a
+/// record) makes the reader report corruption; the unblocker writes
+/// nothing there.
+#[test]
+fn unblocker_never_writes_inside_a_record() {
+    use ipcress::format::{cslot, meta};
+    let root = TempRoot::new("midsaved");
+    let (s, pos) = three_records(root.path());
+    drop(s.consumer_from("d", From::Position(pos[1])).unwrap());
+    let slot = s.consumers().iter().find(|c| c.name == "d").unwrap().slot;
+    drop(s);
+    let meta_path = root.path().join("s/meta");
+    let mut m = std::fs::read(&meta_path).unwrap();
+    let off = meta::CONSUMERS + slot * 256 + cslot::POSITION;
+    m[off..off + 8].copy_from_slice(&(pos[1] + 8).to_le_bytes());
+    std::fs::write(&meta_path, m).unwrap();
+    let data = std::fs::read(root.path().join("s/data")).unwrap();
+    let s = Stream::open_in(root.path(), "s").unwrap();
+    let mut c = s.consumer("d").unwrap();
+    let e = c.recv_timeout(Duration::from_secs(30)).unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    drop(c);
+    assert!(std::fs::read(root.path().join("s/data")).unwrap() == data);
+    read_all(&s, 3);
+}
+
+// ---- item 11: log recovery keeps what was committed after a hole ---------
+
+/// A producer SIGKILLed between claim and commit leaves a hole; another
+/// commits records after it; every process closes the log; the next
+/// open recovers it: the hole becomes an aborted frame and the records
+/// are all there, in order, byte for byte.
+#[test]
+fn log_recovery_keeps_records_after_a_dead_producers_hole() {
+    for (tag, opts, count) in [
+        ("plain", StreamOptions::log(1 << 16), 20u64),
+        // The hole in the first segment, records after it in the second.
+        ("twosegs", StreamOptions::log(1 << 12), 6),
+    ] {
+        let root = TempRoot::on_disk("logrec");
+        drop(Stream::create_in(root.path(), "s", &opts).unwrap());
+        let envs = vec![
+            ("ROOT", root.path().display().to_string()),
+            ("STREAM", "s".to_string()),
+            ("GO", root.path().join("never").display().to_string()),
+            ("COUNT", count.to_string()),
+        ];
+        let mut holder = spawn_child("grant_holder", &envs);
+        let (first, _out) = first_result(&mut holder);
+        let hole: u64 = first.strip_prefix("pos ").unwrap().parse().unwrap();
+        let sender = spawn_child("sender", &envs);
+        let out = wait_with_watchdog(sender, WATCHDOG);
+        assert_eq!(results(&out.stdout), vec![format!("sent {count}")]);
+        unsafe_kill(holder.id(), 9);
+        let _ = holder.wait();
+        // Nobody has the log open now: this open recovers it.
+        let s = Stream::open_in(root.path(), "s").unwrap();
+        let mut c = s.subscribe(From::Start).unwrap();
+        for i in 0..count {
+            let m = c
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap()
+                .unwrap_or_else(|| panic!("{tag}: record {i} lost by recovery"));
+            assert!(m.position() > hole, "{tag}");
+            assert_eq!(check_payload(m.bytes().unwrap()), (2, i), "{tag}");
+        }
+        assert!(c.recv_timeout(Duration::from_millis(50)).unwrap().is_none());
+        // And the stream goes on after them.
+        let mut p = s.producer().unwrap();
+        let at = p.send(b"after").unwrap();
+        let m = c.recv_timeout(Duration::from_secs(30)).unwrap().unwrap();
+        assert_eq!((m.position(), m.bytes().unwrap()), (at, &b"after"[..]));
+    }
+}
