@@ -300,16 +300,21 @@ fn peek_raw(s: &Inner, seg: &Seg, p: u64) -> Result<Slot, &'static str> {
 
 /// Repair a stream that nobody else has open (we hold the exclusive lock).
 pub(crate) fn recover(s: &Inner) -> Result<()> {
-    // Waiter counts and locks of processes that are gone.
-    s.data_waiters().store(0, Relaxed);
-    s.space_waiters().store(0, Relaxed);
+    // Waiter counts and locks of processes that are gone. Every repair
+    // writes only what is wrong: opening a stream that was closed cleanly
+    // (`ls`, `stat`, a reader) changes no byte of it.
+    for w in [s.data_waiters(), s.space_waiters()] {
+        if w.load(Relaxed) != 0 {
+            w.store(0, Relaxed);
+        }
+    }
     for w in [s.frag_lock(), s.meta.u64_at(meta::REG_LOCK)] {
         let o = w.load(Acquire);
         if o != 0 && !sys::owner_alive(o) {
             w.store(0, Release);
         }
     }
-    if s.frag_lock().load(Acquire) == 0 {
+    if s.frag_lock().load(Acquire) == 0 && s.tail_word().load(Acquire) & TAIL_LOCK != 0 {
         s.tail_word().fetch_and(!TAIL_LOCK, AcqRel);
     }
     if s.is_ring() {
@@ -397,16 +402,23 @@ fn recover_log(s: &Inner) -> Result<()> {
     // look committed to a future reader, and drop later segment files.
     if let Some(g) = s.segment(s.seg_index(pos), false)? {
         let off = s.seg_offset(pos) as usize;
-        if off != 0 || pos < seg_end {
-            let zeros = vec![0u8; s.seg_size as usize - off];
-            g.region.write(off, &zeros);
+        let mut rest = vec![0u8; s.seg_size as usize - off];
+        g.region.read(off, &mut rest);
+        if rest.iter().any(|&b| b != 0) {
+            rest.fill(0);
+            g.region.write(off, &rest);
         }
     }
     for &i in idx.iter().filter(|&&i| i > s.seg_index(pos)) {
         let _ = std::fs::remove_file(s.dir.join(storage::segment_file_name(i)));
     }
     let mut new_tail = pos;
-    if s.opts.encrypted && s.seg_offset(pos) != 0 {
+    // A tail word at the last valid frame's end means every claim was
+    // committed (a clean close): no position past it was ever written,
+    // so none can be reused. Otherwise claims past it may have sealed
+    // bytes under their positions' nonces.
+    let clean = s.tail_word().load(Acquire) & !TAIL_LOCK == pos;
+    if s.opts.encrypted && s.seg_offset(pos) != 0 && !clean {
         // Never reuse a position (it is part of the nonce): skip to the next segment.
         if let Some(g) = s.segment(s.seg_index(pos), false)? {
             let off = s.seg_offset(pos) as usize;
@@ -419,7 +431,9 @@ fn recover_log(s: &Inner) -> Result<()> {
     if old != new_tail {
         tracing::warn!(stream = %s.name, old, new = new_tail, "recovered the log tail");
     }
-    s.tail_word().store(new_tail, Release);
+    if s.tail_word().load(Acquire) != new_tail {
+        s.tail_word().store(new_tail, Release);
+    }
     Ok(())
 }
 

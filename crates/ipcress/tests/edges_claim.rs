@@ -70,6 +70,31 @@ fn child_main() {
             }
             println!("RESULT sent {n}");
         }
+        "opener" => {
+            // What `ls` and `stat` do: open, look, close.
+            let s = open();
+            println!(
+                "RESULT {} {} {} {:?}",
+                s.head(),
+                s.tail(),
+                s.consumers().len(),
+                s.producer_totals()
+            );
+        }
+        "reader" => {
+            // `get --from start --count N` as a subscriber.
+            let mut s = open();
+            if s.encrypted() {
+                s = s.with_key(&ipcress::Key::from_bytes(KEY)).unwrap();
+            }
+            let n: u64 = env("COUNT").parse().unwrap();
+            let mut c = s.subscribe(From::Start).unwrap();
+            for i in 0..n {
+                let m = c.recv_timeout(Duration::from_secs(30)).unwrap().unwrap();
+                assert_eq!(check_payload(&m.to_vec().unwrap()), (1, i));
+            }
+            println!("RESULT read {n}");
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -341,5 +366,85 @@ fn log_recovery_keeps_records_after_a_dead_producers_hole() {
         let at = p.send(b"after").unwrap();
         let m = c.recv_timeout(Duration::from_secs(30)).unwrap().unwrap();
         assert_eq!((m.position(), m.bytes().unwrap()), (at, &b"after"[..]));
+    }
+}
+
+// ---- item 10: read-only opens write nothing -----------------------------
+
+const KEY: [u8; 32] = [7; 32];
+
+/// Every file of a stream directory with its bytes.
+fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect()
+}
+
+/// `ls`/`stat` (open and look) and a subscriber that reads change no byte
+/// of an idle stream, an encrypted log included (opening one used to
+/// move its tail to the next segment). The only exception: a subscriber
+/// registers itself in a consumer slot of the meta file (so that, under
+/// Block, producers do not overwrite what it reads), and frees it again.
+#[test]
+fn read_only_opens_change_no_byte() {
+    use ipcress::format::{CONSUMER_SLOT_LEN, CONSUMER_SLOTS, meta};
+    for (tag, opts) in [
+        ("enclog", StreamOptions::log(1 << 16).encrypted(true)),
+        ("log", StreamOptions::log(1 << 16)),
+        ("ring", StreamOptions::ring(1 << 16)),
+    ] {
+        let root = TempRoot::new("readonly");
+        let mut s = Stream::create_in(root.path(), "s", &opts).unwrap();
+        if s.encrypted() {
+            s = s.with_key(&ipcress::Key::from_bytes(KEY)).unwrap();
+        }
+        let mut p = s.producer().unwrap();
+        for i in 0..5 {
+            p.send(&payload(1, i, 300)).unwrap();
+        }
+        drop((p, s));
+        let dir = root.path().join("s");
+        let before = snapshot(&dir);
+        let envs = vec![
+            ("ROOT", root.path().display().to_string()),
+            ("STREAM", "s".to_string()),
+            ("COUNT", "5".to_string()),
+        ];
+        for _ in 0..2 {
+            let out = wait_with_watchdog(spawn_child("opener", &envs), WATCHDOG);
+            assert_eq!(results(&out.stdout).len(), 1);
+            assert!(
+                snapshot(&dir) == before,
+                "{tag}: opening the stream to look changed it"
+            );
+        }
+        let out = wait_with_watchdog(spawn_child("reader", &envs), WATCHDOG);
+        assert_eq!(results(&out.stdout), vec!["read 5".to_string()]);
+        let after = snapshot(&dir);
+        assert_eq!(after.len(), before.len(), "{tag}");
+        let slots = meta::CONSUMERS..meta::CONSUMERS + CONSUMER_SLOTS * CONSUMER_SLOT_LEN;
+        for (path, b) in &before {
+            let a = &after[path];
+            if path.ends_with("meta") {
+                assert_eq!(a.len(), b.len());
+                // The registry generation is bumped when the slot is taken
+                // and freed (producers re-read who holds them back).
+                let epoch = meta::EPOCH..meta::EPOCH + 8;
+                let changed: Vec<usize> = (0..a.len())
+                    .filter(|i| !slots.contains(i) && !epoch.contains(i) && a[*i] != b[*i])
+                    .collect();
+                assert!(
+                    changed.is_empty(),
+                    "{tag}: a reader changed meta outside its consumer slot: {changed:?}"
+                );
+            } else {
+                assert!(a == b, "{tag}: a reader changed {}", path.display());
+            }
+        }
     }
 }
