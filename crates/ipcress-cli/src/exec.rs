@@ -277,6 +277,9 @@ fn feed(
                 {
                     break i;
                 }
+                // Input waits in the worker's pipe: the stage is not idle.
+                sh.last_input_ms
+                    .store(sh.started.elapsed().as_millis() as u64, Relaxed);
                 if sh.should_stop() {
                     return Ok(());
                 }
@@ -336,8 +339,7 @@ fn feed(
     let t0 = Instant::now();
     let mut waits = 0;
     while !inflight.is_empty() && t0.elapsed() < DRAIN_WAIT {
-        if pipe.ack_read(&mut members, &mut inflight).is_err() || pipe.wait_read(waits).is_err()
-        {
+        if pipe.ack_read(&mut members, &mut inflight).is_err() || pipe.wait_read(waits).is_err() {
             break;
         }
         waits += 1;
@@ -387,8 +389,7 @@ impl Pipe {
 
     /// Bytes the worker has read from the pipe.
     fn read_by_worker(&self) -> Result<u64, MoveError> {
-        let queued = rustix::io::ioctl_fionread(&self.w)
-            .map_err(|e| MoveError::Io(e.into()))?;
+        let queued = rustix::io::ioctl_fionread(&self.w).map_err(|e| MoveError::Io(e.into()))?;
         Ok(self.written.saturating_sub(queued))
     }
 

@@ -91,9 +91,9 @@ impl MoveError {
     /// (see `Skipped`) or a real failure.
     fn reading(e: io::Error, written: u64) -> MoveError {
         match MoveError::from_io(e) {
-            MoveError::Stream(error @ (ipcress::Error::Aborted { .. } | ipcress::Error::Lagged { .. })) => {
-                MoveError::Skipped { error, written }
-            }
+            MoveError::Stream(
+                error @ (ipcress::Error::Aborted { .. } | ipcress::Error::Lagged { .. }),
+            ) => MoveError::Skipped { error, written },
             other => other,
         }
     }
@@ -115,7 +115,9 @@ impl MoveError {
         } else {
             String::new()
         };
-        Some(format!("ipcress: warning: stream {stream}: {what}{partial}"))
+        Some(format!(
+            "ipcress: warning: stream {stream}: {what}{partial}"
+        ))
     }
 
     /// Whether this is the reader of our output going away (`| head`).

@@ -140,7 +140,10 @@ fn a_message_whose_producer_died_is_skipped_by_every_follower() {
         if let Some(st) = exec.bg.child.try_wait().unwrap() {
             panic!("exec exited ({st}): {}", exec.err());
         }
-        assert!(t0.elapsed() < Duration::from_secs(90), "exec never passed the next record on");
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "exec never passed the next record on"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     for (what, f) in &mut followers {
@@ -154,15 +157,18 @@ fn a_message_whose_producer_died_is_skipped_by_every_follower() {
         let err = f.err();
         assert_eq!(err.lines().count(), 1, "{what}: one warning line: {err}");
         assert!(
-            err.starts_with("ipcress: warning: stream s: message at position 0 was aborted by its producer"),
+            err.starts_with(
+                "ipcress: warning: stream s: message at position 0 was aborted by its producer"
+            ),
             "{what}: {err}"
         );
     }
     let st = exec.stop();
     assert!(st.success(), "exec: {st}: {}", exec.err());
     assert!(
-        exec.err()
-            .starts_with("ipcress: warning: stream s: message at position 0 was aborted by its producer"),
+        exec.err().starts_with(
+            "ipcress: warning: stream s: message at position 0 was aborted by its producer"
+        ),
         "exec: {}",
         exec.err()
     );
@@ -181,7 +187,11 @@ fn proc_stat(pid: u32) -> Option<(char, u32, u64)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &s[s.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
-    Some((f[0].chars().next()?, f[1].parse().ok()?, f[19].parse().ok()?))
+    Some((
+        f[0].chars().next()?,
+        f[1].parse().ok()?,
+        f[19].parse().ok()?,
+    ))
 }
 
 /// Every live descendant of `pid`.
@@ -241,7 +251,15 @@ fn a_killed_demo_leaves_no_stage_running() {
     let _w = Watchdog::new("killed demo", Duration::from_secs(180));
     let mut demo = Tap::spawn({
         let mut c = std::process::Command::new(BIN);
-        c.args(["demo", "--lines", "100000000", "--rate", "1000", "--workers", "2"]);
+        c.args([
+            "demo",
+            "--lines",
+            "100000000",
+            "--rate",
+            "1000",
+            "--workers",
+            "2",
+        ]);
         c
     });
     // sink, filter, exec, its 2 parsers, gen.
@@ -253,7 +271,10 @@ fn a_killed_demo_leaves_no_stage_running() {
             "demo ended: {}",
             demo.err()
         );
-        assert!(t0.elapsed() < Duration::from_secs(90), "stages never started: {procs:?}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "stages never started: {procs:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
         procs = descendants(demo.bg.child.id());
     }
@@ -273,7 +294,16 @@ fn a_killed_exec_leaves_no_worker_running() {
     root.ok(&["create", "a", "--ring", "64K"]);
     root.ok(&["create", "b", "--ring", "64K"]);
     let mut exec = Tap::spawn(root.cmd(&[
-        "exec", "--in", "a", "--out", "b", "--workers", "2", "--", "sleep", "1000",
+        "exec",
+        "--in",
+        "a",
+        "--out",
+        "b",
+        "--workers",
+        "2",
+        "--",
+        "sleep",
+        "1000",
     ]));
     let t0 = Instant::now();
     let mut procs = descendants(exec.bg.child.id());
@@ -283,7 +313,10 @@ fn a_killed_exec_leaves_no_worker_running() {
             "exec ended: {}",
             exec.err()
         );
-        assert!(t0.elapsed() < Duration::from_secs(60), "workers never started");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "workers never started"
+        );
         std::thread::sleep(Duration::from_millis(20));
         procs = descendants(exec.bg.child.id());
     }
@@ -307,9 +340,12 @@ fn a_killed_create_leaves_nothing_behind() {
             .filter(|n| n.starts_with(".tmp-"))
             .collect()
     };
-    for (i, then) in [["ls"].as_slice(), ["create", "t", "--ring", "64K"].as_slice()]
-        .into_iter()
-        .enumerate()
+    for (i, then) in [
+        ["ls"].as_slice(),
+        ["create", "t", "--ring", "64K"].as_slice(),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let name = format!("s{i}");
         // ulimit -f counts 512- or 1024-byte blocks: 200 of them hold the
@@ -321,7 +357,11 @@ fn a_killed_create_leaves_nothing_behind() {
         let o = run(c, None, Duration::from_secs(60));
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(o.status.signal(), Some(25), "create dies of SIGXFSZ: {o:?}");
-        assert_eq!(temps().len(), 1, "the dead create left its temporary directory");
+        assert_eq!(
+            temps().len(),
+            1,
+            "the dead create left its temporary directory"
+        );
         root.ok(then);
         assert_eq!(temps(), Vec::<String>::new(), "after {then:?}");
     }
@@ -333,7 +373,9 @@ fn a_killed_create_leaves_nothing_behind() {
 
 /// Records r0..r{n-1}, one per line.
 fn numbered(n: usize) -> Vec<u8> {
-    (0..n).flat_map(|i| format!("r{i}\n").into_bytes()).collect()
+    (0..n)
+        .flat_map(|i| format!("r{i}\n").into_bytes())
+        .collect()
 }
 
 /// The group `e` on `a` delivers exactly records `from..n` (in any order:
@@ -349,7 +391,10 @@ fn group_delivers_exactly(root: &Root, from: usize, n: usize) {
     got.sort();
     let mut expect: Vec<String> = (from..n).map(|i| format!("r{i}")).collect();
     expect.sort();
-    assert_eq!(got, expect, "each record not read by the worker exactly once");
+    assert_eq!(
+        got, expect,
+        "each record not read by the worker exactly once"
+    );
     // And nothing more: a follower of the group sees nothing for a second
     // (records of a dead member are adopted every 100 ms or so).
     let mut more = Tap::spawn(root.cmd(&["get", "a", "--group", "e", "-f"]));
@@ -371,7 +416,16 @@ fn records_a_dead_worker_did_not_read_go_back_to_the_group() {
     root.ok_in(&["put", "a"], &numbered(50));
     // `read` takes one line, a byte at a time: the pipe keeps the rest.
     let o = root.run(&[
-        "exec", "--in", "a", "--out", "b", "--group", "e", "--", "sh", "-c",
+        "exec",
+        "--in",
+        "a",
+        "--out",
+        "b",
+        "--group",
+        "e",
+        "--",
+        "sh",
+        "-c",
         "read l && echo \"got $l\" && exit 3",
     ]);
     assert_eq!(o.code(), 3, "{o:?}");
@@ -390,7 +444,16 @@ fn a_killed_exec_loses_no_record() {
     root.ok(&["create", "b", "--ring", "1M"]);
     root.ok_in(&["put", "a"], &numbered(50));
     let mut exec = Tap::spawn(root.cmd(&[
-        "exec", "--in", "a", "--out", "b", "--group", "e", "--", "sh", "-c",
+        "exec",
+        "--in",
+        "a",
+        "--out",
+        "b",
+        "--group",
+        "e",
+        "--",
+        "sh",
+        "-c",
         "read l && echo \"got $l\" && read l && echo \"got $l\" && sleep 1000",
     ]));
     let t0 = Instant::now();
@@ -400,7 +463,10 @@ fn a_killed_exec_loses_no_record() {
             "exec ended: {}",
             exec.err()
         );
-        assert!(t0.elapsed() < Duration::from_secs(60), "the worker never answered");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the worker never answered"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // Let the feeder see the reads (it looks every millisecond or so).

@@ -619,7 +619,10 @@ fn sweep_temp_dirs(root: &Path) {
         return;
     };
     for e in rd.filter_map(|e| e.ok()) {
-        if !e.file_name().as_encoded_bytes().starts_with(TEMP_PREFIX.as_bytes())
+        if !e
+            .file_name()
+            .as_encoded_bytes()
+            .starts_with(TEMP_PREFIX.as_bytes())
             || !e.file_type().is_ok_and(|t| t.is_dir())
         {
             continue;

@@ -94,5 +94,8 @@ fn the_window_moves_along_over_laps() {
     let r = run(&root, "r", "laps");
     let v: Vec<u64> = r[0].split(' ').map(|x| x.parse().unwrap()).collect();
     assert!(v[0] > 2000, "{v:?}");
-    assert!(v[1] >= 64 << 10, "after two laps the whole ring is mapped: {v:?}");
+    assert!(
+        v[1] >= 64 << 10,
+        "after two laps the whole ring is mapped: {v:?}"
+    );
 }
