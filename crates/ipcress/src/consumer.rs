@@ -292,9 +292,47 @@ fn start_position(s: &Inner, from: From) -> Result<u64> {
                     "position {p} is not retained (oldest {oldest}, tail {tail})"
                 )))
             } else {
+                check_boundary(s, p)?;
                 Ok(p)
             }
         }
+    }
+}
+
+/// Is `p` (retained, aligned) the start of a frame? Every segment starts
+/// with a frame, so walk the headers from the start of `p`'s segment: the
+/// walk must land on `p` exactly. A walk that meets a claim not committed
+/// yet cannot prove it: that is refused too, with a clear error (ask again
+/// later); so is a position in a segment the head has begun to pass.
+/// Nothing is written.
+pub(crate) fn check_boundary(s: &Inner, p: u64) -> Result<()> {
+    use crate::recovery::Walk;
+    let bad = |why: String| Err(Error::InvalidOptions(format!("position {p} {why}")));
+    let start = p & !(s.seg_size - 1);
+    if start == p {
+        return Ok(());
+    }
+    let Some(seg) = s.segment(s.seg_index(p), false)? else {
+        return bad("is not retained".into());
+    };
+    let walk = crate::recovery::walk_to(s, &seg, p);
+    // The walk read a segment that producers may be reusing meanwhile
+    // (Overwrite): it counts only if the head has not reached it since.
+    fence(Acquire);
+    if s.head_word().load(Relaxed) > start {
+        return bad("is no longer retained".into());
+    }
+    match walk {
+        Walk::Exact => Ok(()),
+        Walk::Inside { prev, next } => bad(format!(
+            "is inside a record (records start at {prev} and at {next})"
+        )),
+        Walk::Uncommitted(q) => bad(format!(
+            "cannot be checked yet: the record at {q} before it is not committed"
+        )),
+        Walk::Damaged(q, e) => bad(format!(
+            "cannot be checked: the record at {q} before it is damaged ({e})"
+        )),
     }
 }
 
@@ -824,7 +862,13 @@ impl Consumer {
         });
         // No clear first: `read` overwrites every byte, so only growth is zeroed.
         buf.resize(len_us, 0);
-        seg.region.read(body, &mut buf);
+        if self.s.opts.policy == Policy::Overwrite {
+            // A producer may be overwriting the frame: atomic loads, then
+            // the check below.
+            seg.region.read_racy(body, &mut buf);
+        } else {
+            seg.region.read(body, &mut buf);
+        }
         let b = seg.region.u64_at(off + 8).load(Relaxed);
         if self.s.opts.policy == Policy::Overwrite {
             // Seqlock-style validation: if a producer began overwriting
@@ -1210,7 +1254,11 @@ impl Consumer {
                         continue;
                     }
                     let mut data = vec![0u8; len as usize];
-                    seg.region.read(off + HEADER_LEN, &mut data);
+                    if self.s.opts.policy == Policy::Overwrite {
+                        seg.region.read_racy(off + HEADER_LEN, &mut data);
+                    } else {
+                        seg.region.read(off + HEADER_LEN, &mut data);
+                    }
                     let b = seg.region.u64_at(off + 8).load(Relaxed);
                     fence(Acquire);
                     if self.s.head_word().load(Relaxed) > p {
