@@ -673,8 +673,11 @@ impl Consumer {
             self.win_len = 0;
             return Ok(None);
         };
+        // Saturating: a damaged saved position may be anything.
         let start = idx << self.s.seg_shift;
-        let end = (start + self.s.seg_size).min(self.s.prefault_ahead(pos, pos + 1));
+        let end = start
+            .saturating_add(self.s.seg_size)
+            .min(self.s.prefault_ahead(pos, pos.saturating_add(1)));
         self.win_lo = start;
         self.win_len = end - start;
         self.seg = Some(seg.clone());

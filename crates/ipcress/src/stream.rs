@@ -820,10 +820,11 @@ impl Inner {
         if self.faulted.is_empty() || self.faulted_count.load(Relaxed) >= chunks {
             return u64::MAX;
         }
+        // Saturating: a consumer's position may come from a damaged word.
         let first = from >> self.fault_shift;
-        let last = to.max(from + 1).saturating_sub(1) >> self.fault_shift;
+        let last = to.max(from.saturating_add(1)).saturating_sub(1) >> self.fault_shift;
         // Whole chunks, wrapping around the ring, at most once each.
-        for k in first..=(last + 1).min(first + chunks - 1) {
+        for k in first..=last.saturating_add(1).min(first.saturating_add(chunks - 1)) {
             let c = k % chunks;
             let bit = 1u64 << (c % 64);
             if self.faulted[(c / 64) as usize].fetch_or(bit, Relaxed) & bit == 0 {
@@ -832,7 +833,7 @@ impl Inner {
                 self.faulted_count.fetch_add(1, Relaxed);
             }
         }
-        (last + 1) << self.fault_shift
+        last.saturating_add(1).saturating_mul(1 << self.fault_shift)
     }
 
     #[inline]
