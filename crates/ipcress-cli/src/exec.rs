@@ -227,9 +227,10 @@ fn finish(workers: Vec<Worker>, program: &str) -> Result<()> {
     }
 }
 
-/// Members per worker: each holds one record it has handed out and not
-/// acknowledged, so this is how many records may sit in a worker's pipe.
-const IN_FLIGHT: usize = 8;
+/// Members per worker: each gives its next record once the worker has read
+/// its last one, so this is how many records may sit in a worker's pipe.
+/// One keeps the group's order (members hand out runs of records).
+const IN_FLIGHT: usize = 1;
 
 /// One record written to a worker's stdin and not acknowledged yet.
 struct InFlight {
@@ -243,9 +244,9 @@ struct InFlight {
 ///
 /// A record is acknowledged to the group only once the worker has read
 /// all of it from its pipe: bytes written minus what the pipe still holds
-/// (FIONREAD). Each member holds at most one record it has not
-/// acknowledged, so the feeder works with several members per worker and
-/// writes a record through a member whose last one was read. Records the
+/// (FIONREAD). A member is asked for its next record only once the worker
+/// has read the last one it gave (so at most `IN_FLIGHT` records wait in
+/// the pipe; with one member, in the group's order). Records the
 /// worker has not read when it dies, or when `exec` stops, are left
 /// unacknowledged: their members are never closed (closing would
 /// acknowledge) and the group hands the records to another member once
@@ -263,6 +264,7 @@ fn feed(
     };
     let mut inflight: VecDeque<InFlight> = VecDeque::new();
     let mut rec = Vec::with_capacity(64 << 10);
+    let mut rr = 0usize;
     let result = (|| -> Result<(), MoveError> {
         loop {
             if sh.should_stop() {
@@ -272,9 +274,13 @@ fn feed(
             let mut waits = 0;
             let free = loop {
                 pipe.ack_read(&mut members, &mut inflight)?;
-                if let Some(i) =
-                    (0..members.len()).find(|i| inflight.iter().all(|f| f.member != *i))
+                // Round robin: every member's run gets handed out.
+                let n = members.len();
+                if let Some(i) = (0..n)
+                    .map(|k| (rr + k) % n)
+                    .find(|i| inflight.iter().all(|f| f.member != *i))
                 {
+                    rr = i + 1;
                     break i;
                 }
                 // Input waits in the worker's pipe: the stage is not idle.
@@ -300,7 +306,7 @@ fn feed(
             };
             let got = match got {
                 Some(w) => Some(w),
-                None => match member.recv_timeout(POLL) {
+                None => match member.recv_timeout(POLL / IN_FLIGHT as u32) {
                     Ok(Some(m)) => Some(write_message(m, framing, &mut rec)),
                     Ok(None) => None,
                     Err(e) => {
