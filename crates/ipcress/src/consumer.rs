@@ -100,6 +100,10 @@ pub struct Consumer {
     /// Next position to read (own position; unused for members).
     pos: u64,
     seg: Option<Seg>,
+    /// Positions `win_lo..win_lo + win_len` lie in `seg` and in pages this
+    /// process has faulted in: reads there need no other check.
+    win_lo: u64,
+    win_len: u64,
     /// The decoded bytes of the last record read through a copy.
     buf: Vec<u8>,
     /// A compressed record's stored bytes, opened in place and then
@@ -419,7 +423,6 @@ impl Consumer {
         } else {
             s.seg_size / 4
         };
-        s.prefault();
         let fast =
             matches!(kind, Kind::Durable | Kind::Subscriber) && s.opts.policy == Policy::Block;
         Consumer {
@@ -429,6 +432,8 @@ impl Consumer {
             slot,
             pos,
             seg: None,
+            win_lo: 0,
+            win_len: 0,
             buf: Vec::new(),
             zbuf: Vec::new(),
             wait: Wait::Park,
@@ -690,17 +695,35 @@ impl Consumer {
 
     #[inline(always)]
     fn seg_for(&mut self, pos: u64) -> Result<Option<Seg>> {
-        let idx = self.s.seg_index(pos);
-        if let Some(seg) = &self.seg
-            && seg.index == idx
+        if pos.wrapping_sub(self.win_lo) < self.win_len
+            && let Some(seg) = &self.seg
         {
             return Ok(Some(seg.clone()));
         }
-        let seg = self.s.segment(idx, false)?;
-        if let Some(seg) = &seg {
-            self.seg = Some(seg.clone());
-        }
-        Ok(seg)
+        self.seg_for_slow(pos)
+    }
+
+    /// A new segment, or the next chunk of the ring to fault in.
+    #[cold]
+    fn seg_for_slow(&mut self, pos: u64) -> Result<Option<Seg>> {
+        let idx = self.s.seg_index(pos);
+        let seg = match &self.seg {
+            Some(seg) if seg.index == idx => Some(seg.clone()),
+            _ => self.s.segment(idx, false)?,
+        };
+        let Some(seg) = seg else {
+            self.win_len = 0;
+            return Ok(None);
+        };
+        // Saturating: a damaged saved position may be anything.
+        let start = idx << self.s.seg_shift;
+        let end = start
+            .saturating_add(self.s.seg_size)
+            .min(self.s.prefault_ahead(pos, pos.saturating_add(1)));
+        self.win_lo = start;
+        self.win_len = end - start;
+        self.seg = Some(seg.clone());
+        Ok(Some(seg))
     }
 
     /// Look at the frame at `p`, validating every field.
@@ -785,7 +808,7 @@ impl Consumer {
     fn poll_fast(&mut self) -> Option<Delivered> {
         let p = self.pos;
         let seg = self.seg.as_ref()?;
-        if seg.index != self.s.seg_index(p)
+        if p.wrapping_sub(self.win_lo) >= self.win_len
             || !p.is_multiple_of(ALIGN as u64)
             || self.s.head_word().load(Acquire) > p
         {
@@ -1808,17 +1831,29 @@ impl<'a> Message<'a> {
             cur: first,
             at: 0,
             done: end,
+            failed: None,
         }
     }
 }
 
 /// `io::Read` over a (possibly fragmented) message.
+///
+/// A read fails with an `io::Error` that carries the library's [`Error`]
+/// (`io::Error::get_ref` / `into_inner`, then downcast). Two of them mean
+/// the message was skipped and the consumer goes on, like a lapped one:
+/// [`Error::Aborted`] (its producer died in the middle of it) and
+/// [`Error::Lagged`] (Overwrite policy: it was overwritten while read).
+/// Either way the consumer is already past the message and its next
+/// `recv` returns the next one. After any error, every further read fails
+/// too (the bytes that would follow belong to no message).
 pub struct MessageReader<'a> {
     c: &'a mut Consumer,
     start: u64,
     cur: Vec<u8>,
     at: usize,
     done: bool,
+    /// The error that ended this reader, repeated by every later read.
+    failed: Option<(io::ErrorKind, String)>,
 }
 
 impl MessageReader<'_> {
@@ -1922,10 +1957,18 @@ impl io::Read for MessageReader<'_> {
                 self.at += n;
                 return Ok(n);
             }
+            if let Some((kind, msg)) = &self.failed {
+                return Err(io::Error::new(*kind, msg.clone()));
+            }
             if self.done || out.is_empty() {
                 return Ok(0);
             }
-            self.next_fragment().map_err(io::Error::other)?;
+            if let Err(e) = self.next_fragment() {
+                self.failed = Some((io::ErrorKind::Other, e.to_string()));
+                self.cur.clear();
+                self.at = 0;
+                return Err(io::Error::other(e));
+            }
         }
     }
 }

@@ -31,6 +31,9 @@ pub struct Producer {
     /// cached segment, with the generation unchanged and no fragment lock,
     /// needs none of the slow path's checks (0: take the slow path).
     fast_end: u64,
+    /// Claims ending at or below this position land in pages this process
+    /// has faulted in (`Inner::prefault_ahead`; part of `fast_end`).
+    prefault_end: u64,
     /// Flags every frame this producer seals carries: committed, and
     /// encrypted and checksummed as the stream says.
     seal_flags: u16,
@@ -99,7 +102,6 @@ impl Stream {
                 break;
             }
         }
-        s.prefault();
         let seal_flags = F_COMMITTED
             | if s.cipher.is_some() { F_ENCRYPTED } else { 0 }
             | if s.checksummed() { F_CHECKSUM } else { 0 };
@@ -112,6 +114,7 @@ impl Stream {
             generation: u64::MAX,
             head_seen: 0,
             fast_end: 0,
+            prefault_end: 0,
             seal_flags,
             scratch: Vec::new(),
             holds_frag_lock: false,
@@ -478,10 +481,17 @@ impl Producer {
                 return Err(e);
             }
         };
+        if end > self.prefault_end {
+            // The first lap through this part of the ring in this process:
+            // fault the pages in ahead of us, a chunk at a time.
+            self.prefault_end = self.s.prefault_ahead(pos, end);
+        }
         let claim = Claim::new(&self.s, seg, pos, total);
         if self.s.is_ring() && !self.holds_frag_lock {
             // What the next claims may take without the checks above.
-            let mut fast_end = seg_end.min(self.head_seen.saturating_add(self.s.capacity));
+            let mut fast_end = seg_end
+                .min(self.head_seen.saturating_add(self.s.capacity))
+                .min(self.prefault_end);
             if self.s.opts.policy == Policy::Block {
                 fast_end = fast_end.min(self.limit);
             }
