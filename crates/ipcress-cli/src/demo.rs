@@ -71,7 +71,10 @@ impl Drop for Scene {
 impl Scene {
     fn spawn(&mut self, label: &str, args: &[&str]) -> Result<()> {
         let exe = std::env::current_exe().context("find the ipcress binary")?;
-        let child = Command::new(exe)
+        let mut cmd = Command::new(exe);
+        // A killed demo takes its stages with it.
+        crate::child::die_with_parent(&mut cmd);
+        let child = cmd
             .args(args)
             .env("IPCRESS_DIR", &self.root)
             .stdin(Stdio::null())

@@ -7,7 +7,8 @@
 //! children's stdin, the collectors drain their stdout, and the children
 //! are waited for; the first one that failed gives the exit code.
 
-use std::io::{BufReader, BufWriter, Write};
+use std::collections::VecDeque;
+use std::io::{BufReader, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use ipcress::{Consumer, Error, Producer};
 
 use crate::cli::ExecArgs;
 use crate::framing::{Framing, MoveError, send_records, write_message};
-use crate::get::POLL;
+use crate::get::{POLL, deliver};
 use crate::{Ctx, ExitWith, explain, load_key, signals};
 
 /// State the feeders share.
@@ -104,16 +105,26 @@ pub fn run(ctx: &Ctx, a: ExecArgs) -> Result<()> {
     // child runs.
     let mut ends = Vec::new();
     for _ in 0..a.workers {
-        let member = input
-            .group_from(&group, a.from)
-            .map_err(|e| explain(&a.input, e))?;
+        let mut members = Vec::with_capacity(IN_FLIGHT);
+        for _ in 0..IN_FLIGHT {
+            members.push(
+                input
+                    .group_from(&group, a.from)
+                    .map_err(|e| explain(&a.input, e))?,
+            );
+        }
         let producer = output.producer().map_err(|e| explain(&a.output, e))?;
-        ends.push((member, producer));
+        ends.push((members, producer));
     }
 
     let mut workers: Vec<Worker> = Vec::new();
-    for (i, (member, producer)) in ends.into_iter().enumerate() {
-        let spawned = Command::new(&a.cmd[0])
+    for (i, (members, producer)) in ends.into_iter().enumerate() {
+        let mut cmd = Command::new(&a.cmd[0]);
+        // A killed exec takes its workers with it: their input and output
+        // are gone, and the records they had not read yet go back to the
+        // group (see `feed`).
+        crate::child::die_with_parent(&mut cmd);
+        let spawned = cmd
             .args(&a.cmd[1..])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -137,7 +148,7 @@ pub fn run(ctx: &Ctx, a: ExecArgs) -> Result<()> {
         let name = a.input.clone();
         let feeder = std::thread::Builder::new()
             .name(format!("feeder-{i}"))
-            .spawn(move || feed(member, stdin, framing, &sh, &name))
+            .spawn(move || feed(members, stdin, framing, &sh, &name))
             .context("start a thread")?;
         let collector = std::thread::Builder::new()
             .name(format!("collector-{i}"))
@@ -216,69 +227,230 @@ fn finish(workers: Vec<Worker>, program: &str) -> Result<()> {
     }
 }
 
-/// Feeder: group member on A -> child's stdin.
+/// Members per worker: each gives its next record once the worker has read
+/// its last one, so this is how many records may sit in a worker's pipe.
+/// One keeps the group's order (members hand out runs of records).
+const IN_FLIGHT: usize = 1;
+
+/// One record written to a worker's stdin and not acknowledged yet.
+struct InFlight {
+    /// The member that holds it.
+    member: usize,
+    /// Bytes written to the pipe up to and including this record.
+    end: u64,
+}
+
+/// Feeder: the worker's members of the group on A -> child's stdin.
+///
+/// A record is acknowledged to the group only once the worker has read
+/// all of it from its pipe: bytes written minus what the pipe still holds
+/// (FIONREAD). A member is asked for its next record only once the worker
+/// has read the last one it gave (so at most `IN_FLIGHT` records wait in
+/// the pipe; with one member, in the group's order). Records the
+/// worker has not read when it dies, or when `exec` stops, are left
+/// unacknowledged: their members are never closed (closing would
+/// acknowledge) and the group hands the records to another member once
+/// this process is gone (docs/CLI.md).
 fn feed(
-    mut member: Consumer,
+    mut members: Vec<Consumer>,
     stdin: ChildStdin,
     framing: Framing,
     sh: &Shared,
     stream: &str,
 ) -> Result<(), MoveError> {
-    let mut w = BufWriter::with_capacity(64 << 10, stdin);
+    let mut pipe = Pipe {
+        w: stdin,
+        written: 0,
+    };
+    let mut inflight: VecDeque<InFlight> = VecDeque::new();
+    let mut rec = Vec::with_capacity(64 << 10);
+    let mut rr = 0usize;
     let result = (|| -> Result<(), MoveError> {
         loop {
             if sh.should_stop() {
                 return Ok(());
             }
+            // Acknowledge what the worker has read; find a free member.
+            let mut waits = 0;
+            let free = loop {
+                pipe.ack_read(&mut members, &mut inflight)?;
+                // Round robin: every member's run gets handed out.
+                let n = members.len();
+                if let Some(i) = (0..n)
+                    .map(|k| (rr + k) % n)
+                    .find(|i| inflight.iter().all(|f| f.member != *i))
+                {
+                    rr = i + 1;
+                    break i;
+                }
+                // Input waits in the worker's pipe: the stage is not idle.
+                sh.last_input_ms
+                    .store(sh.started.elapsed().as_millis() as u64, Relaxed);
+                if sh.should_stop() {
+                    return Ok(());
+                }
+                pipe.wait_read(waits)?;
+                waits += 1;
+            };
             if !sh.reserve() {
                 return Ok(());
             }
-            let mut got = match member.try_recv() {
-                Ok(Some(m)) => {
-                    write_message(m, framing, &mut w)?;
-                    true
+            let member = &mut members[free];
+            let got = match member.try_recv() {
+                Ok(Some(m)) => Some(write_message(m, framing, &mut rec)),
+                Ok(None) => None,
+                Err(e) => {
+                    lagged_or(e, stream)?;
+                    None
                 }
-                Ok(None) => false,
-                Err(e) => lagged_or(e, stream)?,
             };
-            if !got {
-                // Nothing ready: let the child work on what it has.
-                w.flush().map_err(MoveError::Io)?;
-                got = match member.recv_timeout(POLL) {
-                    Ok(Some(m)) => {
-                        write_message(m, framing, &mut w)?;
-                        true
+            let got = match got {
+                Some(w) => Some(w),
+                None => match member.recv_timeout(POLL / IN_FLIGHT as u32) {
+                    Ok(Some(m)) => Some(write_message(m, framing, &mut rec)),
+                    Ok(None) => None,
+                    Err(e) => {
+                        lagged_or(e, stream)?;
+                        None
                     }
-                    Ok(None) => false,
-                    Err(e) => lagged_or(e, stream)?,
-                };
-            }
-            if got {
-                sh.last_input_ms
-                    .store(sh.started.elapsed().as_millis() as u64, Relaxed);
-            } else {
+                },
+            };
+            let delivered = match got {
+                Some(w) => deliver(w, stream)? > 0,
+                None => false,
+            };
+            if !delivered {
+                rec.clear();
                 sh.unreserve();
+                continue;
             }
+            sh.last_input_ms
+                .store(sh.started.elapsed().as_millis() as u64, Relaxed);
+            let r = pipe.write(&rec);
+            rec.clear();
+            inflight.push_back(InFlight {
+                member: free,
+                // A record not written whole is never acknowledged.
+                end: if r.is_ok() { pipe.written } else { u64::MAX },
+            });
+            r?;
         }
     })();
     if result.is_err() {
         // Let the other workers wind down too.
         sh.stop.store(true, Relaxed);
     }
-    let flushed = w.flush().map_err(MoveError::Io);
-    // Acknowledge the last record handed to the child.
-    let committed = member.commit().map_err(MoveError::Stream);
-    drop(w); // closes the child's stdin
-    result.and(flushed).and(committed)
+    // Give the worker a moment to read what it has, acknowledge that, and
+    // leave the rest to the group.
+    let t0 = Instant::now();
+    let mut waits = 0;
+    while !inflight.is_empty() && t0.elapsed() < DRAIN_WAIT {
+        if pipe.ack_read(&mut members, &mut inflight).is_err() || pipe.wait_read(waits).is_err() {
+            break;
+        }
+        waits += 1;
+    }
+    let _ = pipe.ack_read(&mut members, &mut inflight);
+    let unread: Vec<usize> = inflight.iter().map(|f| f.member).collect();
+    for (i, mut m) in members.into_iter().enumerate() {
+        if unread.contains(&i) {
+            // Closing would acknowledge the record: keep the slot held
+            // until this process ends, then the group redelivers it.
+            std::mem::forget(m);
+        } else {
+            let _ = m.commit();
+        }
+    }
+    drop(pipe); // closes the child's stdin
+    result
 }
 
-fn lagged_or(e: Error, stream: &str) -> Result<bool, MoveError> {
+/// How long a stopping feeder waits for its worker to read what it was
+/// given before it leaves the rest unacknowledged.
+const DRAIN_WAIT: Duration = Duration::from_secs(1);
+
+/// The write end of a worker's stdin, with the bytes written to it.
+struct Pipe {
+    w: ChildStdin,
+    written: u64,
+}
+
+impl Pipe {
+    /// Write all of `buf`, counting what went in even if the worker dies
+    /// half-way.
+    fn write(&mut self, mut buf: &[u8]) -> Result<(), MoveError> {
+        while !buf.is_empty() {
+            match self.w.write(buf) {
+                Ok(0) => return Err(MoveError::Io(std::io::ErrorKind::WriteZero.into())),
+                Ok(n) => {
+                    self.written += n as u64;
+                    buf = &buf[n..];
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(MoveError::Io(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes the worker has read from the pipe.
+    fn read_by_worker(&self) -> Result<u64, MoveError> {
+        let queued = rustix::io::ioctl_fionread(&self.w).map_err(|e| MoveError::Io(e.into()))?;
+        Ok(self.written.saturating_sub(queued))
+    }
+
+    /// Acknowledge every record the worker has read.
+    fn ack_read(
+        &self,
+        members: &mut [Consumer],
+        inflight: &mut VecDeque<InFlight>,
+    ) -> Result<(), MoveError> {
+        if inflight.is_empty() {
+            return Ok(());
+        }
+        let read = self.read_by_worker()?;
+        while let Some(f) = inflight.front() {
+            if f.end > read {
+                break;
+            }
+            members[f.member].commit().map_err(MoveError::Stream)?;
+            inflight.pop_front();
+        }
+        Ok(())
+    }
+
+    /// Wait a little for the worker to read (the `n`th wait in a row:
+    /// yield first, then sleep longer and longer, up to 1 ms); an error
+    /// once it is gone (its end of the pipe closed).
+    fn wait_read(&self, n: u32) -> Result<(), MoveError> {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let mut fds = [PollFd::new(&self.w, PollFlags::empty())];
+        let zero = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        if let Ok(n) = poll(&mut fds, Some(&zero))
+            && n > 0
+            && fds[0].revents().intersects(PollFlags::ERR | PollFlags::HUP)
+        {
+            return Err(MoveError::Io(std::io::ErrorKind::BrokenPipe.into()));
+        }
+        if n < 32 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Duration::from_micros(20 << (n - 32).min(6)));
+        }
+        Ok(())
+    }
+}
+
+fn lagged_or(e: Error, stream: &str) -> Result<(), MoveError> {
     match e {
         Error::Lagged { skipped_bytes } => {
             eprintln!(
                 "ipcress: warning: stream {stream}: fell behind, {skipped_bytes} bytes were skipped"
             );
-            Ok(false)
+            Ok(())
         }
         e => Err(MoveError::Stream(e)),
     }

@@ -6,8 +6,11 @@
 //! - whole: the whole input is one record; on output, raw bytes.
 //!
 //! Records larger than one frame go through `Producer::writer()` and are
-//! read back through `Message::reader()`, so they never sit in memory whole
-//! (except for length-prefixed output, which needs the length first).
+//! read back through `Message::reader()`. On output, a fragmented record
+//! of up to `WHOLE_LIMIT` bytes is read whole before it is written, so that
+//! one whose producer died in its middle is skipped without a trace;
+//! larger ones are streamed and never sit in memory whole (except for
+//! length-prefixed output, which needs the length first).
 
 use std::io::{self, BufRead, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -36,6 +39,17 @@ pub enum MoveError {
     Truncated(String),
     /// SIGINT or SIGTERM.
     Interrupted,
+    /// A message that cannot be delivered whole and is skipped: its
+    /// producer died in the middle of it, or (Overwrite policy) it was
+    /// overwritten while it was read. `written` bytes of it had already
+    /// gone to the output (only for messages larger than `WHOLE_LIMIT`).
+    /// The consumer is past it: warn and go on.
+    Skipped {
+        /// `Error::Aborted` or `Error::Lagged`.
+        error: ipcress::Error,
+        /// Bytes of the message written before it failed.
+        written: u64,
+    },
 }
 
 impl std::fmt::Display for MoveError {
@@ -45,6 +59,7 @@ impl std::fmt::Display for MoveError {
             MoveError::Stream(e) => e.fmt(f),
             MoveError::Truncated(m) => f.write_str(m),
             MoveError::Interrupted => f.write_str("interrupted"),
+            MoveError::Skipped { error, .. } => error.fmt(f),
         }
     }
 }
@@ -72,6 +87,39 @@ impl MoveError {
         }
     }
 
+    /// A library error met while reading a message: a skipped message
+    /// (see `Skipped`) or a real failure.
+    fn reading(e: io::Error, written: u64) -> MoveError {
+        match MoveError::from_io(e) {
+            MoveError::Stream(
+                error @ (ipcress::Error::Aborted { .. } | ipcress::Error::Lagged { .. }),
+            ) => MoveError::Skipped { error, written },
+            other => other,
+        }
+    }
+
+    /// The one-line warning for a skipped message, or None for any other
+    /// error (which stops the command).
+    pub fn skip_warning(&self, stream: &str) -> Option<String> {
+        let MoveError::Skipped { error, written } = self else {
+            return None;
+        };
+        let what = match error {
+            ipcress::Error::Lagged { skipped_bytes } => format!(
+                "a message was overwritten while it was read (fell behind, {skipped_bytes} bytes were skipped)"
+            ),
+            e => format!("{e}; it is skipped"),
+        };
+        let partial = if *written > 0 {
+            format!(" ({written} bytes of it were already written out)")
+        } else {
+            String::new()
+        };
+        Some(format!(
+            "ipcress: warning: stream {stream}: {what}{partial}"
+        ))
+    }
+
     /// Whether this is the reader of our output going away (`| head`).
     pub fn is_broken_pipe(&self) -> bool {
         matches!(self, MoveError::Io(e) if e.kind() == io::ErrorKind::BrokenPipe)
@@ -92,6 +140,12 @@ pub fn send_one(p: &mut Producer, data: &[u8]) -> Result<(), MoveError> {
 }
 
 const CHUNK: usize = 256 << 10;
+
+/// Fragmented messages up to this size are read whole before any byte of
+/// them is written, so that an aborted one writes nothing. Larger ones are
+/// streamed (a length-prefixed one cannot be: its length comes first; a
+/// u32 bounds it anyway).
+pub const WHOLE_LIMIT: usize = 64 << 20;
 
 /// Copy up to `limit` bytes of `r` into one streamed record.
 fn send_streamed(
@@ -250,35 +304,54 @@ pub fn write_message(
         }
         return Ok(b.len() as u64);
     }
-    // A fragmented message.
-    match framing {
-        Framing::LengthPrefixed => {
-            let v = msg.to_vec()?;
+    // A fragmented message: read it whole first when it is not too large,
+    // so that a message whose producer died in its middle leaves nothing
+    // on the output (the consumer goes on with the next one).
+    let mut r = msg.reader();
+    let mut v = Vec::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut total = 0u64;
+    let mut streaming = false;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                if streaming && framing == Framing::Lines {
+                    // Keep the next record on a line of its own.
+                    out.write_all(b"\n").map_err(MoveError::Io)?;
+                }
+                return Err(MoveError::reading(e, total));
+            }
+        };
+        // Length-prefixed output needs the length first: always whole.
+        if !streaming && (v.len() + n <= WHOLE_LIMIT || framing == Framing::LengthPrefixed) {
+            v.extend_from_slice(&buf[..n]);
+            continue;
+        }
+        if !streaming {
+            // Too large to hold: write it as it comes.
+            streaming = true;
+            out.write_all(&v).map_err(MoveError::Io)?;
+            total = v.len() as u64;
+            v = Vec::new();
+        }
+        out.write_all(&buf[..n]).map_err(MoveError::Io)?;
+        total += n as u64;
+    }
+    if !streaming {
+        if framing == Framing::LengthPrefixed {
             let len = u32::try_from(v.len()).map_err(|_| too_long(v.len() as u64))?;
             out.write_all(&len.to_le_bytes()).map_err(MoveError::Io)?;
-            out.write_all(&v).map_err(MoveError::Io)?;
-            Ok(v.len() as u64)
         }
-        Framing::Lines | Framing::Whole => {
-            let mut r = msg.reader();
-            let mut buf = vec![0u8; CHUNK];
-            let mut total = 0u64;
-            loop {
-                let n = match r.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(MoveError::from_io(e)),
-                };
-                out.write_all(&buf[..n]).map_err(MoveError::Io)?;
-                total += n as u64;
-            }
-            if framing == Framing::Lines {
-                out.write_all(b"\n").map_err(MoveError::Io)?;
-            }
-            Ok(total)
-        }
+        out.write_all(&v).map_err(MoveError::Io)?;
+        total = v.len() as u64;
     }
+    if framing == Framing::Lines {
+        out.write_all(b"\n").map_err(MoveError::Io)?;
+    }
+    Ok(total)
 }
 
 fn too_long(len: u64) -> MoveError {

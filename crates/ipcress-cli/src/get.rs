@@ -2,7 +2,8 @@
 //!
 //! Stops at the tail seen at start (default), after `--count N` records, or
 //! never (`-f`). SIGINT/SIGTERM and a closed stdout end it cleanly (exit 0)
-//! with the consumer's position committed.
+//! with the consumer's position committed. A message whose producer died
+//! in its middle is skipped with a one-line warning (docs/CLI.md).
 
 use std::io::{self, BufWriter, Write};
 use std::sync::atomic::Ordering::Relaxed;
@@ -43,8 +44,7 @@ pub fn run(ctx: &Ctx, a: GetArgs) -> Result<()> {
             }
             match c.try_recv() {
                 Ok(Some(m)) => {
-                    write_message(m, framing, &mut out)?;
-                    n += 1;
+                    n += deliver(write_message(m, framing, &mut out), &a.name)?;
                     continue;
                 }
                 Ok(None) => {}
@@ -54,8 +54,7 @@ pub fn run(ctx: &Ctx, a: GetArgs) -> Result<()> {
             out.flush().map_err(MoveError::Io)?;
             match c.recv_timeout(POLL) {
                 Ok(Some(m)) => {
-                    write_message(m, framing, &mut out)?;
-                    n += 1;
+                    n += deliver(write_message(m, framing, &mut out), &a.name)?;
                 }
                 Ok(None) => {
                     if stdout_closed() {
@@ -74,6 +73,22 @@ pub fn run(ctx: &Ctx, a: GetArgs) -> Result<()> {
         Err(MoveError::Stream(e)) => Err(explain(&a.name, e)),
         Err(MoveError::Io(e)) => Err(anyhow::Error::new(e).context("write to standard output")),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// How many messages a `write_message` delivered: 1, or 0 for a skipped
+/// one (a warning on stderr; the consumer is already past it). Other
+/// errors stop.
+pub fn deliver(written: Result<u64, MoveError>, stream: &str) -> Result<u64, MoveError> {
+    match written {
+        Ok(_) => Ok(1),
+        Err(e) => match e.skip_warning(stream) {
+            Some(w) => {
+                eprintln!("{w}");
+                Ok(0)
+            }
+            None => Err(e),
+        },
     }
 }
 

@@ -77,7 +77,7 @@ pub fn run(ctx: &Ctx, a: PutArgs) -> Result<()> {
             Err(MoveError::Io(e)) => {
                 return Err(anyhow::Error::new(e).context(format!("read {label}")));
             }
-            Err(e @ MoveError::Truncated(_)) => {
+            Err(e @ (MoveError::Truncated(_) | MoveError::Skipped { .. })) => {
                 return Err(anyhow::Error::new(e).context(label));
             }
         }

@@ -112,7 +112,11 @@ pub enum Error {
     /// A key file problem.
     #[error(transparent)]
     Key(#[from] crate::codec::KeyError),
-    /// A fragmented message was cut short by a producer that died.
+    /// A fragmented message was cut short by a producer that died. Not
+    /// fatal: the consumer is already past the message (its position moved
+    /// on, nothing of it is acknowledged as delivered data) and its next
+    /// `recv` returns the next message; report it like
+    /// [`Lagged`](Self::Lagged) and go on.
     #[error("message at position {position} was aborted by its producer")]
     Aborted {
         /// Position of the message's first fragment.

@@ -164,11 +164,11 @@ impl Storage {
         }
     }
 
-    /// Map the whole ring in now (see `Mapping::prefault`); logs map their
-    /// segments as they come.
-    pub(crate) fn prefault(&self) {
+    /// Fault in `len` bytes of the ring file at `offset` (see
+    /// `Mapping::prefault`); logs map their segments as they come.
+    pub(crate) fn prefault(&self, offset: u64, len: u64) {
         if let Storage::Ring { map, .. } = self {
-            map.prefault();
+            map.prefault(offset as usize, len as usize);
         }
     }
 

@@ -208,6 +208,13 @@ impl StreamOptions {
     }
 }
 
+/// Bytes a producer or consumer faults in ahead of where it works on a
+/// ring, at the least (`Inner::prefault_ahead`).
+const PREFAULT_CHUNK: u64 = 2 << 20;
+/// Chunks of a ring tracked per process, at most (larger rings use larger
+/// chunks).
+const MAX_FAULT_CHUNKS: u64 = 1 << 16;
+
 /// Where streams live: `$IPCRESS_DIR`, else `/dev/shm/ipcress`.
 pub fn default_root() -> PathBuf {
     std::env::var_os("IPCRESS_DIR")
@@ -269,7 +276,12 @@ pub(crate) struct Inner {
     pub capacity: u64,
     pub lap_shift: u32,
     pub cipher: Option<Cipher>,
-    prefaulted: std::sync::Once,
+    /// Ring: which chunks of the ring this process has faulted in, one bit
+    /// per chunk of `1 << fault_shift` bytes (see `prefault_ahead`).
+    faulted: Box<[AtomicU64]>,
+    /// Chunks faulted in so far; all of them ends the bookkeeping.
+    faulted_count: AtomicU64,
+    fault_shift: u32,
 }
 
 impl std::fmt::Debug for Stream {
@@ -306,15 +318,9 @@ impl Stream {
         if fs::symlink_metadata(&dest).is_ok() {
             return Err(Error::AlreadyExists { name: name.into() });
         }
-        let tmp = root.join(format!(
-            ".tmp-{name}-{}-{:x}",
-            std::process::id(),
-            random_u64()
-        ));
-        DirBuilder::new()
-            .mode(dir_mode)
-            .create(&tmp)
-            .map_err(|e| Error::from_os(&tmp, "create directory", e))?;
+        sweep_temp_dirs(root);
+        // Locked while we live: a sweeper never takes it for abandoned.
+        let (tmp, _lock) = make_temp_dir(root, name, dir_mode)?;
         // The mode asked for, whatever the umask (0770 must not become 0750).
         if let Err(e) = fs::set_permissions(&tmp, fs::Permissions::from_mode(dir_mode)) {
             let _ = fs::remove_dir(&tmp);
@@ -381,6 +387,21 @@ impl Stream {
             }
             Layout::Log => (u64::MAX, seg_shift),
         };
+        // One bit per chunk: at least PREFAULT_CHUNK bytes, at most
+        // MAX_FAULT_CHUNKS chunks, at most the whole ring.
+        let fault_shift = match opts.layout {
+            Layout::Ring => PREFAULT_CHUNK
+                .trailing_zeros()
+                .max(lap_shift.saturating_sub(MAX_FAULT_CHUNKS.trailing_zeros()))
+                .min(lap_shift),
+            Layout::Log => 0,
+        };
+        let faulted = match opts.layout {
+            Layout::Ring => (0..(capacity >> fault_shift).div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            Layout::Log => Box::default(),
+        };
         let storage = match opts.layout {
             Layout::Ring => Storage::open_ring(&dir, opts.segment_count as u64, seg_size)?,
             Layout::Log => Storage::open_log(&dir, seg_size, md.mode() & 0o660),
@@ -399,7 +420,9 @@ impl Stream {
             capacity,
             lap_shift,
             cipher: None,
-            prefaulted: std::sync::Once::new(),
+            faulted,
+            faulted_count: AtomicU64::new(0),
+            fault_shift,
         };
         // Whoever opens a stream that nobody else has open repairs it.
         if sys::try_lock(&inner._meta_file, sys::Lock::Exclusive) {
@@ -444,8 +467,10 @@ impl Stream {
         fs::remove_dir_all(&dir).map_err(|e| Error::from_os(&dir, "remove", e))
     }
 
-    /// Names of the streams under `root`, sorted.
+    /// Names of the streams under `root`, sorted. Temporary directories
+    /// left by a `create` that died are removed on the way.
     pub fn list_in(root: &Path) -> Result<Vec<String>> {
+        sweep_temp_dirs(root);
         let rd = match fs::read_dir(root) {
             Ok(rd) => rd,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -454,7 +479,7 @@ impl Stream {
         let mut names: Vec<String> = rd
             .filter_map(|e| e.ok())
             .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| validate_name(n).is_ok() && !n.starts_with(".tmp-"))
+            .filter(|n| validate_name(n).is_ok() && !n.starts_with(TEMP_PREFIX))
             .filter(|n| root.join(n).join("meta").exists())
             .collect();
         names.sort();
@@ -529,6 +554,87 @@ impl Stream {
             ._meta_map
             .flush()
             .map_err(|e| Error::io("msync meta", e))
+    }
+}
+
+/// Prefix of the directories `create` builds a stream in before it renames
+/// it into place: `.tmp-NAME-PID-RAND`.
+const TEMP_PREFIX: &str = ".tmp-";
+
+/// Open a directory without following a link, for its lock.
+fn open_dir(path: &Path) -> std::io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Whether `path` still names the directory `dir` is open on.
+fn same_dir(dir: &fs::File, path: &Path) -> bool {
+    match (dir.metadata(), fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Make a fresh temporary directory for stream `name` and take an
+/// exclusive `flock` on it, held until the returned file is dropped. The
+/// kernel drops the lock when its holder dies, however it dies: a temporary
+/// directory nobody holds is abandoned (see `sweep_temp_dirs`). A sweeper
+/// may take the lock between our mkdir and our flock; then the directory is
+/// (being) removed and we try another name.
+fn make_temp_dir(root: &Path, name: &str, mode: u32) -> Result<(PathBuf, fs::File)> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let tmp = root.join(format!(
+            "{TEMP_PREFIX}{name}-{}-{:x}",
+            std::process::id(),
+            random_u64()
+        ));
+        DirBuilder::new()
+            .mode(mode)
+            .create(&tmp)
+            .map_err(|e| Error::from_os(&tmp, "create directory", e))?;
+        let dir = open_dir(&tmp).map_err(|e| Error::from_os(&tmp, "open", e))?;
+        if sys::try_lock(&dir, sys::Lock::Exclusive) && same_dir(&dir, &tmp) {
+            return Ok((tmp, dir));
+        }
+        if tries >= 16 {
+            return Err(Error::io(
+                format!("lock {}", tmp.display()),
+                std::io::Error::other("temporary directory taken away 16 times"),
+            ));
+        }
+    }
+}
+
+/// Remove the temporary directories under `root` whose creator is gone:
+/// those whose `flock` we can take (a live creator holds it until it has
+/// renamed the directory into place). Best effort: what we may not open or
+/// remove stays for its owner to sweep.
+fn sweep_temp_dirs(root: &Path) {
+    let Ok(rd) = fs::read_dir(root) else {
+        return;
+    };
+    for e in rd.filter_map(|e| e.ok()) {
+        if !e
+            .file_name()
+            .as_encoded_bytes()
+            .starts_with(TEMP_PREFIX.as_bytes())
+            || !e.file_type().is_ok_and(|t| t.is_dir())
+        {
+            continue;
+        }
+        let path = e.path();
+        let Ok(dir) = open_dir(&path) else { continue };
+        // Still the same directory once locked: not one renamed into a
+        // stream meanwhile (its name changed) or made anew.
+        if sys::try_lock(&dir, sys::Lock::Exclusive) && same_dir(&dir, &path) {
+            tracing::warn!(dir = %path.display(), "removing a stream left half-created by a process that died");
+            let _ = fs::remove_dir_all(&path);
+        }
     }
 }
 
@@ -700,10 +806,34 @@ pub struct ConsumerInfo {
 }
 
 impl Inner {
-    /// Called by every producer and consumer: the first one in a process
-    /// maps the ring in whole (tools like `stat` never pay for it).
-    pub fn prefault(&self) {
-        self.prefaulted.call_once(|| self.storage.prefault());
+    /// Fault in the ring's pages from `from` (a position) to one chunk
+    /// past `to`, the chunks this process has not faulted in yet, and
+    /// return the position up to which claims and reads need not call
+    /// again (the end of the chunk holding `to - 1`; `u64::MAX` once the
+    /// whole ring is in, and for a log, whose segments are mapped as they
+    /// come). Producers and consumers call it only when they pass the
+    /// position it returned, so the first lap takes no page faults while
+    /// a process touches only a bounded window ahead of where it works:
+    /// attaching costs the same on a ring of any size (ARCHITECTURE.md).
+    pub fn prefault_ahead(&self, from: u64, to: u64) -> u64 {
+        let chunks = self.capacity >> self.fault_shift;
+        if self.faulted.is_empty() || self.faulted_count.load(Relaxed) >= chunks {
+            return u64::MAX;
+        }
+        // Saturating: a consumer's position may come from a damaged word.
+        let first = from >> self.fault_shift;
+        let last = to.max(from.saturating_add(1)).saturating_sub(1) >> self.fault_shift;
+        // Whole chunks, wrapping around the ring, at most once each.
+        for k in first..=last.saturating_add(1).min(first.saturating_add(chunks - 1)) {
+            let c = k % chunks;
+            let bit = 1u64 << (c % 64);
+            if self.faulted[(c / 64) as usize].fetch_or(bit, Relaxed) & bit == 0 {
+                self.storage
+                    .prefault(c << self.fault_shift, 1 << self.fault_shift);
+                self.faulted_count.fetch_add(1, Relaxed);
+            }
+        }
+        last.saturating_add(1).saturating_mul(1 << self.fault_shift)
     }
 
     #[inline]
@@ -883,9 +1013,11 @@ impl Inner {
         s.u64_at(cslot::CREATED_MS).store(sys::now_ms(), Relaxed);
         s.u64_at(cslot::MESSAGES).store(0, Relaxed);
         s.u64_at(cslot::POSITION).store(position, Relaxed);
-        s.u64_at(cslot::CLAIMED).store(0, Relaxed);
-        s.u64_at(cslot::DONE).store(0, Relaxed);
-        s.u64_at(cslot::INTENT).store(u64::MAX, Relaxed);
+        s.u64_at(cslot::RUN_BEGIN).store(0, Relaxed);
+        s.u64_at(cslot::RUN_END).store(0, Relaxed);
+        s.u64_at(cslot::RUN_STATE)
+            .store(format::run_state(0, format::RUN_IDLE), Relaxed);
+        s.u64_at(cslot::RELEASER).store(0, Relaxed);
         for w in 0..cslot::USER_WORDS {
             s.u64_at(cslot::USER + 8 * w).store(0, Relaxed);
         }
@@ -970,14 +1102,13 @@ impl Inner {
                         if !check_live || sys::owner_alive(owner) {
                             group_live[g] = true;
                         }
-                        let intent = s.u64_at(cslot::INTENT).load(SeqCst);
-                        let claimed = s.u64_at(cslot::CLAIMED).load(SeqCst);
-                        let done = s.u64_at(cslot::DONE).load(SeqCst);
+                        // A claim in progress or a run not yet acknowledged
+                        // (FORMAT.md, "Groups").
+                        let st = s.u64_at(cslot::RUN_STATE).load(SeqCst);
                         let mut m = u64::MAX;
-                        if claimed > done {
-                            m = m.min(claimed - 1);
+                        if format::split_run_state(st).1 != format::RUN_IDLE {
+                            m = s.u64_at(cslot::RUN_BEGIN).load(SeqCst);
                         }
-                        m = m.min(intent);
                         members.push((g, m));
                     }
                 }

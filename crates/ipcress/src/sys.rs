@@ -38,17 +38,21 @@ impl Mapping {
         Ok(Mapping { map })
     }
 
-    /// Fault every page of the mapping in now, writable, so that the first
-    /// lap over a ring takes no page fault per 4 KiB. Best effort: kernels
-    /// before 5.14 lack `MADV_POPULATE_WRITE`, and then pages fault in on
-    /// first touch as usual.
-    pub(crate) fn prefault(&self) {
-        // SAFETY: the range is exactly this live mapping; the advice only
-        // populates page tables and writes no byte.
+    /// Fault the pages of `len` bytes at `offset` in now, writable, so
+    /// that the first lap over a ring takes no page fault per 4 KiB. Best
+    /// effort: kernels before 5.14 lack `MADV_POPULATE_WRITE`, and then
+    /// pages fault in on first touch as usual. `offset` is page aligned.
+    pub(crate) fn prefault(&self, offset: usize, len: usize) {
+        let len = len.min(self.map.len().saturating_sub(offset));
+        if len == 0 {
+            return;
+        }
+        // SAFETY: the range lies inside this live mapping (clamped above);
+        // the advice only populates page tables and writes no byte.
         unsafe {
             libc::madvise(
-                self.map.as_mut_ptr().cast(),
-                self.map.len(),
+                self.map.as_mut_ptr().add(offset).cast(),
+                len,
                 libc::MADV_POPULATE_WRITE,
             )
         };
