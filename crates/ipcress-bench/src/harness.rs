@@ -475,6 +475,91 @@ impl Drop for TempDir {
     }
 }
 
+/// A child that runs `CMD ROLE JSON` (this binary re-executed), with its
+/// stdin and stdout on one end of a Unix socket pair: the parent reads its
+/// lines with the watchdog as a timeout, so a hung child fails the run
+/// instead of hanging it. Killed and reaped if the run fails half-way.
+/// Used by `codecs` and `scale`.
+pub struct Worker {
+    child: Child,
+    role: &'static str,
+    pub ctl: UnixStream,
+    lines: BufReader<UnixStream>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Worker {
+    pub fn spawn(
+        cmd: &str,
+        role: &'static str,
+        case: &impl Serialize,
+        watchdog: Duration,
+    ) -> Result<Worker> {
+        let (ctl, theirs) = UnixStream::pair()?;
+        ctl.set_read_timeout(Some(watchdog))?;
+        let stdin = OwnedFd::from(theirs.try_clone()?);
+        let child = Command::new(std::env::current_exe()?)
+            .arg(cmd)
+            .arg(role)
+            .arg(serde_json::to_string(case)?)
+            .stdin(Stdio::from(stdin))
+            .stdout(Stdio::from(OwnedFd::from(theirs)))
+            .spawn()
+            .with_context(|| format!("spawn {role}"))?;
+        Ok(Worker {
+            child,
+            role,
+            lines: BufReader::new(ctl.try_clone()?),
+            ctl,
+        })
+    }
+
+    pub fn line(&mut self) -> Result<String> {
+        let mut line = String::new();
+        let n = self
+            .lines
+            .read_line(&mut line)
+            .with_context(|| format!("{} (watchdog)", self.role))?;
+        ensure!(n > 0, "{} exited early (see its stderr)", self.role);
+        Ok(line.trim_end().to_owned())
+    }
+
+    pub fn report<R: serde::de::DeserializeOwned>(&mut self) -> Result<R> {
+        let line = self.line()?;
+        serde_json::from_str(&line).with_context(|| format!("{} report {line:?}", self.role))
+    }
+
+    /// An error if the child has already exited.
+    pub fn check_running(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("{} exited early with {status} (see its stderr)", self.role);
+        }
+        Ok(())
+    }
+
+    /// Hangs up and waits for a clean exit.
+    pub fn finish(mut self, watchdog: Duration) -> Result<()> {
+        self.ctl.shutdown(std::net::Shutdown::Both)?;
+        let since = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                ensure!(status.success(), "{} exited with {status}", self.role);
+                return Ok(());
+            }
+            ensure!(since.elapsed() < watchdog, "{} never exited", self.role);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

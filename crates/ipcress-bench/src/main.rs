@@ -6,8 +6,11 @@
 //! ipcress-bench compare [--quick] [--reps N] [--out DIR] [--only T,T..] [--ring-mib N]
 //! ipcress-bench case --transport T [--kind stream|pingpong] [--size N] [--count N]
 //!                    [--consumers N] [--wait auto|spin|block] [--warmup N] [--ring-mib N]
-//! ipcress-bench codecs [--quick] [--reps N] [--out DIR] [--bytes N] [--only C,C..]
+//! ipcress-bench codecs [--quick] [--aead-only] [--reps N] [--out DIR] [--bytes N] [--only C,C..]
 //! ipcress-bench bridge [--quick] [--records N] [--size BYTES] [--reps N] [--window N] [--out DIR]
+//! ipcress-bench put-lines [--lines N] [--reps N] [--ipcress PATH] [--out DIR]
+//! ipcress-bench scale [--quick] [--reps N] [--records N] [--max-procs N] [--work-ns N,N..]
+//!                     [--sizes N,N..] [--codecs plain,lz4-enc] [--out DIR]
 //! ```
 //!
 //! `compare` prints a Markdown table and writes bench.json, bench.svg and
@@ -20,6 +23,8 @@
 
 #![deny(unsafe_code)]
 
+#[cfg(feature = "ipcress")]
+mod aead;
 #[cfg(feature = "bridge")]
 mod bridge;
 #[cfg(feature = "ipcress")]
@@ -31,7 +36,11 @@ mod iox;
 #[cfg(feature = "ipcress")]
 mod ipc;
 mod pipe;
+#[cfg(feature = "ipcress")]
+mod putlines;
 mod report;
+#[cfg(feature = "ipcress")]
+mod scale;
 // The bare ring is the one place with `unsafe` (it allows it itself).
 mod ring;
 mod spec;
@@ -50,8 +59,11 @@ const USAGE: &str = "usage:
   ipcress-bench compare [--quick] [--reps N] [--out DIR] [--only T,T..] [--ring-mib N]
   ipcress-bench case --transport T [--kind stream|pingpong] [--size N] [--count N]
                      [--consumers N] [--wait auto|spin|block] [--warmup N] [--ring-mib N]
-  ipcress-bench codecs [--quick] [--reps N] [--out DIR] [--bytes N] [--only C,C..]
+  ipcress-bench codecs [--quick] [--aead-only] [--reps N] [--out DIR] [--bytes N] [--only C,C..]
   ipcress-bench bridge [--quick] [--records N] [--size BYTES] [--reps N] [--window N] [--out DIR]
+  ipcress-bench put-lines [--lines N] [--reps N] [--ipcress PATH] [--out DIR]
+  ipcress-bench scale [--quick] [--reps N] [--records N] [--max-procs N] [--work-ns N,N..]
+                      [--sizes N,N..] [--codecs plain,lz4-enc] [--out DIR]
 transports: ipc-send ipc-reserve ipc-reserve-crc pipe pipe-1m uds uds-4m tcp iox ring
 codecs: none lz4 zstd3 enc lz4-enc";
 
@@ -83,6 +95,12 @@ fn run() -> Result<()> {
         Some(codecs::CHILD_CMD) => codecs::child_main(&args[1..]),
         #[cfg(feature = "ipcress")]
         Some("codecs") => codecs::run(&codecs::opts(&args[1..])?),
+        #[cfg(feature = "ipcress")]
+        Some(scale::CHILD_CMD) => scale::child_main(&args[1..]),
+        #[cfg(feature = "ipcress")]
+        Some("scale") => scale::run(&scale::opts(&args[1..])?),
+        #[cfg(feature = "ipcress")]
+        Some("put-lines") => putlines::run(&putlines::opts(&args[1..])?),
         Some("compare") => compare::run(&compare_opts(&args[1..])?),
         Some("case") => {
             let case = case_opts(&args[1..])?;

@@ -180,8 +180,16 @@ fn codecs_deliver_every_byte() {
             .expect("codecs JSON");
     let _ = std::fs::remove_dir_all(&out);
     let rows = doc["rows"].as_array().expect("rows");
-    // 5 codecs x 2 data sets x 2 record sizes.
-    assert_eq!(rows.len(), 20);
+    // 5 codecs x 2 data sets x 3 record sizes.
+    assert_eq!(rows.len(), 30);
+    // The AEAD backends, the library's own among them (each checked against
+    // the reference bytes by the bench before it is timed).
+    let aead = doc["aead"].as_array().expect("aead rows");
+    assert!(aead.len() >= 4, "{aead:?}");
+    assert!(
+        aead.iter()
+            .any(|r| r["backend"].as_str().unwrap().starts_with("ipcress"))
+    );
     let ratio = |codec: &str, data: &str, record: u64| -> f64 {
         rows.iter()
             .find(|r| r["codec"] == codec && r["data"] == data && r["record_bytes"] == record)
@@ -202,9 +210,67 @@ fn codecs_deliver_every_byte() {
         // Encryption adds a 16-byte tag per record.
         assert!(ratio("xchacha20poly1305", "random", record) > ratio("none", "random", record));
     }
+    assert!(ratio("xchacha20poly1305", "random", 100) > ratio("none", "random", 100));
     for case in doc["cases"].as_array().expect("cases") {
         let o = &case["outcome"];
         assert_eq!(o["producer"]["sum"], o["consumer"]["sum"]);
         assert_eq!(o["producer"]["bytes"], o["payload_bytes"]);
+    }
+}
+
+/// `scale` on tiny counts: a group of 1 and 2 members and 1 and 2
+/// subscribers, both codec settings, with and without per-record work. The
+/// bench itself fails unless the group received every record exactly once
+/// and every subscriber every record; here the JSON's counts are checked
+/// too.
+#[test]
+fn scale_delivers_every_record_once_to_the_group() {
+    if !cfg!(feature = "ipcress") {
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("ipcress-bench-scale.{}", std::process::id()));
+    let mut child = Command::new(BIN)
+        .args([
+            "scale",
+            "--quick",
+            "--records",
+            "3001",
+            "--max-procs",
+            "2",
+            "--work-ns",
+            "0,500",
+            "--out",
+        ])
+        .arg(&out)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn ipcress-bench");
+    wait_or_kill(&mut child, "scale");
+    assert!(
+        child.wait().expect("status").success(),
+        "ipcress-bench scale failed"
+    );
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(out.join("scale.json")).expect("scale.json"))
+            .expect("scale JSON");
+    let _ = std::fs::remove_dir_all(&out);
+    let runs = doc["runs"].as_array().expect("runs");
+    // 2 sizes x 2 codecs x 2 works x 1 producer x 2 modes x 2 consumer counts.
+    assert_eq!(runs.len(), 32);
+    for r in runs {
+        let cell = &r["cell"];
+        let m = cell["consumers"].as_u64().unwrap() as usize;
+        let got: Vec<u64> = r["received"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        assert_eq!(got.len(), m, "{cell}");
+        if cell["mode"] == "group" {
+            assert_eq!(got.iter().sum::<u64>(), 3001, "{cell}");
+        } else {
+            assert!(got.iter().all(|&n| n == 3001), "{cell}: {got:?}");
+        }
     }
 }

@@ -13,8 +13,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use chacha20poly1305::aead::AeadInPlace;
-use chacha20poly1305::{KeyInit, Tag, XChaCha20Poly1305, XNonce};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use zeroize::{Zeroize, Zeroizing};
 
 // ---------------------------------------------------------------------------
@@ -474,19 +473,30 @@ impl Key {
     /// nor any tag under the record key itself is exposed.
     pub fn fingerprint(&self) -> String {
         const FP_NONCE: &[u8; 24] = b"ipcress/key-fingerprint\0";
-        let aead = XChaCha20Poly1305::new((&self.bytes).into());
+        // XChaCha20-Poly1305 spelled out (HChaCha20 subkey, then IETF
+        // ChaCha20-Poly1305), the same bytes as before the change of backend.
+        let (prefix, rest) = FP_NONCE.split_first_chunk::<16>().expect("24 bytes");
+        let tail = u64::from_le_bytes(rest.try_into().expect("8 bytes"));
+        let aead = ietf_key(&hchacha20(&self.bytes, prefix));
         let mut sub = Zeroizing::new([0u8; KEY_LEN]);
         // Cannot fail: the buffer is tiny.
-        let _ = aead.encrypt_in_place_detached(
-            XNonce::from_slice(FP_NONCE),
-            b"ipcress key fingerprint: subkey",
+        let _ = aead.seal_in_place_separate_tag(
+            ietf_nonce(tail),
+            Aad::from(b"ipcress key fingerprint: subkey"),
             &mut sub[..],
         );
-        let fp = XChaCha20Poly1305::new((&*sub).into());
+        let fp = ietf_key(&hchacha20(&sub, &[0; 16]));
         let tag = fp
-            .encrypt_in_place_detached(&XNonce::default(), b"ipcress key fingerprint v1", &mut [])
-            .unwrap_or_default();
-        tag[..4].iter().map(|b| format!("{b:02x}")).collect()
+            .seal_in_place_separate_tag(
+                ietf_nonce(0),
+                Aad::from(b"ipcress key fingerprint v1"),
+                &mut [],
+            )
+            .expect("an empty message seals");
+        tag.as_ref()[..4]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }
 
@@ -497,11 +507,51 @@ impl Key {
 /// Length of the Poly1305 tag appended to every encrypted record.
 pub const TAG_LEN: usize = 16;
 
-/// AEAD for records. Nonce (24 bytes) = stream_id (16 bytes) ++ position
-/// (u64 LE), so a record moved to another position or stream fails to open.
+/// HChaCha20 of `key` and a 16-byte input: the subkey XChaCha20 uses for
+/// every nonce that starts with `input`.
+fn hchacha20(key: &[u8; KEY_LEN], input: &[u8; 16]) -> Zeroizing<[u8; KEY_LEN]> {
+    let mut out = chacha20::hchacha::<chacha20::cipher::consts::U10>(key.into(), input.into());
+    let mut sub = Zeroizing::new([0u8; KEY_LEN]);
+    sub.copy_from_slice(&out);
+    out.as_mut_slice().zeroize();
+    sub
+}
+
+/// IETF ChaCha20-Poly1305 (12-byte nonce) under `subkey`, run by `ring`'s
+/// assembly.
+fn ietf_key(subkey: &[u8; KEY_LEN]) -> LessSafeKey {
+    // Cannot fail: the length is the algorithm's key length.
+    LessSafeKey::new(
+        UnboundKey::new(&CHACHA20_POLY1305, subkey).expect("ChaCha20-Poly1305 takes 32-byte keys"),
+    )
+}
+
+/// The 12-byte IETF nonce that XChaCha20 uses with the subkey of a
+/// 24-byte nonce `origin ‖ position (u64 LE)`: four zero bytes, then the
+/// last eight bytes of that nonce.
+fn ietf_nonce(position: u64) -> Nonce {
+    let mut n = [0u8; NONCE_LEN];
+    n[4..].copy_from_slice(&position.to_le_bytes());
+    Nonce::assume_unique_for_key(n)
+}
+
+/// AEAD for records: XChaCha20-Poly1305 with the 24-byte nonce
+/// `stream_id (16 bytes) ‖ position (u64 LE)`, so a record moved to another
+/// position or stream fails to open.
+///
+/// The first 16 bytes of the nonce are the same for every record of a
+/// stream, so XChaCha20's subkey (HChaCha20 of the key and those bytes) is
+/// derived once, here, and each record is sealed as IETF ChaCha20-Poly1305
+/// under it with the nonce `[0; 4] ‖ position (u64 LE)`: the same bytes as
+/// XChaCha20-Poly1305 (tested against the RustCrypto implementation), at
+/// the speed of `ring`'s assembly.
 pub struct Cipher {
-    aead: XChaCha20Poly1305,
+    /// ChaCha20-Poly1305 under HChaCha20(key, stream_id).
+    own: LessSafeKey,
     stream_id: [u8; 16],
+    /// The key itself, for records first written to another stream (their
+    /// nonce starts with that stream's id). Zeroed on drop.
+    key: Zeroizing<[u8; KEY_LEN]>,
 }
 
 impl fmt::Debug for Cipher {
@@ -513,28 +563,23 @@ impl fmt::Debug for Cipher {
     }
 }
 
-fn nonce_of(stream_id: [u8; 16], position: u64) -> XNonce {
-    let mut n = [0u8; 24];
-    n[..16].copy_from_slice(&stream_id);
-    n[16..].copy_from_slice(&position.to_le_bytes());
-    XNonce::from(n)
-}
-
 impl Cipher {
-    /// A cipher for one stream. The key schedule is zeroed when dropped.
+    /// A cipher for one stream. The key and the derived subkey are zeroed
+    /// when dropped, as far as this crate holds them (`ring` keeps its own
+    /// copy of the subkey's words inside `LessSafeKey`, which it does not
+    /// wipe; see docs/HARDENING.md).
     pub fn new(key: &Key, stream_id: [u8; 16]) -> Cipher {
+        let sub = hchacha20(&key.bytes, &stream_id);
         Cipher {
-            aead: XChaCha20Poly1305::new((&key.bytes).into()),
+            own: ietf_key(&sub),
             stream_id,
+            key: Zeroizing::new(key.bytes),
         }
     }
 
-    fn nonce(&self, position: u64) -> XNonce {
-        nonce_of(self.stream_id, position)
-    }
-
     /// Like [`open`](Self::open), for a record first written to stream
-    /// `origin` at `position` (a frame carried over by a bridge).
+    /// `origin` at `position` (a frame carried over by a bridge). A foreign
+    /// origin costs one HChaCha20 per call.
     #[allow(clippy::result_unit_err)]
     pub fn open_with(
         &self,
@@ -543,14 +588,11 @@ impl Cipher {
         aad: &[u8],
         buf: &mut [u8],
     ) -> Result<usize, ()> {
-        let Some(len) = buf.len().checked_sub(TAG_LEN) else {
-            return Err(());
-        };
-        let (msg, tag) = buf.split_at_mut(len);
-        self.aead
-            .decrypt_in_place_detached(&nonce_of(origin, position), aad, msg, Tag::from_slice(tag))
-            .map_err(|_| ())?;
-        Ok(len)
+        if origin == self.stream_id {
+            return open_ietf(&self.own, position, aad, buf);
+        }
+        let key = ietf_key(&hchacha20(&self.key, &origin));
+        open_ietf(&key, position, aad, buf)
     }
 
     /// `buf` = plaintext followed by `TAG_LEN` bytes of space; encrypts in
@@ -558,6 +600,7 @@ impl Cipher {
     ///
     /// # Panics
     /// If `buf` is shorter than `TAG_LEN` (a caller bug).
+    #[inline]
     pub fn seal(&self, position: u64, aad: &[u8], buf: &mut [u8]) {
         assert!(
             buf.len() >= TAG_LEN,
@@ -566,27 +609,34 @@ impl Cipher {
         );
         let (msg, tag_space) = buf.split_at_mut(buf.len() - TAG_LEN);
         let tag = self
-            .aead
-            .encrypt_in_place_detached(&self.nonce(position), aad, msg)
-            .expect("XChaCha20-Poly1305 message length limit (256 GiB) exceeded");
-        tag_space.copy_from_slice(&tag);
+            .own
+            .seal_in_place_separate_tag(ietf_nonce(position), Aad::from(aad), msg)
+            .expect("ChaCha20-Poly1305 message length limit (256 GiB) exceeded");
+        tag_space.copy_from_slice(tag.as_ref());
     }
 
-    /// `buf` = ciphertext ++ tag; decrypts in place and returns the plaintext
+    /// `buf` = ciphertext ‖ tag; decrypts in place and returns the plaintext
     /// length (`buf.len() - TAG_LEN`). `Err(())` on a short buffer or any
-    /// authentication failure, in which case `buf` is left unchanged.
+    /// authentication failure. After a failure no plaintext is left: a
+    /// buffer shorter than the tag is unchanged, any other has its first
+    /// `buf.len() - TAG_LEN` bytes zeroed (the cipher decrypts while it
+    /// authenticates, then wipes what it decrypted).
     // The interface deliberately carries no detail: callers report the position.
     #[allow(clippy::result_unit_err)]
+    #[inline]
     pub fn open(&self, position: u64, aad: &[u8], buf: &mut [u8]) -> Result<usize, ()> {
-        let Some(len) = buf.len().checked_sub(TAG_LEN) else {
-            return Err(());
-        };
-        let (msg, tag) = buf.split_at_mut(len);
-        self.aead
-            .decrypt_in_place_detached(&self.nonce(position), aad, msg, Tag::from_slice(tag))
-            .map_err(|_| ())?;
-        Ok(len)
+        open_ietf(&self.own, position, aad, buf)
     }
+}
+
+#[inline]
+fn open_ietf(key: &LessSafeKey, position: u64, aad: &[u8], buf: &mut [u8]) -> Result<usize, ()> {
+    if buf.len() < TAG_LEN {
+        return Err(());
+    }
+    key.open_in_place(ietf_nonce(position), Aad::from(aad), buf)
+        .map(|plain| plain.len())
+        .map_err(|_| ())
 }
 
 // ---------------------------------------------------------------------------
@@ -1069,9 +1119,14 @@ mod tests {
         for i in 0..good.len() * 8 {
             let mut buf = good.clone();
             buf[i / 8] ^= 1 << (i % 8);
-            let before = buf.clone();
+            let tag = buf[buf.len() - TAG_LEN..].to_vec();
             assert_eq!(cipher.open(3, &aad, &mut buf), Err(()), "bit {i}");
-            assert_eq!(buf, before, "buffer changed on failed open");
+            let (msg, t) = buf.split_at(buf.len() - TAG_LEN);
+            assert!(
+                msg.iter().all(|&b| b == 0),
+                "plaintext left after a failed open"
+            );
+            assert_eq!(t, &tag[..], "tag changed on failed open");
         }
         for i in 0..aad.len() * 8 {
             let mut bad_aad = aad.clone();
@@ -1123,6 +1178,146 @@ mod tests {
         let mut extended = good.clone();
         extended.push(0);
         assert_eq!(cipher.open(0, b"", &mut extended), Err(()));
+    }
+
+    /// XChaCha20-Poly1305 as RustCrypto's `chacha20poly1305` computes it
+    /// with the 24-byte nonce of FORMAT.md: the construction the records
+    /// were sealed with before the subkey was derived once per stream.
+    fn reference_seal(
+        key: &[u8; 32],
+        origin: [u8; 16],
+        pos: u64,
+        aad: &[u8],
+        msg: &[u8],
+    ) -> Vec<u8> {
+        use chacha20poly1305::aead::AeadInPlace;
+        use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
+        let mut n = [0u8; 24];
+        n[..16].copy_from_slice(&origin);
+        n[16..].copy_from_slice(&pos.to_le_bytes());
+        let mut buf = msg.to_vec();
+        let tag = XChaCha20Poly1305::new(key.into())
+            .encrypt_in_place_detached(&XNonce::from(n), aad, &mut buf)
+            .unwrap();
+        buf.extend_from_slice(&tag);
+        buf
+    }
+
+    fn reference_open(
+        key: &[u8; 32],
+        origin: [u8; 16],
+        pos: u64,
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Option<Vec<u8>> {
+        use chacha20poly1305::aead::AeadInPlace;
+        use chacha20poly1305::{KeyInit, Tag, XChaCha20Poly1305, XNonce};
+        let mut n = [0u8; 24];
+        n[..16].copy_from_slice(&origin);
+        n[16..].copy_from_slice(&pos.to_le_bytes());
+        let (ct, tag) = sealed.split_at(sealed.len().checked_sub(16)?);
+        let mut buf = ct.to_vec();
+        XChaCha20Poly1305::new(key.into())
+            .decrypt_in_place_detached(&XNonce::from(n), aad, &mut buf, Tag::from_slice(tag))
+            .ok()?;
+        Some(buf)
+    }
+
+    /// The bytes on disk are exactly XChaCha20-Poly1305's (FORMAT.md,
+    /// "Encryption"): for many lengths (across the 64-byte block and the
+    /// 16-byte Poly1305 block boundaries, and the lengths where the
+    /// assembly switches strategies), positions (all 64 bits), AADs, keys
+    /// and stream ids, our seal equals the reference byte for byte, and each
+    /// side opens what the other sealed.
+    #[test]
+    fn same_bytes_as_xchacha20poly1305() {
+        let mut rng = Rng::new(13);
+        let mut lens: Vec<usize> = (0..=300).collect();
+        lens.extend([
+            383, 384, 385, 511, 512, 513, 1023, 1024, 1025, 4095, 4096, 4097,
+        ]);
+        lens.extend([16_383, 16_384, 65_535, 65_536, 65_537, 200_000]);
+        let mut checked = 0;
+        for (i, &len) in lens.iter().enumerate() {
+            let mut key = [0u8; 32];
+            key.copy_from_slice(&rng.bytes(32));
+            let mut sid = [0u8; 16];
+            sid.copy_from_slice(&rng.bytes(16));
+            let pos = match i % 5 {
+                0 => rng.next(),
+                1 => rng.next() & 0xFFFF_FFF8,
+                2 => i as u64 * 8,
+                3 => u64::MAX - i as u64,
+                _ => (1u64 << 32) + i as u64 * 4096,
+            };
+            let aad_len = [0, 1, 14, 15, 16, 17, 64][i % 7];
+            let aad = rng.bytes(aad_len);
+            let msg = rng.bytes(len);
+            let cipher = Cipher::new(&Key::from_bytes(key), sid);
+            let ours = sealed(&cipher, pos, &aad, &msg);
+            let theirs = reference_seal(&key, sid, pos, &aad, &msg);
+            assert_eq!(ours, theirs, "len {len} pos {pos} aad {aad_len}");
+            // Each opens the other's.
+            assert_eq!(
+                reference_open(&key, sid, pos, &aad, &ours).as_deref(),
+                Some(&msg[..])
+            );
+            let mut buf = theirs.clone();
+            assert_eq!(cipher.open(pos, &aad, &mut buf), Ok(len));
+            assert_eq!(&buf[..len], &msg[..]);
+            // A record first written to another stream (bridged): the
+            // reference nonce starts with that stream's id.
+            let mut origin = sid;
+            origin[0] ^= 0x80;
+            let foreign = reference_seal(&key, origin, pos, &aad, &msg);
+            let mut buf = foreign.clone();
+            assert_eq!(cipher.open_with(origin, pos, &aad, &mut buf), Ok(len));
+            assert_eq!(&buf[..len], &msg[..]);
+            let mut buf = foreign;
+            assert_eq!(
+                cipher.open(pos, &aad, &mut buf),
+                Err(()),
+                "foreign opened as own"
+            );
+            let mut buf = ours.clone();
+            assert_eq!(cipher.open_with(sid, pos, &aad, &mut buf), Ok(len));
+            checked += 1;
+        }
+        assert_eq!(checked, lens.len());
+    }
+
+    /// The fingerprint printed by `keygen` is the one printed before the
+    /// change of backend (computed here with the reference crate).
+    #[test]
+    fn fingerprint_unchanged() {
+        use chacha20poly1305::aead::AeadInPlace;
+        use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
+        let reference = |key: &[u8; 32]| -> String {
+            let aead = XChaCha20Poly1305::new(key.into());
+            let mut sub = [0u8; 32];
+            aead.encrypt_in_place_detached(
+                XNonce::from_slice(b"ipcress/key-fingerprint\0"),
+                b"ipcress key fingerprint: subkey",
+                &mut sub[..],
+            )
+            .unwrap();
+            let tag = XChaCha20Poly1305::new((&sub).into())
+                .encrypt_in_place_detached(
+                    &XNonce::default(),
+                    b"ipcress key fingerprint v1",
+                    &mut [],
+                )
+                .unwrap();
+            tag[..4].iter().map(|b| format!("{b:02x}")).collect()
+        };
+        let mut rng = Rng::new(99);
+        for i in 0..64 {
+            let mut key = [i as u8; 32];
+            if i % 2 == 1 {
+                key.copy_from_slice(&rng.bytes(32));
+            }
+            assert_eq!(Key::from_bytes(key).fingerprint(), reference(&key));
+        }
     }
 
     #[test]
