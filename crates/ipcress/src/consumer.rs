@@ -13,7 +13,7 @@ use crate::format::*;
 use crate::producer::RawFrame;
 use crate::storage::Seg;
 use crate::stream::{Inner, Policy, Stream};
-use crate::sys;
+use crate::sys::{self, SlotRef};
 
 /// Where a new consumer starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +103,12 @@ pub struct Consumer {
     /// `poll_fast` applies: a durable consumer or subscriber of a Block
     /// stream.
     fast: bool,
+    /// Our slot's lock byte: the slot is ours while this lives (dropped
+    /// after `Drop::drop` has let the slot go).
+    _hold: sys::Hold,
+    /// The lock byte of a dead member's slot whose message we adopted,
+    /// until it is acknowledged and the slot freed.
+    adopt_hold: Option<sys::Hold>,
 }
 
 /// Spins before parking.
@@ -124,28 +130,21 @@ impl Stream {
         crate::stream::validate_name(name)?;
         let s = &self.inner;
         check_key(s)?;
-        let _g = RegLock::take(s);
-        let slot = match s.find_cslot(KIND_DURABLE, name) {
+        let _g = RegLock::take(s)?;
+        let (slot, hold) = match s.find_cslot(KIND_DURABLE, name) {
             Some(i) => {
                 let r = s.cslot(i);
                 let owner = r.u64_at(cslot::OWNER).load(Acquire);
-                if owner != sys::my_owner() && sys::owner_alive(owner) {
+                // Whoever holds the slot's lock byte is alive and reading.
+                let Some(hold) = s.live.try_hold(SlotRef::Consumer(i))? else {
                     return Err(Error::InUse {
                         name: name.into(),
                         pid: sys::owner_pid(owner),
                     });
-                }
-                if r.u64_at(cslot::OWNER)
-                    .compare_exchange(owner, sys::my_owner(), AcqRel, Relaxed)
-                    .is_err()
-                {
-                    return Err(Error::InUse {
-                        name: name.into(),
-                        pid: sys::owner_pid(r.u64_at(cslot::OWNER).load(Acquire)),
-                    });
-                }
+                };
+                r.u64_at(cslot::OWNER).store(sys::my_owner(), Release);
                 r.u64_at(cslot::HEARTBEAT_MS).store(sys::now_ms(), Relaxed);
-                i
+                (i, hold)
             }
             None => {
                 let pos = start_position(s, from)?;
@@ -153,7 +152,14 @@ impl Stream {
             }
         };
         let pos = s.cslot(slot).u64_at(cslot::POSITION).load(Acquire);
-        Ok(Consumer::new(s.clone(), Kind::Durable, slot, pos, name))
+        Ok(Consumer::new(
+            s.clone(),
+            Kind::Durable,
+            slot,
+            pos,
+            name,
+            hold,
+        ))
     }
 
     /// An ephemeral subscriber starting at `from`; it holds producers back
@@ -162,8 +168,8 @@ impl Stream {
         let s = &self.inner;
         check_key(s)?;
         let pos = start_position(s, from)?;
-        let slot = s.alloc_cslot(KIND_SUBSCRIBER, "", 0, pos)?;
-        let mut c = Consumer::new(s.clone(), Kind::Subscriber, slot, pos, "");
+        let (slot, hold) = s.alloc_cslot(KIND_SUBSCRIBER, "", 0, pos)?;
+        let mut c = Consumer::new(s.clone(), Kind::Subscriber, slot, pos, "", hold);
         // Registration: our slot is published; a producer that raised the
         // head before seeing it is caught here.
         let head = s.head_word().load(SeqCst);
@@ -185,18 +191,18 @@ impl Stream {
         crate::stream::validate_name(group)?;
         let s = &self.inner;
         check_key(s)?;
-        let _g = RegLock::take(s);
+        let _g = RegLock::take(s)?;
         let gslot = match s.find_cslot(KIND_GROUP, group) {
             Some(i) => i,
             None => {
                 let pos = start_position(s, from)?;
-                let i = s.alloc_cslot(KIND_GROUP, group, 0, group_word(pos, 0))?;
+                let (i, _hold) = s.alloc_cslot(KIND_GROUP, group, 0, group_word(pos, 0))?;
                 // The group itself belongs to nobody in particular.
                 s.cslot(i).u64_at(cslot::OWNER).store(sys::NOBODY, Release);
                 i
             }
         };
-        let slot = s.alloc_cslot(KIND_MEMBER, group, gslot as u32, 0)?;
+        let (slot, hold) = s.alloc_cslot(KIND_MEMBER, group, gslot as u32, 0)?;
         let tag = (slot + 1) as u8;
         Ok(Consumer::new(
             s.clone(),
@@ -204,19 +210,20 @@ impl Stream {
             slot,
             0,
             group,
+            hold,
         ))
     }
 
     /// Remove the durable consumer or group `name` (it must not be in use).
     pub fn remove_consumer(&self, name: &str) -> Result<()> {
         let s = &self.inner;
-        let _g = RegLock::take(s);
+        let _g = RegLock::take(s)?;
         let mut found = false;
         for kind in [KIND_DURABLE, KIND_GROUP] {
             while let Some(i) = s.find_cslot(kind, name) {
                 let r = s.cslot(i);
                 let owner = r.u64_at(cslot::OWNER).load(Acquire);
-                if kind == KIND_DURABLE && owner != sys::my_owner() && sys::owner_alive(owner) {
+                if kind == KIND_DURABLE && s.live.is_alive(SlotRef::Consumer(i)) {
                     return Err(Error::InUse {
                         name: name.into(),
                         pid: sys::owner_pid(owner),
@@ -289,24 +296,18 @@ fn start_position(s: &Inner, from: From) -> Result<u64> {
     }
 }
 
-/// The lock that serialises finding-or-creating named slots.
-struct RegLock<'a>(&'a Inner);
+/// The lock that serialises finding-or-creating named slots: its lock
+/// byte, waited for as long as a live process holds it (the kernel lets go
+/// of a dead holder's). The owner word is for display.
+struct RegLock<'a>(&'a Inner, #[allow(dead_code)] sys::Hold);
 
 impl<'a> RegLock<'a> {
-    fn take(s: &'a Inner) -> RegLock<'a> {
-        let w = s.meta.u64_at(meta::REG_LOCK);
-        let me = sys::my_owner();
-        let started = Instant::now();
-        loop {
-            let cur = w.load(Acquire);
-            let free = cur == 0
-                || (!sys::owner_alive(cur) && cur != me)
-                || started.elapsed() > Duration::from_secs(5);
-            if free && w.compare_exchange(cur, me, AcqRel, Relaxed).is_ok() {
-                return RegLock(s);
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
+    fn take(s: &'a Inner) -> Result<RegLock<'a>> {
+        let hold = s.live.hold(SlotRef::RegLock)?;
+        s.meta
+            .u64_at(meta::REG_LOCK)
+            .store(sys::my_owner(), Release);
+        Ok(RegLock(s, hold))
     }
 }
 
@@ -340,7 +341,14 @@ impl Drop for Consumer {
 }
 
 impl Consumer {
-    fn new(s: Arc<Inner>, kind: Kind, slot: usize, pos: u64, name: &str) -> Consumer {
+    fn new(
+        s: Arc<Inner>,
+        kind: Kind,
+        slot: usize,
+        pos: u64,
+        name: &str,
+        hold: sys::Hold,
+    ) -> Consumer {
         let wake_step = if s.is_ring() {
             (s.capacity / 16).max(4096)
         } else {
@@ -368,6 +376,8 @@ impl Consumer {
             last_maintenance: Instant::now(),
             name: name.to_string(),
             auto_commit: true,
+            _hold: hold,
+            adopt_hold: None,
         }
     }
 
@@ -567,6 +577,7 @@ impl Consumer {
                 r.u32_at(cslot::STATE).store(0, Release);
                 r.u64_at(cslot::OWNER).store(0, Release);
                 self.s.gen_word().fetch_add(1, SeqCst);
+                self.adopt_hold = None;
             }
             self.s.wake_space();
         }
@@ -968,16 +979,21 @@ impl Consumer {
                 || r.u32_at(cslot::STATE).load(Acquire) != 1
                 || r.u32_at(cslot::KIND).load(Acquire) != KIND_MEMBER
                 || r.u32_at(cslot::GROUP).load(Acquire) as usize != group
-                || sys::owner_alive(owner)
+                || self.s.live.is_alive(SlotRef::Consumer(i))
             {
                 continue;
             }
+            // Holding the dead slot's lock byte, no other member adopts it.
+            let Some(hold) = self.s.live.try_hold(SlotRef::Consumer(i))? else {
+                continue;
+            };
             if r.u64_at(cslot::OWNER)
                 .compare_exchange(owner, sys::my_owner(), AcqRel, Relaxed)
                 .is_err()
             {
                 continue;
             }
+            self.adopt_hold = Some(hold);
             let (next, wtag) = split_group(gw.load(SeqCst));
             if wtag as usize == i + 1 {
                 self.help(i, next)?;
@@ -1021,6 +1037,7 @@ impl Consumer {
             r.u32_at(cslot::STATE).store(0, Release);
             r.u64_at(cslot::OWNER).store(0, Release);
             self.s.gen_word().fetch_add(1, SeqCst);
+            self.adopt_hold = None;
         }
         Ok(None)
     }
@@ -1037,8 +1054,7 @@ impl Consumer {
         if self.s.tail() > p {
             return Ok(false);
         }
-        let owner = self.s.frag_lock().load(Acquire);
-        if owner != 0 && sys::owner_alive(owner) {
+        if self.s.live.is_alive(SlotRef::FragLock) {
             return Ok(false);
         }
         Ok(matches!(self.peek(p)?, Peek::Empty))
@@ -1221,11 +1237,11 @@ impl Stream {
     pub fn user_slot(&self, name: &str) -> Result<UserSlot> {
         crate::stream::validate_name(name)?;
         let s = &self.inner;
-        let _g = RegLock::take(s);
+        let _g = RegLock::take(s)?;
         let slot = match s.find_cslot(KIND_USER, name) {
             Some(i) => i,
             None => {
-                let i = s.alloc_cslot(KIND_USER, name, 0, 0)?;
+                let (i, _hold) = s.alloc_cslot(KIND_USER, name, 0, 0)?;
                 s.cslot(i).u64_at(cslot::OWNER).store(sys::NOBODY, Release);
                 i
             }

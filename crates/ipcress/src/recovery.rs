@@ -59,7 +59,7 @@ fn unblock_one(s: &Inner, p: u64, dead_claim_only: bool) -> Result<(Option<u64>,
         if owner == 0 || claim == 0 {
             continue;
         }
-        let alive = sys::owner_alive(owner);
+        let alive = s.live.is_alive(sys::SlotRef::Producer(i));
         if claim == pslot::CLAIMING {
             if alive {
                 // It may be about to record this very position.
@@ -238,13 +238,11 @@ pub(crate) fn recover(s: &Inner) -> Result<()> {
     // Waiter counts and locks of processes that are gone.
     s.data_waiters().store(0, Relaxed);
     s.space_waiters().store(0, Relaxed);
-    for w in [s.frag_lock(), s.meta.u64_at(meta::REG_LOCK)] {
-        let o = w.load(Acquire);
-        if o != 0 && !sys::owner_alive(o) {
-            w.store(0, Release);
-        }
+    if !s.live.is_alive(sys::SlotRef::RegLock) {
+        s.meta.u64_at(meta::REG_LOCK).store(0, Release);
     }
-    if s.frag_lock().load(Acquire) == 0 {
+    if !s.live.is_alive(sys::SlotRef::FragLock) {
+        s.frag_lock().store(0, Release);
         s.tail_word().fetch_and(!TAIL_LOCK, AcqRel);
     }
     if s.is_ring() {
