@@ -229,7 +229,9 @@ fn producer_in_another_pid_namespace_is_seen_dead() {
     let out = child.wait_with_output().unwrap();
     done.store(true, SeqCst);
     assert!(
-        results(&out.stdout).iter().any(|l| l.starts_with("claimed ")),
+        results(&out.stdout)
+            .iter()
+            .any(|l| l.starts_with("claimed ")),
         "the producer in the namespace did not claim"
     );
     let mut p = s.producer().unwrap();

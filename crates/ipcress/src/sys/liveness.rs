@@ -195,7 +195,9 @@ impl Liveness {
     /// Take slot `r` if no live process holds it; None if one does.
     pub(crate) fn try_hold(&self, r: SlotRef) -> Result<Option<Hold>> {
         let f = self.open()?;
-        Ok(self.set(&f, r, false)?.then_some(Hold { _file: f, slot: r }))
+        Ok(self
+            .set(&f, r, false)?
+            .then_some(Hold { _file: f, slot: r }))
     }
 
     /// Take slot `r`, waiting for as long as a live process holds it.
