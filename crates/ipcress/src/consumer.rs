@@ -109,6 +109,11 @@ pub struct Consumer {
     /// The lock byte of a dead member's slot whose message we adopted,
     /// until it is acknowledged and the slot freed.
     adopt_hold: Option<sys::Hold>,
+    /// Start of the fragmented message being read, until its last fragment
+    /// is read or the next `recv` moves on: a saved position names it, not
+    /// a fragment inside it (a consumer killed mid-message gets it again,
+    /// whole).
+    msg_start: Option<u64>,
 }
 
 /// Spins before parking.
@@ -327,7 +332,7 @@ impl Drop for Consumer {
             Kind::Durable => {
                 // The position stays; the slot is free to be reopened.
                 if self.auto_commit {
-                    r.u64_at(cslot::POSITION).store(self.pos, Release);
+                    r.u64_at(cslot::POSITION).store(self.save_point(), Release);
                 }
                 r.u64_at(cslot::HEARTBEAT_MS).store(sys::now_ms(), Relaxed);
                 // A closed durable consumer still holds producers back; it
@@ -378,6 +383,30 @@ impl Consumer {
             auto_commit: true,
             _hold: hold,
             adopt_hold: None,
+            msg_start: None,
+        }
+    }
+
+    /// How far a fragmented message may run past its start while the saved
+    /// position (which holds a ring's producers back) stays at its start:
+    /// half the ring, so that the producer writing it never waits for us
+    /// (a frame is at most a quarter of a ring). A longer message is
+    /// released as it is read and cannot be delivered again whole.
+    fn hold_limit(&self) -> u64 {
+        if self.s.is_ring() {
+            self.s.capacity / 2
+        } else {
+            u64::MAX
+        }
+    }
+
+    /// The position to save: ours, or the start of the fragmented message
+    /// being read (while it is within `hold_limit`).
+    #[inline(always)]
+    fn save_point(&self) -> u64 {
+        match self.msg_start {
+            Some(st) if self.pos - st <= self.hold_limit() => st,
+            _ => self.pos,
         }
     }
 
@@ -497,8 +526,9 @@ impl Consumer {
     fn park(&mut self, deadline: Option<Instant>) -> Result<()> {
         self.maintenance();
         if self.auto_commit && matches!(self.kind, Kind::Durable | Kind::Subscriber) {
-            // Padding we skipped is consumed too.
-            let p = self.pos;
+            // Padding we skipped is consumed too; a message being read is
+            // not, until it has been read to its end.
+            let p = self.save_point();
             self.s
                 .cslot(self.slot)
                 .u64_at(cslot::POSITION)
@@ -581,6 +611,8 @@ impl Consumer {
             }
             self.s.wake_space();
         }
+        // The message handed out last is done with, read to its end or not.
+        self.msg_start = None;
         if self.auto_commit && matches!(self.kind, Kind::Durable | Kind::Subscriber) {
             let p = self.pos;
             self.publish(p);
@@ -649,6 +681,7 @@ impl Consumer {
                 let _ = w.compare_exchange(cur, group_word(resume, 0), AcqRel, Relaxed);
             }
         } else {
+            self.msg_start = None;
             self.pos = resume;
             self.publish(resume);
         }
@@ -734,6 +767,9 @@ impl Consumer {
                     }
                     let body = self.decode(p, &seg, off, len, flags)?;
                     self.pos = p + total;
+                    if flags & F_END == 0 {
+                        self.msg_start = Some(p);
+                    }
                     self.msgs += 1;
                     return Ok(Some(Delivered {
                         pos: p,
@@ -1126,6 +1162,7 @@ impl Consumer {
                 }
             }
             _ => {
+                self.msg_start = None;
                 self.pos = next;
                 self.publish(next);
             }
@@ -1430,12 +1467,15 @@ impl MessageReader<'_> {
                         if let Some(h) = &mut c.held {
                             h.claimed = h.claimed.max(p + 1);
                         }
-                    } else if c.auto_commit {
-                        let np = c.pos;
-                        c.publish(np);
                     }
                     if flags & F_END != 0 {
                         self.done = true;
+                        c.msg_start = None;
+                    }
+                    if c.auto_commit && matches!(c.kind, Kind::Durable | Kind::Subscriber) {
+                        // Saved at the message's start until it is whole.
+                        let np = c.save_point();
+                        c.publish(np);
                     }
                     return Ok(true);
                 }
