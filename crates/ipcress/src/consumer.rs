@@ -68,13 +68,29 @@ enum Peek {
     },
 }
 
-/// A message held by a group member until its next `recv` (or `commit`).
-#[derive(Clone, Copy)]
-struct Held {
+/// The run of records a group member holds: claimed with one CAS on the
+/// group word, delivered frame by frame from `Consumer::pos`, and
+/// acknowledged as a unit (FORMAT.md, "Groups").
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    /// The slot the run is recorded in: ours, or a dead member's we adopted.
     slot: usize,
-    claimed: u64,
-    adopted: bool,
+    seq: u64,
+    /// `RUN_BEGIN` as last stored (what holds producers back).
+    begin: u64,
+    /// End of the claimed positions (a fragmented message that straddles
+    /// it is delivered whole all the same).
+    end: u64,
 }
+
+/// Smallest and largest number of records in a run; the budget doubles
+/// when a run fills it (the stream is fast) and halves when a run stops at
+/// the newest committed record (it is slow), so that runs stay small, and
+/// latency low, at low rates.
+const RUN_MIN: u32 = 8;
+const RUN_MAX: u32 = 1024;
+/// Largest run in bytes (and at most an eighth of a ring).
+const RUN_BYTES: u64 = 256 << 10;
 
 /// Reads a stream. Not shared between threads; make one per reader.
 pub struct Consumer {
@@ -96,7 +112,14 @@ pub struct Consumer {
     last_wake: u64,
     wake_step: u64,
     msgs: u64,
-    held: Option<Held>,
+    /// Group members: the run held.
+    run: Option<Run>,
+    /// Group members: the run budget in records (`RUN_MIN..=RUN_MAX`).
+    budget: u32,
+    /// Group members: sequence number of the last claim attempt.
+    run_seq: u64,
+    /// Group members: when we last looked for dead members' runs.
+    last_adopt_scan: Option<Instant>,
     last_maintenance: Instant,
     name: String,
     auto_commit: bool,
@@ -201,7 +224,7 @@ impl Stream {
             Some(i) => i,
             None => {
                 let pos = start_position(s, from)?;
-                let (i, _hold) = s.alloc_cslot(KIND_GROUP, group, 0, group_word(pos, 0))?;
+                let (i, _hold) = s.alloc_cslot(KIND_GROUP, group, 0, group_word(pos, false, 0))?;
                 // The group itself belongs to nobody in particular.
                 s.cslot(i).u64_at(cslot::OWNER).store(sys::NOBODY, Release);
                 i
@@ -295,9 +318,47 @@ fn start_position(s: &Inner, from: From) -> Result<u64> {
                     "position {p} is not retained (oldest {oldest}, tail {tail})"
                 )))
             } else {
+                check_boundary(s, p)?;
                 Ok(p)
             }
         }
+    }
+}
+
+/// Is `p` (retained, aligned) the start of a frame? Every segment starts
+/// with a frame, so walk the headers from the start of `p`'s segment: the
+/// walk must land on `p` exactly. A walk that meets a claim not committed
+/// yet cannot prove it: that is refused too, with a clear error (ask again
+/// later); so is a position in a segment the head has begun to pass.
+/// Nothing is written.
+pub(crate) fn check_boundary(s: &Inner, p: u64) -> Result<()> {
+    use crate::recovery::Walk;
+    let bad = |why: String| Err(Error::InvalidOptions(format!("position {p} {why}")));
+    let start = p & !(s.seg_size - 1);
+    if start == p {
+        return Ok(());
+    }
+    let Some(seg) = s.segment(s.seg_index(p), false)? else {
+        return bad("is not retained".into());
+    };
+    let walk = crate::recovery::walk_to(s, &seg, p);
+    // The walk read a segment that producers may be reusing meanwhile
+    // (Overwrite): it counts only if the head has not reached it since.
+    fence(Acquire);
+    if s.head_word().load(Relaxed) > start {
+        return bad("is no longer retained".into());
+    }
+    match walk {
+        Walk::Exact => Ok(()),
+        Walk::Inside { prev, next } => bad(format!(
+            "is inside a record (records start at {prev} and at {next})"
+        )),
+        Walk::Uncommitted(q) => bad(format!(
+            "cannot be checked yet: the record at {q} before it is not committed"
+        )),
+        Walk::Damaged(q, e) => bad(format!(
+            "cannot be checked: the record at {q} before it is damaged ({e})"
+        )),
     }
 }
 
@@ -324,7 +385,14 @@ impl Drop for RegLock<'_> {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
+        // A member's records not yet handed out, and a message read only in
+        // part, go back to the group.
+        let unread = self.msg_start;
         self.release_held();
+        if matches!(self.kind, Kind::Member { .. }) && self.leave_run(unread) {
+            // Our slot now holds a run for the group: it is not freed.
+            return;
+        }
         let s = &self.s;
         let r = s.cslot(self.slot);
         r.u64_at(cslot::MESSAGES).store(self.msgs, Relaxed);
@@ -377,7 +445,10 @@ impl Consumer {
             last_wake: pos,
             wake_step,
             msgs: 0,
-            held: None,
+            run: None,
+            budget: RUN_MIN,
+            run_seq: 0,
+            last_adopt_scan: None,
             last_maintenance: Instant::now(),
             name: name.to_string(),
             auto_commit: true,
@@ -439,9 +510,10 @@ impl Consumer {
     /// Next position this consumer reads (for a group member: the group's).
     pub fn position(&self) -> u64 {
         match self.kind {
-            Kind::Member { group, .. } => {
-                split_group(self.s.cslot(group).u64_at(cslot::POSITION).load(Acquire)).0
-            }
+            Kind::Member { group, .. } => match self.run {
+                Some(r) if self.pos < r.end => self.pos,
+                _ => split_group(self.s.cslot(group).u64_at(cslot::POSITION).load(Acquire)).0,
+            },
             _ => self.pos,
         }
     }
@@ -452,11 +524,21 @@ impl Consumer {
     }
 
     /// Mark every message returned so far as processed: a durable consumer's
-    /// position is saved, a group member's held message is acknowledged.
+    /// position is saved, a group member acknowledges what it has read of
+    /// its run.
     pub fn commit(&mut self) -> Result<()> {
         self.release_held();
-        if self.kind == Kind::Durable || self.kind == Kind::Subscriber {
-            self.publish(self.pos);
+        match self.kind {
+            Kind::Durable | Kind::Subscriber => self.publish(self.pos),
+            Kind::Member { .. } => {
+                if let Some(r) = self.run {
+                    if self.pos >= r.end && !self.open_ours(r) {
+                        self.ack_run();
+                    } else {
+                        self.set_run_begin(self.pos);
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -556,8 +638,17 @@ impl Consumer {
     /// half of the producer's commit-then-check-waiters.)
     fn ready(&mut self) -> bool {
         let p = match self.kind {
-            Kind::Member { group, .. } => {
-                split_group(self.s.cslot(group).u64_at(cslot::POSITION).load(SeqCst)).0
+            Kind::Member { group, tag } => {
+                let (next, open, t) =
+                    split_group(self.s.cslot(group).u64_at(cslot::POSITION).load(SeqCst));
+                match self.run {
+                    Some(r) if self.pos < r.end => return true,
+                    Some(r) if open && t as usize == r.slot + 1 => self.pos,
+                    // Another member's fragmented message: nothing for us
+                    // until it is read (or its reader found dead).
+                    _ if open && t != tag => return false,
+                    _ => next,
+                }
             }
             _ => self.pos,
         };
@@ -599,18 +690,6 @@ impl Consumer {
     /// the position (others: auto-commit).
     #[inline(always)]
     fn release_held(&mut self) {
-        if let Some(h) = self.held.take() {
-            let r = self.s.cslot(h.slot);
-            r.u64_at(cslot::DONE).store(h.claimed, SeqCst);
-            if h.adopted {
-                // The dead member's slot has nothing left to deliver.
-                r.u32_at(cslot::STATE).store(0, Release);
-                r.u64_at(cslot::OWNER).store(0, Release);
-                self.s.gen_word().fetch_add(1, SeqCst);
-                self.adopt_hold = None;
-            }
-            self.s.wake_space();
-        }
         // The message handed out last is done with, read to its end or not.
         self.msg_start = None;
         if self.auto_commit && matches!(self.kind, Kind::Durable | Kind::Subscriber) {
@@ -674,11 +753,17 @@ impl Consumer {
         let head = self.s.head_word().load(Acquire);
         let resume = resume_position(&self.s, head).max(p);
         if let Kind::Member { group, .. } = self.kind {
+            // Our run (if `p` is in it) is gone; the group moves on.
+            self.msg_start = None;
+            if self.run.is_some() {
+                self.pos = self.pos.max(resume);
+                self.ack_run();
+            }
             let gr = self.s.cslot(group);
             let w = gr.u64_at(cslot::POSITION);
             let cur = w.load(Acquire);
-            if split_group(cur).0 == p {
-                let _ = w.compare_exchange(cur, group_word(resume, 0), AcqRel, Relaxed);
+            if split_group(cur).0 <= p {
+                let _ = w.compare_exchange(cur, group_word(resume, false, 0), AcqRel, Relaxed);
             }
         } else {
             self.msg_start = None;
@@ -815,7 +900,13 @@ impl Consumer {
         });
         // No clear first: `read` overwrites every byte, so only growth is zeroed.
         buf.resize(len_us, 0);
-        seg.region.read(body, &mut buf);
+        if self.s.opts.policy == Policy::Overwrite {
+            // A producer may be overwriting the frame: atomic loads, then
+            // the check below.
+            seg.region.read_racy(body, &mut buf);
+        } else {
+            seg.region.read(body, &mut buf);
+        }
         let b = seg.region.u64_at(off + 8).load(Relaxed);
         if self.s.opts.policy == Policy::Overwrite {
             // Seqlock-style validation: if a producer began overwriting
@@ -906,176 +997,532 @@ impl Consumer {
 
     // ---- groups -------------------------------------------------------
 
+    /// A group member's poll: deliver the next message of the run it
+    /// holds; when the run is done, acknowledge it and claim the next.
     fn poll_group(&mut self) -> Result<Option<Delivered>> {
-        let Kind::Member { group, tag } = self.kind else {
+        let Kind::Member { group, .. } = self.kind else {
             unreachable!("poll_group on a non-member")
         };
-        if let Some(d) = self.adopt_orphans(group)? {
-            return Ok(Some(d));
+        for _ in 0..64 {
+            if self.run.is_none() && !self.adopt_orphans(group)? && !self.claim_run(group)? {
+                return Ok(None);
+            }
+            match self.next_in_run(group)? {
+                Some(d) => return Ok(Some(d)),
+                // Waiting for the rest of a fragmented message we skip.
+                None if self.run.is_some() => return Ok(None),
+                // The run was empty (padding only) or done: claim again.
+                None => continue,
+            }
         }
-        let me = self.s.cslot(self.slot);
+        Ok(None)
+    }
+
+    /// Is the group word open for a fragmented message of run `r`?
+    fn open_ours(&self, r: Run) -> bool {
+        let Kind::Member { group, .. } = self.kind else {
+            return false;
+        };
+        let (_, open, t) = split_group(self.s.cslot(group).u64_at(cslot::POSITION).load(Acquire));
+        open && t as usize == r.slot + 1
+    }
+
+    /// The next message of our run, if any. `Ok(None)` with the run gone:
+    /// the run is acknowledged.
+    fn next_in_run(&mut self, group: usize) -> Result<Option<Delivered>> {
         let gr = self.s.cslot(group);
         let gw = gr.u64_at(cslot::POSITION);
         loop {
-            let w = gw.load(Acquire);
-            let (next, wtag) = split_group(w);
-            if self.s.head_word().load(Acquire) > next {
-                if gw.load(Acquire) != w {
-                    // Another member moved the group on: `next` was stale.
-                    continue;
-                }
-                return Err(self.lagged(next));
-            }
-            if wtag != 0 && wtag != tag {
-                self.help(wtag as usize - 1, next)?;
-            }
-            let peeked = match self.peek(next) {
-                Err(Error::Lagged { .. }) if gw.load(Acquire) != w => continue,
-                r => r?,
+            let Some(r) = self.run else {
+                return Ok(None);
             };
-            let (seg, off, len, flags, total) = match peeked {
-                Peek::Empty => {
-                    self.check_hole(next)?;
+            let p = self.pos;
+            let mut inside = p < r.end;
+            if !inside {
+                // Past the claimed end: only the rest of a fragmented
+                // message we started (read by nobody, or skipped) is ours.
+                let (next, open, t) = split_group(gw.load(Acquire));
+                if !(open && t as usize == r.slot + 1) {
+                    self.ack_run();
                     return Ok(None);
                 }
-                Peek::Frame {
-                    seg,
-                    off,
-                    len,
-                    flags,
-                    total,
-                } => (seg, off, len, flags, total),
+                if next > p {
+                    // Extended by our slot's earlier owner.
+                    self.run = Some(Run { end: next, ..r });
+                    inside = true;
+                }
+            }
+            if self.s.head_word().load(Acquire) > p {
+                return Err(self.lagged(p));
+            }
+            let Peek::Frame {
+                seg,
+                off,
+                len,
+                flags,
+                total,
+            } = self.peek(p)?
+            else {
+                if inside {
+                    // Every frame of a claimed run was committed.
+                    self.ack_run();
+                    return Err(Error::corrupt(p, "a claimed record is not there any more"));
+                }
+                self.check_hole(p)?;
+                if self.fragments_abandoned(p)? {
+                    self.close_open(p);
+                }
+                return Ok(None);
             };
             self.stuck = None;
-            me.u64_at(cslot::INTENT).store(next, SeqCst);
-            if gw
-                .compare_exchange(w, group_word(next + total, tag), SeqCst, Relaxed)
-                .is_err()
-            {
-                me.u64_at(cslot::INTENT).store(u64::MAX, SeqCst);
+            if !inside {
+                // The rest of an open message, skipped.
+                self.fragment_read(p, total, flags);
+                if flags & F_BEGIN != 0 {
+                    self.close_open(p);
+                } else {
+                    self.pos = p + total;
+                }
                 continue;
             }
-            me.u64_at(cslot::CLAIMED).fetch_max(next + 1, SeqCst);
-            me.u64_at(cslot::INTENT).store(u64::MAX, SeqCst);
             if flags & (F_PADDING | F_ABORTED) != 0 || flags & F_BEGIN == 0 {
-                me.u64_at(cslot::DONE).store(next + 1, SeqCst);
+                self.pos = p + total;
                 continue;
             }
-            self.held = Some(Held {
-                slot: self.slot,
-                claimed: next + 1,
-                adopted: false,
-            });
-            self.pos = next + total;
-            let body = self.decode(next, &seg, off, len, flags)?;
+            let body = match self.decode(p, &seg, off, len, flags) {
+                Ok(b) => b,
+                Err(e) => return Err(self.undecodable(p, e)),
+            };
+            self.pos = p + total;
+            if flags & F_END == 0 {
+                self.msg_start = Some(p);
+                if p + total >= r.end {
+                    // Straddles the claimed end: the group word is open
+                    // for us; move it along with what we read.
+                    self.fragment_read(p, total, flags);
+                }
+            }
             self.msgs += 1;
             return Ok(Some(Delivered {
-                pos: next,
+                pos: p,
                 flags,
                 body,
             }));
         }
     }
 
-    /// The group word names member `d` as the last claimer: make sure its
-    /// claim is recorded in its slot before the word moves on.
-    fn help(&mut self, d: usize, next: u64) -> Result<()> {
-        if d >= CONSUMER_SLOTS {
-            return Ok(());
-        }
-        let r = self.s.cslot(d);
-        let p = r.u64_at(cslot::INTENT).load(SeqCst);
-        if p == u64::MAX || p >= next {
-            return Ok(());
-        }
-        if let Peek::Frame { total, .. } = self.peek(p)?
-            && p + total == next
-        {
-            r.u64_at(cslot::CLAIMED).fetch_max(p + 1, SeqCst);
-        }
-        Ok(())
-    }
-
-    /// Deliver a message held by a dead member of our group, if any.
-    fn adopt_orphans(&mut self, group: usize) -> Result<Option<Delivered>> {
-        if self.last_maintenance.elapsed() < Duration::from_millis(100)
-            && !self.msgs.is_multiple_of(256)
-        {
-            return Ok(None);
-        }
+    /// Claim the next run for our slot. False if nothing is ready.
+    fn claim_run(&mut self, group: usize) -> Result<bool> {
+        let Kind::Member { tag, .. } = self.kind else {
+            return Ok(false);
+        };
+        let me = self.s.cslot(self.slot);
         let gr = self.s.cslot(group);
         let gw = gr.u64_at(cslot::POSITION);
-        for i in 0..CONSUMER_SLOTS {
-            if i == self.slot {
-                continue;
+        let max_bytes = if self.s.is_ring() {
+            RUN_BYTES.min(self.s.capacity / 8)
+        } else {
+            RUN_BYTES
+        };
+        'attempt: for _ in 0..1024 {
+            let w = gw.load(Acquire);
+            let (next, open, wtag) = split_group(w);
+            if open {
+                // A fragmented message is being read by member `wtag`.
+                let d = (wtag as usize).wrapping_sub(1);
+                if wtag != tag && d < CONSUMER_SLOTS && self.member_dead(group, d) {
+                    return self.adopt(group, d);
+                }
+                if wtag == tag {
+                    // Ours, with our run gone (lapped): let it go.
+                    let _ = gw.compare_exchange(w, group_word(next, false, tag), AcqRel, Relaxed);
+                }
+                return Ok(false);
             }
-            let r = self.s.cslot(i);
-            let owner = r.u64_at(cslot::OWNER).load(Acquire);
-            if owner == 0
-                || r.u32_at(cslot::STATE).load(Acquire) != 1
-                || r.u32_at(cslot::KIND).load(Acquire) != KIND_MEMBER
-                || r.u32_at(cslot::GROUP).load(Acquire) as usize != group
-                || self.s.live.is_alive(SlotRef::Consumer(i))
-            {
-                continue;
+            if self.s.head_word().load(Acquire) > next {
+                if gw.load(Acquire) != w {
+                    continue;
+                }
+                return Err(self.lagged(next));
             }
-            // Holding the dead slot's lock byte, no other member adopts it.
-            let Some(hold) = self.s.live.try_hold(SlotRef::Consumer(i))? else {
-                continue;
-            };
-            if r.u64_at(cslot::OWNER)
-                .compare_exchange(owner, sys::my_owner(), AcqRel, Relaxed)
+            // Walk committed frames from `next` (read only: members may
+            // walk the same frames; the CAS decides).
+            let (mut p, mut count, mut frag) = (next, 0u32, false);
+            let mut full = false;
+            loop {
+                if count >= self.budget || p - next >= max_bytes {
+                    full = true;
+                    break;
+                }
+                let peeked = match self.peek(p) {
+                    Err(_) if gw.load(Acquire) != w => continue 'attempt,
+                    r => r?,
+                };
+                let Peek::Frame { flags, total, .. } = peeked else {
+                    break;
+                };
+                if flags & (F_PADDING | F_ABORTED) != 0
+                    || flags & F_BEGIN == 0
+                    || flags & F_END != 0
+                {
+                    // Padding, an aborted claim, the rest of a message
+                    // whose start is not ours, or a whole message.
+                    if flags & F_BEGIN != 0 && flags & (F_PADDING | F_ABORTED) == 0 {
+                        count += 1;
+                    }
+                    p += total;
+                    continue;
+                }
+                // A fragmented message starts a run of its own.
+                if count > 0 {
+                    full = true;
+                    break;
+                }
+                p += total;
+                frag = true;
+                loop {
+                    let peeked = match self.peek(p) {
+                        Err(_) if gw.load(Acquire) != w => continue 'attempt,
+                        r => r?,
+                    };
+                    let Peek::Frame { flags, total, .. } = peeked else {
+                        break;
+                    };
+                    if flags & F_BEGIN != 0 && flags & F_PADDING == 0 {
+                        // Its writer died; the next message starts here.
+                        frag = false;
+                        break;
+                    }
+                    p += total;
+                    if flags & F_END != 0 {
+                        frag = false;
+                        break;
+                    }
+                }
+                break;
+            }
+            if p == next {
+                self.check_hole(next)?;
+                return Ok(false);
+            }
+            self.stuck = None;
+            if wtag != 0 && wtag != tag {
+                self.help(wtag as usize - 1, next);
+            }
+            // Intent, then the claim (FORMAT.md, "Groups").
+            self.run_seq += 1;
+            let seq = self.run_seq;
+            me.u64_at(cslot::RUN_BEGIN).store(next, SeqCst);
+            me.u64_at(cslot::RUN_END).store(p, SeqCst);
+            me.u64_at(cslot::RUN_STATE)
+                .store(run_state(seq, RUN_INTENT), SeqCst);
+            if gw
+                .compare_exchange(w, group_word(p, frag, tag), SeqCst, Relaxed)
                 .is_err()
             {
+                me.u64_at(cslot::RUN_STATE)
+                    .store(run_state(seq, RUN_IDLE), SeqCst);
                 continue;
             }
-            self.adopt_hold = Some(hold);
-            let (next, wtag) = split_group(gw.load(SeqCst));
-            if wtag as usize == i + 1 {
-                self.help(i, next)?;
+            // A member that saw our claim may have recorded it already.
+            let _ = me.u64_at(cslot::RUN_STATE).compare_exchange(
+                run_state(seq, RUN_INTENT),
+                run_state(seq, RUN_HELD),
+                SeqCst,
+                Relaxed,
+            );
+            self.budget = if full {
+                (self.budget * 2).min(RUN_MAX)
+            } else {
+                (self.budget / 2).max(RUN_MIN)
+            };
+            self.run = Some(Run {
+                slot: self.slot,
+                seq,
+                begin: next,
+                end: p,
+            });
+            self.pos = next;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// The group word `(next, _, d + 1)` names member `d` as the last
+    /// claimer: if its claim is still only an intent ending at `next`, it
+    /// succeeded: record it as held, so that a member that dies between its
+    /// CAS and its own record loses nothing.
+    fn help(&self, d: usize, next: u64) {
+        if d >= CONSUMER_SLOTS {
+            return;
+        }
+        let r = self.s.cslot(d);
+        let st = r.u64_at(cslot::RUN_STATE).load(SeqCst);
+        let (seq, k) = split_run_state(st);
+        if k != RUN_INTENT {
+            return;
+        }
+        let end = r.u64_at(cslot::RUN_END).load(SeqCst);
+        if r.u64_at(cslot::RUN_STATE).load(SeqCst) == st && end == next {
+            let _ = r.u64_at(cslot::RUN_STATE).compare_exchange(
+                st,
+                run_state(seq, RUN_HELD),
+                SeqCst,
+                Relaxed,
+            );
+        }
+    }
+
+    /// Is member slot `d` of `group` a member whose process is gone (or
+    /// that released its run), whose run another member may take?
+    fn member_dead(&self, group: usize, d: usize) -> bool {
+        let r = self.s.cslot(d);
+        let owner = r.u64_at(cslot::OWNER).load(Acquire);
+        owner != 0
+            && owner != sys::my_owner()
+            && r.u32_at(cslot::STATE).load(Acquire) == 1
+            && r.u32_at(cslot::KIND).load(Acquire) == KIND_MEMBER
+            && r.u32_at(cslot::GROUP).load(Acquire) as usize == group
+            && r.u64_at(cslot::RELEASER).load(Acquire) != sys::my_owner()
+            && !self.s.live.is_alive(SlotRef::Consumer(d))
+    }
+
+    /// Take dead member slot `d` and its run, if it held one (then it is
+    /// ours to deliver, from its first record). False if there was nothing
+    /// to take.
+    fn adopt(&mut self, group: usize, d: usize) -> Result<bool> {
+        let r = self.s.cslot(d);
+        let owner = r.u64_at(cslot::OWNER).load(Acquire);
+        if !self.member_dead(group, d) {
+            return Ok(false);
+        }
+        // Holding the dead slot's lock byte, no other member adopts it.
+        let Some(hold) = self.s.live.try_hold(SlotRef::Consumer(d))? else {
+            return Ok(false);
+        };
+        if r.u64_at(cslot::OWNER)
+            .compare_exchange(owner, sys::my_owner(), AcqRel, Relaxed)
+            .is_err()
+        {
+            return Ok(false);
+        }
+        // The group word first: a claim that succeeded before it is seen
+        // in it, or was recorded as held by whoever moved it on.
+        let gr = self.s.cslot(group);
+        let gw = gr.u64_at(cslot::POSITION);
+        let (next, _, t) = split_group(gw.load(SeqCst));
+        let st = r.u64_at(cslot::RUN_STATE).load(SeqCst);
+        let (seq, k) = split_run_state(st);
+        let begin = r.u64_at(cslot::RUN_BEGIN).load(SeqCst);
+        let end = r.u64_at(cslot::RUN_END).load(SeqCst);
+        let held = k == RUN_HELD || (k == RUN_INTENT && t as usize == d + 1 && next == end);
+        if !held {
+            self.free_member_slot(d);
+            return Ok(false);
+        }
+        r.u64_at(cslot::RUN_STATE)
+            .store(run_state(seq, RUN_HELD), SeqCst);
+        r.u64_at(cslot::RELEASER).store(0, SeqCst);
+        r.u64_at(cslot::HEARTBEAT_MS).store(sys::now_ms(), Relaxed);
+        self.adopt_hold = Some(hold);
+        self.run = Some(Run {
+            slot: d,
+            seq,
+            begin,
+            end,
+        });
+        self.pos = begin;
+        Ok(true)
+    }
+
+    /// Look for a dead member of our group (now and then) and take its run.
+    fn adopt_orphans(&mut self, group: usize) -> Result<bool> {
+        // Liveness checks cost system calls: every 100 ms at most.
+        if self
+            .last_adopt_scan
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(100))
+        {
+            return Ok(false);
+        }
+        self.last_adopt_scan = Some(Instant::now());
+        for i in 0..CONSUMER_SLOTS {
+            if i != self.slot && self.member_dead(group, i) && self.adopt(group, i)? {
+                return Ok(true);
             }
-            let claimed = r.u64_at(cslot::CLAIMED).load(SeqCst);
-            let done = r.u64_at(cslot::DONE).load(SeqCst);
-            if claimed > done {
-                let p = claimed - 1;
-                if let Peek::Frame {
-                    seg,
-                    off,
-                    len,
-                    flags,
-                    total,
-                } = self.peek(p)?
-                    && flags & F_BEGIN != 0
-                    && flags & (F_PADDING | F_ABORTED) == 0
-                    // While the group had no live member it held nobody
-                    // back: the message may be being overwritten (producers
-                    // raise the head first). Then it is lost, like any
-                    // record of an idle group. Once we pass this check,
-                    // our registration (before it) holds producers back.
-                    && self.s.head_word().load(SeqCst) <= p
-                {
-                    self.pos = p + total;
-                    self.held = Some(Held {
-                        slot: i,
-                        claimed,
-                        adopted: true,
-                    });
-                    let body = self.decode(p, &seg, off, len, flags)?;
-                    self.msgs += 1;
-                    return Ok(Some(Delivered {
-                        pos: p,
-                        flags,
-                        body,
-                    }));
-                }
-            }
-            // Nothing to redeliver: free the dead member's slot.
-            r.u32_at(cslot::STATE).store(0, Release);
-            r.u64_at(cslot::OWNER).store(0, Release);
-            self.s.gen_word().fetch_add(1, SeqCst);
+        }
+        Ok(false)
+    }
+
+    /// Let member slot `d` go (it holds nothing any more).
+    fn free_member_slot(&self, d: usize) {
+        let r = self.s.cslot(d);
+        r.u32_at(cslot::STATE).store(0, Release);
+        r.u64_at(cslot::OWNER).store(0, Release);
+        self.s.gen_word().fetch_add(1, SeqCst);
+    }
+
+    /// Our run is done: acknowledge it as a unit.
+    fn ack_run(&mut self) {
+        let Some(r) = self.run.take() else {
+            return;
+        };
+        self.msg_start = None;
+        let slot = self.s.cslot(r.slot);
+        slot.u64_at(cslot::RUN_STATE)
+            .store(run_state(r.seq, RUN_IDLE), SeqCst);
+        let me = self.s.cslot(self.slot);
+        me.u64_at(cslot::POSITION).store(self.pos, Relaxed);
+        me.u64_at(cslot::MESSAGES).store(self.msgs, Relaxed);
+        if r.slot != self.slot {
+            // The dead member's slot has nothing left to deliver.
+            self.free_member_slot(r.slot);
             self.adopt_hold = None;
         }
-        Ok(None)
+        self.s.wake_space();
+    }
+
+    /// Records before `p` are acknowledged: the run now starts at `p`.
+    fn set_run_begin(&mut self, p: u64) {
+        if let Some(r) = &mut self.run
+            && p > r.begin
+        {
+            r.begin = p;
+            self.s
+                .cslot(r.slot)
+                .u64_at(cslot::RUN_BEGIN)
+                .store(p, SeqCst);
+            self.s.wake_space();
+        }
+    }
+
+    /// A frame at `p` of a fragmented message of our run was read: if the
+    /// group word is open for it at `p`, move it past (and close it after
+    /// the last fragment); a message run longer than `hold_limit` releases
+    /// the ring as it goes.
+    fn fragment_read(&mut self, p: u64, total: u64, flags: u16) {
+        let (Kind::Member { group, .. }, Some(r)) = (self.kind, self.run) else {
+            return;
+        };
+        let gr = self.s.cslot(group);
+        let gw = gr.u64_at(cslot::POSITION);
+        let w = gw.load(Acquire);
+        let (next, open, t) = split_group(w);
+        if open && t as usize == r.slot + 1 && next == p {
+            let last = flags & F_END != 0;
+            if gw
+                .compare_exchange(w, group_word(p + total, !last, t), SeqCst, Relaxed)
+                .is_ok()
+            {
+                if let Some(r) = &mut self.run {
+                    r.end = r.end.max(p + total);
+                }
+                if last {
+                    // Members waiting on the open word look again.
+                    self.s.wake_data();
+                }
+            }
+        }
+        if let Some(r) = self.run
+            && p + total - r.begin > self.hold_limit()
+        {
+            self.set_run_begin(p + total);
+        }
+    }
+
+    /// A fragmented message of our run ends early at `p` (its writer
+    /// died): close the group word if it is open for us.
+    fn close_open(&mut self, p: u64) {
+        let (Kind::Member { group, .. }, Some(r)) = (self.kind, self.run) else {
+            return;
+        };
+        let gr = self.s.cslot(group);
+        let gw = gr.u64_at(cslot::POSITION);
+        let w = gw.load(Acquire);
+        let (next, open, t) = split_group(w);
+        if open && t as usize == r.slot + 1 && next == p {
+            let _ = gw.compare_exchange(w, group_word(p, false, t), SeqCst, Relaxed);
+            self.s.wake_data();
+        }
+        self.pos = self.pos.max(p);
+        if let Some(r) = &mut self.run {
+            r.end = r.end.max(p);
+        }
+        self.msg_start = None;
+    }
+
+    /// Record `p` of our run cannot be decoded here (wrong key, damage):
+    /// the run from the message that holds it goes back to the group, for
+    /// another member to take, and `e` is returned. The record is never
+    /// acknowledged by us.
+    fn undecodable(&mut self, p: u64, e: Error) -> Error {
+        if !matches!(
+            e,
+            Error::Decode { .. } | Error::Corrupt { .. } | Error::KeyRequired { .. }
+        ) {
+            return e;
+        }
+        let from = self.msg_start.unwrap_or(p);
+        self.set_run_begin(from);
+        self.give_back(true, false);
+        e
+    }
+
+    /// Hand our run back to the group: the slot it is recorded in is left
+    /// for another member to adopt as if its owner had died, and we carry
+    /// on in a new slot. With `mine`, we never take it back ourselves.
+    /// Returns whether our own slot was handed over (when `leaving`).
+    fn give_back(&mut self, mine: bool, leaving: bool) -> bool {
+        let (Kind::Member { group, .. }, Some(r)) = (self.kind, self.run) else {
+            return false;
+        };
+        let mut new_hold = None;
+        if r.slot == self.slot && !leaving {
+            // We need a new slot first; without one, the run stays held
+            // (and goes back when this member is dropped or dies).
+            let Ok((new, hold)) = self.s.alloc_cslot(KIND_MEMBER, &self.name, group as u32, 0)
+            else {
+                return false;
+            };
+            new_hold = Some(hold);
+            self.slot = new;
+            self.kind = Kind::Member {
+                group,
+                tag: (new + 1) as u8,
+            };
+        }
+        let rs = self.s.cslot(r.slot);
+        rs.u64_at(cslot::RELEASER)
+            .store(if mine { sys::my_owner() } else { 0 }, SeqCst);
+        rs.u64_at(cslot::OWNER).store(sys::NOBODY, SeqCst);
+        // Let go of the handed-over slot's lock byte: to the other members
+        // it is now a dead member's.
+        if let Some(h) = new_hold {
+            self._hold = h;
+        } else if r.slot != self.slot {
+            self.adopt_hold = None;
+        }
+        self.run = None;
+        self.msg_start = None;
+        self.s.wake_data();
+        r.slot == self.slot
+    }
+
+    /// Leaving the group (drop): what we read is acknowledged; what we did
+    /// not (from `unread`, a message read only in part, or our position)
+    /// goes back to the group.
+    /// Returns whether our own slot was handed over with the run.
+    fn leave_run(&mut self, unread: Option<u64>) -> bool {
+        let Some(r) = self.run else {
+            return false;
+        };
+        let from = unread.unwrap_or(self.pos);
+        if from >= r.end && !self.open_ours(r) {
+            self.ack_run();
+            false
+        } else {
+            self.set_run_begin(from);
+            self.give_back(false, true)
+        }
     }
 
     // ---- holes left by dead producers -----------------------------------
@@ -1158,7 +1605,7 @@ impl Consumer {
                 let w = gr.u64_at(cslot::POSITION);
                 let cur = w.load(Acquire);
                 if split_group(cur).0 == p {
-                    let _ = w.compare_exchange(cur, group_word(next, 0), AcqRel, Relaxed);
+                    let _ = w.compare_exchange(cur, group_word(next, false, 0), AcqRel, Relaxed);
                 }
             }
             _ => {
@@ -1206,7 +1653,11 @@ impl Consumer {
                         continue;
                     }
                     let mut data = vec![0u8; len as usize];
-                    seg.region.read(off + HEADER_LEN, &mut data);
+                    if self.s.opts.policy == Policy::Overwrite {
+                        seg.region.read_racy(off + HEADER_LEN, &mut data);
+                    } else {
+                        seg.region.read(off + HEADER_LEN, &mut data);
+                    }
                     let b = seg.region.u64_at(off + 8).load(Relaxed);
                     fence(Acquire);
                     if self.s.head_word().load(Relaxed) > p {
@@ -1411,6 +1862,7 @@ impl MessageReader<'_> {
                 Peek::Empty => {
                     c.check_hole(p)?;
                     if c.fragments_abandoned(p)? {
+                        c.close_open(p);
                         return Err(Error::Aborted {
                             position: self.start,
                         });
@@ -1432,23 +1884,33 @@ impl MessageReader<'_> {
                 } => {
                     c.stuck = None;
                     if flags & F_PADDING != 0 || (flags & F_ABORTED != 0 && flags & F_END == 0) {
+                        c.fragment_read(p, total, flags);
                         c.pos = p + total;
                         continue;
                     }
                     if flags & F_BEGIN != 0 {
                         // The writer died mid-message; the next message
                         // starts here.
+                        c.close_open(p);
                         return Err(Error::Aborted {
                             position: self.start,
                         });
                     }
                     if flags & F_ABORTED != 0 {
+                        c.fragment_read(p, total, flags);
                         c.pos = p + total;
+                        c.msg_start = None;
                         return Err(Error::Aborted {
                             position: self.start,
                         });
                     }
-                    let body = c.decode(p, &seg, off, len, flags)?;
+                    let body = match c.decode(p, &seg, off, len, flags) {
+                        Ok(b) => b,
+                        Err(e) if matches!(c.kind, Kind::Member { .. }) => {
+                            return Err(c.undecodable(p, e));
+                        }
+                        Err(e) => return Err(e),
+                    };
                     self.cur.clear();
                     match body {
                         // SAFETY: as in Message::first_fragment.
@@ -1460,13 +1922,7 @@ impl MessageReader<'_> {
                     self.at = 0;
                     c.pos = p + total;
                     if let Kind::Member { .. } = c.kind {
-                        // Our claim moves along so the ring can be reused.
-                        c.s.cslot(c.slot)
-                            .u64_at(cslot::CLAIMED)
-                            .fetch_max(p + 1, SeqCst);
-                        if let Some(h) = &mut c.held {
-                            h.claimed = h.claimed.max(p + 1);
-                        }
+                        c.fragment_read(p, total, flags);
                     }
                     if flags & F_END != 0 {
                         self.done = true;

@@ -4,7 +4,7 @@
 /// Magic at offset 0 of the meta file: "IPCRESS" then 0x00, little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"IPCRESS\0");
 /// Format version written and read by this build.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Frame header size in bytes; frames are aligned to [`ALIGN`].
 pub const HEADER_LEN: usize = 16;
@@ -237,9 +237,15 @@ pub mod cslot {
     pub const CREATED_MS: usize = 168;
     /// Hot line.
     pub const POSITION: usize = 192;
-    pub const CLAIMED: usize = 200;
-    pub const DONE: usize = 208;
-    pub const INTENT: usize = 216;
+    /// Member: first position of the run it holds (FORMAT.md, "Groups").
+    pub const RUN_BEGIN: usize = 200;
+    /// Member: end of the run as claimed.
+    pub const RUN_END: usize = 208;
+    /// Member: `seq << 2 | state` ([`RUN_IDLE`], [`RUN_INTENT`], [`RUN_HELD`]).
+    pub const RUN_STATE: usize = 216;
+    /// Member: owner word of the member that released this slot's run
+    /// because it could not decode a record (it does not take it back).
+    pub const RELEASER: usize = 224;
     pub const USER: usize = 224;
     pub const USER_WORDS: usize = 4;
 }
@@ -274,16 +280,38 @@ pub const MAX_SEGMENT_SHIFT: u32 = 30;
 /// Largest number of segments in a ring.
 pub const MAX_SEGMENTS: u32 = 1 << 16;
 
-/// Group word: next position (>> 3) in the high 56 bits, claimer tag
-/// (member slot index + 1, 0 = none) in the low 8.
+/// A member slot's run state: nothing held.
+pub const RUN_IDLE: u64 = 0;
+/// A claim is being made: `RUN_BEGIN..RUN_END` is the attempt.
+pub const RUN_INTENT: u64 = 1;
+/// `RUN_BEGIN..RUN_END` is claimed and not yet acknowledged.
+pub const RUN_HELD: u64 = 2;
+
+/// A run state word.
 #[inline]
-pub const fn group_word(next: u64, tag: u8) -> u64 {
-    (next >> 3) << 8 | tag as u64
+pub const fn run_state(seq: u64, state: u64) -> u64 {
+    seq << 2 | state
 }
 
+/// (seq, state) of a run state word.
 #[inline]
-pub const fn split_group(w: u64) -> (u64, u8) {
-    ((w >> 8) << 3, w as u8)
+pub const fn split_run_state(w: u64) -> (u64, u64) {
+    (w >> 2, w & 3)
+}
+
+/// Group word: next position (>> 3) in the high 55 bits, then the "open"
+/// bit (a fragmented message straddles the end of the last claimed run:
+/// its claimer goes on with it), then the claimer tag (member slot index +
+/// 1, 0 = none) in the low 8 bits.
+#[inline]
+pub const fn group_word(next: u64, open: bool, tag: u8) -> u64 {
+    (next >> 3) << 9 | (open as u64) << 8 | tag as u64
+}
+
+/// (next, open, tag) of a group word.
+#[inline]
+pub const fn split_group(w: u64) -> (u64, bool, u8) {
+    ((w >> 9) << 3, w & (1 << 8) != 0, w as u8)
 }
 
 #[cfg(test)]
@@ -313,7 +341,12 @@ mod tests {
         assert_eq!(parse(a, b, 4096 * 9 + 8, 6, 8, 4096), Ok(Slot::Empty));
         assert!(parse(a, b, 4096 * 9 + 16, 7, 16, 4096).is_err());
         assert!(parse(a, b, 4096 * 9 + 8, 7, 4000, 4096).is_err());
-        assert_eq!(split_group(group_word(1 << 40, 9)), (1 << 40, 9));
+        assert_eq!(
+            split_group(group_word(1 << 40, false, 9)),
+            (1 << 40, false, 9)
+        );
+        assert_eq!(split_group(group_word(8, true, 128)), (8, true, 128));
+        assert_eq!(split_run_state(run_state(77, RUN_HELD)), (77, RUN_HELD));
         assert_eq!(META_LEN, 4096 + 32768 + 4096);
     }
 }

@@ -5,7 +5,7 @@ use std::io;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::sync::atomic::{Ordering::*, fence};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::codec::{self, Compression};
 use crate::error::{Error, Result};
@@ -20,6 +20,8 @@ pub struct Producer {
     s: Arc<Inner>,
     /// This producer's slot in the meta file (claims, counters).
     pslot: Option<Region>,
+    /// Its index (claims of our own are not in our way).
+    pslot_index: usize,
     /// The slot's lock byte, held while this producer lives (dropped after
     /// `Drop::drop` has cleared the slot).
     _hold: sys::Hold,
@@ -103,11 +105,11 @@ impl Stream {
                 .is_ok()
             {
                 r.u64_at(pslot::CLAIM).store(0, Release);
-                taken = Some((r, hold));
+                taken = Some((r, hold, i));
                 break;
             }
         }
-        let Some((pslot, hold)) = taken else {
+        let Some((pslot, hold, pslot_index)) = taken else {
             return Err(Error::SlotsExhausted("producer"));
         };
         s.prefault();
@@ -117,6 +119,7 @@ impl Stream {
         Ok(Producer {
             s,
             pslot: Some(pslot),
+            pslot_index,
             _hold: hold,
             frag_hold: None,
             seg: None,
@@ -422,7 +425,10 @@ impl Producer {
     fn claim_slow(&mut self, total: u64, try_only: bool) -> Result<Claim> {
         self.fast_end = 0;
         loop {
-            if try_only && self.must_wait(self.s.tail() + total) {
+            if try_only
+                && (self.must_wait(self.s.tail() + total)
+                    || self.claim_held_back(self.s.tail() + total))
+            {
                 return Err(Error::Full);
             }
             let t = self.s.tail();
@@ -530,6 +536,7 @@ impl Producer {
         if !self.s.is_ring() {
             return Ok(());
         }
+        let mut held_since: Option<Instant> = None;
         loop {
             if self.must_wait(end) {
                 self.park_for_space(end);
@@ -546,7 +553,18 @@ impl Producer {
                         if self.s.opts.policy == Policy::Block && self.limit != u64::MAX {
                             target = target.min(self.limit - self.s.capacity);
                         }
-                        let target = target.max(need);
+                        let mut target = target.max(need);
+                        // The head never passes another producer's live,
+                        // uncommitted claim: its grant's bytes are its own
+                        // until it commits (FORMAT.md, "Claim and commit").
+                        match claims_in_way(&self.s, target, self.pslot_index) {
+                            InWay::Clear(low) => target = target.min(low),
+                            InWay::Held(h) => {
+                                self.park_for_claim(need, h, &mut held_since);
+                                continue;
+                            }
+                        }
+                        debug_assert!(target >= need);
                         self.s.head_word().fetch_max(target, SeqCst);
                         self.head_seen = target;
                     }
@@ -561,6 +579,46 @@ impl Producer {
             }
             return Ok(());
         }
+    }
+
+    /// Would a claim ending at `end` have to wait for another producer's
+    /// uncommitted claim before it could raise the head? (`try_send`)
+    fn claim_held_back(&self, end: u64) -> bool {
+        if !self.s.is_ring() || end <= self.s.capacity {
+            return false;
+        }
+        let need = end - self.s.capacity;
+        need > self.s.head()
+            && matches!(claims_in_way(&self.s, need, self.pslot_index), InWay::Held(h) if h.position.is_none_or(|q| q < need))
+    }
+
+    /// Wait until the claim `h` (below `need`) is committed or aborted, or
+    /// its producer is gone. Commits and aborts wake the data futex after
+    /// their SeqCst header CAS; the waiter count taken first and the
+    /// re-check after it make the Dekker pair, so a wake is never lost.
+    fn park_for_claim(&mut self, need: u64, h: Holder, since: &mut Option<Instant>) {
+        let s = &self.s;
+        let started = *since.get_or_insert_with(Instant::now);
+        if started.elapsed() >= Duration::from_secs(2) {
+            tracing::warn!(
+                stream = %s.name,
+                pid = h.pid,
+                position = ?h.position,
+                "a producer waits for another producer's uncommitted claim (its grant's \
+                 bytes cannot be reused before it commits)"
+            );
+            *since = Some(Instant::now());
+        }
+        s.data_waiters().fetch_add(1, SeqCst);
+        let seq = s.data_seq().load(SeqCst);
+        if let InWay::Held(h) = claims_in_way(s, need, self.pslot_index)
+            && h.position.is_none_or(|q| q < need)
+        {
+            // A timeout: a holder that dies, or one still marking its
+            // claim, wakes nobody.
+            sys::futex_wait(s.data_seq(), seq, Some(Duration::from_millis(10)));
+        }
+        s.data_waiters().fetch_sub(1, SeqCst);
     }
 
     fn park_for_space(&mut self, end: u64) {
@@ -637,6 +695,95 @@ impl Producer {
             }
             self.s.space_waiters().fetch_sub(1, SeqCst);
         }
+    }
+}
+
+/// A live producer's uncommitted claim in the way of a head raise.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Holder {
+    pub pid: u32,
+    /// Its position; None while it is still between marking and recording.
+    pub position: Option<u64>,
+}
+
+/// What stands between the head and a position.
+pub(crate) enum InWay {
+    /// Nothing below the bound: the lowest outstanding live claim at or
+    /// above it (u64::MAX if none). The head may be raised up to it.
+    Clear(u64),
+    /// A live producer's claim below the bound (or one whose position is
+    /// not recorded yet): the head must not pass it.
+    Held(Holder),
+}
+
+/// Look in the producer slots (all but `skip`, our own) for live,
+/// uncommitted claims that raising the head to `bound` would pass. A claim
+/// made after the caller's tail add (or tail load) lies above the tail it
+/// saw, so it cannot be below `bound` (≤ that tail); one made before it is
+/// visible here: its `CLAIMING` mark is released by its tail add.
+///
+/// A dead producer's claim is not in the way: its hole is the unblocker's
+/// (FORMAT.md, "The unblocker"). Only slots with a recorded claim below
+/// `bound` cost more than two loads (a header load, then a liveness check).
+pub(crate) fn claims_in_way(s: &Inner, bound: u64, skip: usize) -> InWay {
+    let mut low = u64::MAX;
+    let mut claiming: Option<Holder> = None;
+    for i in 0..PRODUCER_SLOTS {
+        if i == skip {
+            continue;
+        }
+        let r = s.pslot(i);
+        let claim = r.u64_at(pslot::CLAIM).load(Acquire);
+        if claim == 0 {
+            continue;
+        }
+        let owner = r.u64_at(pslot::OWNER).load(Acquire);
+        if owner == 0 {
+            continue;
+        }
+        if claim == pslot::CLAIMING {
+            if claiming.is_none() && s.live.is_alive(SlotRef::Producer(i)) {
+                claiming = Some(Holder {
+                    pid: sys::owner_pid(owner),
+                    position: None,
+                });
+            }
+            continue;
+        }
+        let q = claim - 1;
+        if q >= low || claim_published(s, q) {
+            continue;
+        }
+        if q < bound && !s.live.is_alive(SlotRef::Producer(i)) {
+            continue;
+        }
+        if q < bound {
+            return InWay::Held(Holder {
+                pid: sys::owner_pid(owner),
+                position: Some(q),
+            });
+        }
+        low = q;
+    }
+    match claiming {
+        Some(h) => InWay::Held(h),
+        None => InWay::Clear(low),
+    }
+}
+
+/// Is the frame a claim recorded at `q` already published (committed or
+/// aborted), or out of the retained range (then nothing protects it)?
+fn claim_published(s: &Inner, q: u64) -> bool {
+    if q < s.head() || !q.is_multiple_of(ALIGN as u64) {
+        return true;
+    }
+    match s.segment(s.seg_index(q), false) {
+        Ok(Some(seg)) => {
+            let a = seg.region.u64_at(s.seg_offset(q) as usize).load(SeqCst);
+            let w = split_a(a);
+            w.flags & F_COMMITTED != 0 && w.lap == s.lap(q)
+        }
+        _ => true,
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::format::{self, *};
-use crate::producer::write_pad;
+use crate::producer::{InWay, claims_in_way, write_pad};
 use crate::storage::{self, Seg};
 use crate::stream::{Inner, Policy};
 use crate::sys;
@@ -45,6 +45,29 @@ fn unblock_one(s: &Inner, p: u64, dead_claim_only: bool) -> Result<(Option<u64>,
     let tail = s.tail();
     if tail <= p {
         return Ok((None, None));
+    }
+    // Never write where no frame can start: `p` must be reached by the
+    // frame chain of its segment (readers get there by walking from a
+    // validated position; this keeps a damaged saved position from making
+    // the unblocker write a header over a committed record). A segment the
+    // head has begun to pass cannot be walked from its start any more;
+    // there the reader's own walk stands.
+    let seg_start = p & !(s.seg_size - 1);
+    if !dead_claim_only && seg_start >= s.head() {
+        match walk_to(s, &seg, p) {
+            Walk::Exact => {}
+            Walk::Inside { prev, next } => {
+                return Err(Error::corrupt(
+                    p,
+                    format!("position inside the record [{prev}, {next}): nothing to unblock here"),
+                ));
+            }
+            // An earlier hole: that one comes first.
+            Walk::Uncommitted(_) => return Ok((None, None)),
+            // A reader moved past damage to the next header it could
+            // check (`skip_damaged`): that header is its proof.
+            Walk::Damaged(..) => {}
+        }
     }
     // The claim covering `p`: its own (`cp == p`), or one that crossed a
     // segment end and died between padding its two pieces.
@@ -101,6 +124,10 @@ fn unblock_one(s: &Inner, p: u64, dead_claim_only: bool) -> Result<(Option<u64>,
         // space), and only after raising the head.
         let need = end - s.capacity;
         if s.opts.policy == Policy::Block && s.floor(true).is_some_and(|f| f < need) {
+            return Ok((None, None));
+        }
+        // Nor past a live producer's uncommitted claim (its grant).
+        if let InWay::Held(_) = claims_in_way(s, need, usize::MAX) {
             return Ok((None, None));
         }
         s.head_word().fetch_max(need, SeqCst);
@@ -173,6 +200,42 @@ fn unblock_one(s: &Inner, p: u64, dead_claim_only: bool) -> Result<(Option<u64>,
     ))
 }
 
+/// Where a walk over the frame chain of `p`'s segment, from its start,
+/// ended up.
+pub(crate) enum Walk {
+    /// On `p`: it is a frame boundary.
+    Exact,
+    /// `p` lies inside the frame `[prev, next)`.
+    Inside { prev: u64, next: u64 },
+    /// The frame at this position (before `p`) is not committed.
+    Uncommitted(u64),
+    /// The header at this position (before `p`) is damaged.
+    Damaged(u64, &'static str),
+}
+
+/// Walk the headers of `seg` (the segment of `p`) from its start to `p`.
+/// Every segment starts with a frame, so this proves (or disproves) that
+/// `p` is a frame boundary. Reads headers only.
+pub(crate) fn walk_to(s: &Inner, seg: &Seg, p: u64) -> Walk {
+    let mut q = p & !(s.seg_size - 1);
+    let mut prev = q;
+    while q < p {
+        match s.read_header(seg, q).0 {
+            Ok(Slot::Frame { total, .. }) => {
+                prev = q;
+                q += total;
+            }
+            Ok(Slot::Empty) => return Walk::Uncommitted(q),
+            Err(e) => return Walk::Damaged(q, e),
+        }
+    }
+    if q == p {
+        Walk::Exact
+    } else {
+        Walk::Inside { prev, next: q }
+    }
+}
+
 /// Whether a dead producer's recorded claim (`CLAIM` word) needs nothing
 /// more from its slot: none, or its frame is published (or already dropped
 /// from the stream). A producer that died `CLAIMING` may have left a hole
@@ -225,7 +288,9 @@ fn peek_raw(s: &Inner, seg: &Seg, p: u64) -> Result<Slot, &'static str> {
         && total > 8
     {
         let mut buf = vec![0u8; len as usize];
-        seg.region.read(off + HEADER_LEN, &mut buf);
+        // The frame may be under a producer's pen (Overwrite, or a hole's
+        // neighbour): atomic loads.
+        seg.region.read_racy(off + HEADER_LEN, &mut buf);
         if frame_crc(len, flags, &buf) != b as u32 {
             return Err("checksum mismatch");
         }
@@ -235,14 +300,23 @@ fn peek_raw(s: &Inner, seg: &Seg, p: u64) -> Result<Slot, &'static str> {
 
 /// Repair a stream that nobody else has open (we hold the exclusive lock).
 pub(crate) fn recover(s: &Inner) -> Result<()> {
-    // Waiter counts and locks of processes that are gone.
-    s.data_waiters().store(0, Relaxed);
-    s.space_waiters().store(0, Relaxed);
-    if !s.live.is_alive(sys::SlotRef::RegLock) {
-        s.meta.u64_at(meta::REG_LOCK).store(0, Release);
+    // Waiter counts and locks of processes that are gone. Every repair
+    // writes only what is wrong: opening a stream that was closed cleanly
+    // (`ls`, `stat`, a reader) changes no byte of it.
+    for w in [s.data_waiters(), s.space_waiters()] {
+        if w.load(Relaxed) != 0 {
+            w.store(0, Relaxed);
+        }
     }
-    if !s.live.is_alive(sys::SlotRef::FragLock) {
-        s.frag_lock().store(0, Release);
+    for (w, r) in [
+        (s.frag_lock(), sys::SlotRef::FragLock),
+        (s.meta.u64_at(meta::REG_LOCK), sys::SlotRef::RegLock),
+    ] {
+        if w.load(Acquire) != 0 && !s.live.is_alive(r) {
+            w.store(0, Release);
+        }
+    }
+    if !s.live.is_alive(sys::SlotRef::FragLock) && s.tail_word().load(Acquire) & TAIL_LOCK != 0 {
         s.tail_word().fetch_and(!TAIL_LOCK, AcqRel);
     }
     if s.is_ring() {
@@ -310,7 +384,19 @@ fn recover_log(s: &Inner) -> Result<()> {
         let Some(g) = &seg else { break };
         match peek_raw(s, g, pos) {
             Ok(Slot::Frame { total, .. }) => pos += total,
-            _ => break,
+            _ => {
+                // Not the end yet if a valid frame follows: a producer
+                // killed between claim and commit left a hole here, and
+                // others committed after it. Nobody has the stream open
+                // (we hold the exclusive lock), so every claimer is gone:
+                // the hole becomes aborted padding and the walk goes on.
+                let stop = (last + 1) << s.seg_shift;
+                let Some(next) = next_frame_after(s, pos, stop)? else {
+                    break;
+                };
+                abort_hole(s, pos, next)?;
+                pos = next;
+            }
         }
     }
     let seg_end = (pos | (s.seg_size - 1)) + 1;
@@ -318,16 +404,23 @@ fn recover_log(s: &Inner) -> Result<()> {
     // look committed to a future reader, and drop later segment files.
     if let Some(g) = s.segment(s.seg_index(pos), false)? {
         let off = s.seg_offset(pos) as usize;
-        if off != 0 || pos < seg_end {
-            let zeros = vec![0u8; s.seg_size as usize - off];
-            g.region.write(off, &zeros);
+        let mut rest = vec![0u8; s.seg_size as usize - off];
+        g.region.read(off, &mut rest);
+        if rest.iter().any(|&b| b != 0) {
+            rest.fill(0);
+            g.region.write(off, &rest);
         }
     }
     for &i in idx.iter().filter(|&&i| i > s.seg_index(pos)) {
         let _ = std::fs::remove_file(s.dir.join(storage::segment_file_name(i)));
     }
     let mut new_tail = pos;
-    if s.opts.encrypted && s.seg_offset(pos) != 0 {
+    // A tail word at the last valid frame's end means every claim was
+    // committed (a clean close): no position past it was ever written,
+    // so none can be reused. Otherwise claims past it may have sealed
+    // bytes under their positions' nonces.
+    let clean = s.tail_word().load(Acquire) & !TAIL_LOCK == pos;
+    if s.opts.encrypted && s.seg_offset(pos) != 0 && !clean {
         // Never reuse a position (it is part of the nonce): skip to the next segment.
         if let Some(g) = s.segment(s.seg_index(pos), false)? {
             let off = s.seg_offset(pos) as usize;
@@ -340,7 +433,50 @@ fn recover_log(s: &Inner) -> Result<()> {
     if old != new_tail {
         tracing::warn!(stream = %s.name, old, new = new_tail, "recovered the log tail");
     }
-    s.tail_word().store(new_tail, Release);
+    if s.tail_word().load(Acquire) != new_tail {
+        s.tail_word().store(new_tail, Release);
+    }
+    Ok(())
+}
+
+/// The first position after `p` and before `stop` that holds a valid
+/// frame header (lap, position and CRC checked), across segment ends.
+fn next_frame_after(s: &Inner, p: u64, stop: u64) -> Result<Option<u64>> {
+    let mut q = p + 8;
+    let mut seg: Option<Seg> = None;
+    while q < stop {
+        let i = s.seg_index(q);
+        if seg.as_ref().is_none_or(|g| g.index != i) {
+            seg = s.segment(i, false)?;
+        }
+        match &seg {
+            Some(g) => {
+                if let Ok(Slot::Frame { .. }) = peek_raw(s, g, q) {
+                    return Ok(Some(q));
+                }
+                q += 8;
+            }
+            // A missing segment file: nothing valid in it.
+            None => q = (i + 1) << s.seg_shift,
+        }
+    }
+    Ok(None)
+}
+
+/// Turn the hole `[p, next)` into aborted padding, one piece per segment.
+fn abort_hole(s: &Inner, p: u64, next: u64) -> Result<()> {
+    tracing::warn!(stream = %s.name, position = p, len = next - p, "recovery: a claim left by a dead producer is aborted; records after it are kept");
+    let mut q = p;
+    while q < next {
+        let seg_end = (q | (s.seg_size - 1)) + 1;
+        let end = next.min(seg_end);
+        if let Some(g) = s.segment(s.seg_index(q), false)? {
+            let off = s.seg_offset(q) as usize;
+            let stale = g.region.u64_at(off).load(Acquire);
+            write_pad(&g, off, q, end - q, s.lap(q), stale, F_ABORTED);
+        }
+        q = end;
+    }
     Ok(())
 }
 
@@ -370,6 +506,19 @@ pub(crate) fn apply_retention(s: &Inner, current: u64) -> Result<()> {
             break;
         }
         drop_to = idx + 1;
+    }
+    // A live producer's uncommitted claim keeps its segment (and what
+    // follows): the head never passes a grant.
+    while drop_to > first {
+        match claims_in_way(s, drop_to << s.seg_shift, usize::MAX) {
+            InWay::Clear(_) => break,
+            InWay::Held(h) => {
+                drop_to = match h.position {
+                    Some(q) => s.seg_index(q).min(drop_to - 1),
+                    None => first,
+                }
+            }
+        }
     }
     if drop_to > first {
         s.head_word().fetch_max(drop_to << s.seg_shift, SeqCst);

@@ -2,7 +2,7 @@
 //! every byte copied in or out of one goes through [`Region`]; callers work
 //! with offsets, never with pointers.
 
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 /// A window of mapped memory shared with other processes. It does not own the
 /// mapping: its creator keeps the mapping alive for as long as the region is
@@ -61,16 +61,52 @@ impl Region {
         unsafe { AtomicU32::from_ptr(self.ptr.add(off).cast()) }
     }
 
-    /// Copy bytes out. Another process may be writing them (Overwrite
-    /// policy): the caller validates the copy afterwards and never trusts it
-    /// otherwise.
+    /// Copy bytes out of a range nobody writes while it is read (a frame
+    /// this process holds back under the Block policy, or its own claim).
+    /// Bytes another process may be writing are read with
+    /// [`read_racy`](Self::read_racy).
     #[inline]
     pub(crate) fn read(&self, off: usize, dst: &mut [u8]) {
         self.check(off, dst.len(), 1);
         // SAFETY: source in bounds (checked), destination is a distinct
-        // exclusive slice; a concurrent writer can only make the copy stale,
-        // which the protocol detects (FORMAT.md, "Overwrite").
+        // exclusive slice; no process writes the source meanwhile (the
+        // caller's protocol rule, FORMAT.md "Reading").
         unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(off), dst.as_mut_ptr(), dst.len()) }
+    }
+
+    /// Copy bytes out of a range another process may be writing at the same
+    /// time (Overwrite policy): every byte is read through an atomic load
+    /// (relaxed; 8-byte words where aligned), so the race is one the memory
+    /// model allows. The copy may mix old and new bytes: the caller
+    /// validates it afterwards (a fence, then the head) and drops it if a
+    /// writer may have been there.
+    #[inline]
+    pub(crate) fn read_racy(&self, off: usize, dst: &mut [u8]) {
+        self.check(off, dst.len(), 1);
+        let mut i = 0;
+        while i < dst.len() && !(off + i).is_multiple_of(8) {
+            dst[i] = self.u8_at(off + i).load(Relaxed);
+            i += 1;
+        }
+        while i + 8 <= dst.len() {
+            let w = self.u64_at(off + i).load(Relaxed);
+            dst[i..i + 8].copy_from_slice(&w.to_ne_bytes());
+            i += 8;
+        }
+        while i < dst.len() {
+            dst[i] = self.u8_at(off + i).load(Relaxed);
+            i += 1;
+        }
+    }
+
+    /// The shared byte at `off`.
+    #[inline(always)]
+    fn u8_at(&self, off: usize) -> &AtomicU8 {
+        self.check(off, 1, 1);
+        // SAFETY: in bounds (checked above); AtomicU8 has the layout of u8
+        // and no alignment requirement; the memory is live for the lifetime
+        // of `self` (contract of `new`).
+        unsafe { AtomicU8::from_ptr(self.ptr.add(off)) }
     }
 
     /// Copy bytes in, to a range this process has claimed.

@@ -897,9 +897,11 @@ impl Inner {
         s.u64_at(cslot::CREATED_MS).store(sys::now_ms(), Relaxed);
         s.u64_at(cslot::MESSAGES).store(0, Relaxed);
         s.u64_at(cslot::POSITION).store(position, Relaxed);
-        s.u64_at(cslot::CLAIMED).store(0, Relaxed);
-        s.u64_at(cslot::DONE).store(0, Relaxed);
-        s.u64_at(cslot::INTENT).store(u64::MAX, Relaxed);
+        s.u64_at(cslot::RUN_BEGIN).store(0, Relaxed);
+        s.u64_at(cslot::RUN_END).store(0, Relaxed);
+        s.u64_at(cslot::RUN_STATE)
+            .store(format::run_state(0, format::RUN_IDLE), Relaxed);
+        s.u64_at(cslot::RELEASER).store(0, Relaxed);
         for w in 0..cslot::USER_WORDS {
             s.u64_at(cslot::USER + 8 * w).store(0, Relaxed);
         }
@@ -979,14 +981,13 @@ impl Inner {
                         if !check_live || self.live.is_alive(SlotRef::Consumer(i)) {
                             group_live[g] = true;
                         }
-                        let intent = s.u64_at(cslot::INTENT).load(SeqCst);
-                        let claimed = s.u64_at(cslot::CLAIMED).load(SeqCst);
-                        let done = s.u64_at(cslot::DONE).load(SeqCst);
+                        // A claim in progress or a run not yet acknowledged
+                        // (FORMAT.md, "Groups").
+                        let st = s.u64_at(cslot::RUN_STATE).load(SeqCst);
                         let mut m = u64::MAX;
-                        if claimed > done {
-                            m = m.min(claimed - 1);
+                        if format::split_run_state(st).1 != format::RUN_IDLE {
+                            m = s.u64_at(cslot::RUN_BEGIN).load(SeqCst);
                         }
-                        m = m.min(intent);
                         members.push((g, m));
                     }
                 }

@@ -777,11 +777,11 @@ pub fn seed_corpus() -> Vec<(&'static str, String, Vec<u8>)> {
                 4u32.to_le_bytes().to_vec(),
             ),
             (
-                meta::CONSUMERS + 512 + cslot::INTENT,
+                meta::CONSUMERS + 512 + cslot::RUN_STATE,
                 9u64.to_le_bytes().to_vec(),
             ),
             (
-                meta::CONSUMERS + 512 + cslot::CLAIMED,
+                meta::CONSUMERS + 512 + cslot::RUN_BEGIN,
                 5u64.to_le_bytes().to_vec(),
             ),
             (
