@@ -13,7 +13,7 @@ use crate::format::*;
 use crate::producer::RawFrame;
 use crate::storage::Seg;
 use crate::stream::{Inner, Policy, Stream};
-use crate::sys;
+use crate::sys::{self, SlotRef};
 
 /// Where a new consumer starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,6 +130,12 @@ pub struct Consumer {
     /// `poll_fast` applies: a durable consumer or subscriber of a Block
     /// stream.
     fast: bool,
+    /// Our slot's lock byte: the slot is ours while this lives (dropped
+    /// after `Drop::drop` has let the slot go).
+    _hold: sys::Hold,
+    /// The lock byte of a dead member's slot whose message we adopted,
+    /// until it is acknowledged and the slot freed.
+    adopt_hold: Option<sys::Hold>,
     /// Start of the fragmented message being read, until its last fragment
     /// is read or the next `recv` moves on: a saved position names it, not
     /// a fragment inside it (a consumer killed mid-message gets it again,
@@ -156,28 +162,21 @@ impl Stream {
         crate::stream::validate_name(name)?;
         let s = &self.inner;
         check_key(s)?;
-        let _g = RegLock::take(s);
-        let slot = match s.find_cslot(KIND_DURABLE, name) {
+        let _g = RegLock::take(s)?;
+        let (slot, hold) = match s.find_cslot(KIND_DURABLE, name) {
             Some(i) => {
                 let r = s.cslot(i);
                 let owner = r.u64_at(cslot::OWNER).load(Acquire);
-                if owner != sys::my_owner() && sys::owner_alive(owner) {
+                // Whoever holds the slot's lock byte is alive and reading.
+                let Some(hold) = s.live.try_hold(SlotRef::Consumer(i))? else {
                     return Err(Error::InUse {
                         name: name.into(),
                         pid: sys::owner_pid(owner),
                     });
-                }
-                if r.u64_at(cslot::OWNER)
-                    .compare_exchange(owner, sys::my_owner(), AcqRel, Relaxed)
-                    .is_err()
-                {
-                    return Err(Error::InUse {
-                        name: name.into(),
-                        pid: sys::owner_pid(r.u64_at(cslot::OWNER).load(Acquire)),
-                    });
-                }
+                };
+                r.u64_at(cslot::OWNER).store(sys::my_owner(), Release);
                 r.u64_at(cslot::HEARTBEAT_MS).store(sys::now_ms(), Relaxed);
-                i
+                (i, hold)
             }
             None => {
                 let pos = start_position(s, from)?;
@@ -185,7 +184,14 @@ impl Stream {
             }
         };
         let pos = s.cslot(slot).u64_at(cslot::POSITION).load(Acquire);
-        Ok(Consumer::new(s.clone(), Kind::Durable, slot, pos, name))
+        Ok(Consumer::new(
+            s.clone(),
+            Kind::Durable,
+            slot,
+            pos,
+            name,
+            hold,
+        ))
     }
 
     /// An ephemeral subscriber starting at `from`; it holds producers back
@@ -194,8 +200,8 @@ impl Stream {
         let s = &self.inner;
         check_key(s)?;
         let pos = start_position(s, from)?;
-        let slot = s.alloc_cslot(KIND_SUBSCRIBER, "", 0, pos)?;
-        let mut c = Consumer::new(s.clone(), Kind::Subscriber, slot, pos, "");
+        let (slot, hold) = s.alloc_cslot(KIND_SUBSCRIBER, "", 0, pos)?;
+        let mut c = Consumer::new(s.clone(), Kind::Subscriber, slot, pos, "", hold);
         // Registration: our slot is published; a producer that raised the
         // head before seeing it is caught here.
         let head = s.head_word().load(SeqCst);
@@ -217,18 +223,18 @@ impl Stream {
         crate::stream::validate_name(group)?;
         let s = &self.inner;
         check_key(s)?;
-        let _g = RegLock::take(s);
+        let _g = RegLock::take(s)?;
         let gslot = match s.find_cslot(KIND_GROUP, group) {
             Some(i) => i,
             None => {
                 let pos = start_position(s, from)?;
-                let i = s.alloc_cslot(KIND_GROUP, group, 0, group_word(pos, false, 0))?;
+                let (i, _hold) = s.alloc_cslot(KIND_GROUP, group, 0, group_word(pos, false, 0))?;
                 // The group itself belongs to nobody in particular.
                 s.cslot(i).u64_at(cslot::OWNER).store(sys::NOBODY, Release);
                 i
             }
         };
-        let slot = s.alloc_cslot(KIND_MEMBER, group, gslot as u32, 0)?;
+        let (slot, hold) = s.alloc_cslot(KIND_MEMBER, group, gslot as u32, 0)?;
         let tag = (slot + 1) as u8;
         Ok(Consumer::new(
             s.clone(),
@@ -236,19 +242,20 @@ impl Stream {
             slot,
             0,
             group,
+            hold,
         ))
     }
 
     /// Remove the durable consumer or group `name` (it must not be in use).
     pub fn remove_consumer(&self, name: &str) -> Result<()> {
         let s = &self.inner;
-        let _g = RegLock::take(s);
+        let _g = RegLock::take(s)?;
         let mut found = false;
         for kind in [KIND_DURABLE, KIND_GROUP] {
             while let Some(i) = s.find_cslot(kind, name) {
                 let r = s.cslot(i);
                 let owner = r.u64_at(cslot::OWNER).load(Acquire);
-                if kind == KIND_DURABLE && owner != sys::my_owner() && sys::owner_alive(owner) {
+                if kind == KIND_DURABLE && s.live.is_alive(SlotRef::Consumer(i)) {
                     return Err(Error::InUse {
                         name: name.into(),
                         pid: sys::owner_pid(owner),
@@ -359,24 +366,18 @@ pub(crate) fn check_boundary(s: &Inner, p: u64) -> Result<()> {
     }
 }
 
-/// The lock that serialises finding-or-creating named slots.
-struct RegLock<'a>(&'a Inner);
+/// The lock that serialises finding-or-creating named slots: its lock
+/// byte, waited for as long as a live process holds it (the kernel lets go
+/// of a dead holder's). The owner word is for display.
+struct RegLock<'a>(&'a Inner, #[allow(dead_code)] sys::Hold);
 
 impl<'a> RegLock<'a> {
-    fn take(s: &'a Inner) -> RegLock<'a> {
-        let w = s.meta.u64_at(meta::REG_LOCK);
-        let me = sys::my_owner();
-        let started = Instant::now();
-        loop {
-            let cur = w.load(Acquire);
-            let free = cur == 0
-                || (!sys::owner_alive(cur) && cur != me)
-                || started.elapsed() > Duration::from_secs(5);
-            if free && w.compare_exchange(cur, me, AcqRel, Relaxed).is_ok() {
-                return RegLock(s);
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
+    fn take(s: &'a Inner) -> Result<RegLock<'a>> {
+        let hold = s.live.hold(SlotRef::RegLock)?;
+        s.meta
+            .u64_at(meta::REG_LOCK)
+            .store(sys::my_owner(), Release);
+        Ok(RegLock(s, hold))
     }
 }
 
@@ -417,7 +418,14 @@ impl Drop for Consumer {
 }
 
 impl Consumer {
-    fn new(s: Arc<Inner>, kind: Kind, slot: usize, pos: u64, name: &str) -> Consumer {
+    fn new(
+        s: Arc<Inner>,
+        kind: Kind,
+        slot: usize,
+        pos: u64,
+        name: &str,
+        hold: sys::Hold,
+    ) -> Consumer {
         let wake_step = if s.is_ring() {
             (s.capacity / 16).max(4096)
         } else {
@@ -449,6 +457,8 @@ impl Consumer {
             last_maintenance: Instant::now(),
             name: name.to_string(),
             auto_commit: true,
+            _hold: hold,
+            adopt_hold: None,
             msg_start: None,
         }
     }
@@ -1297,7 +1307,7 @@ impl Consumer {
             && r.u32_at(cslot::KIND).load(Acquire) == KIND_MEMBER
             && r.u32_at(cslot::GROUP).load(Acquire) as usize == group
             && r.u64_at(cslot::RELEASER).load(Acquire) != sys::my_owner()
-            && !sys::owner_alive(owner)
+            && !self.s.live.is_alive(SlotRef::Consumer(d))
     }
 
     /// Take dead member slot `d` and its run, if it held one (then it is
@@ -1306,10 +1316,16 @@ impl Consumer {
     fn adopt(&mut self, group: usize, d: usize) -> Result<bool> {
         let r = self.s.cslot(d);
         let owner = r.u64_at(cslot::OWNER).load(Acquire);
-        if !self.member_dead(group, d)
-            || r.u64_at(cslot::OWNER)
-                .compare_exchange(owner, sys::my_owner(), AcqRel, Relaxed)
-                .is_err()
+        if !self.member_dead(group, d) {
+            return Ok(false);
+        }
+        // Holding the dead slot's lock byte, no other member adopts it.
+        let Some(hold) = self.s.live.try_hold(SlotRef::Consumer(d))? else {
+            return Ok(false);
+        };
+        if r.u64_at(cslot::OWNER)
+            .compare_exchange(owner, sys::my_owner(), AcqRel, Relaxed)
+            .is_err()
         {
             return Ok(false);
         }
@@ -1331,6 +1347,7 @@ impl Consumer {
             .store(run_state(seq, RUN_HELD), SeqCst);
         r.u64_at(cslot::RELEASER).store(0, SeqCst);
         r.u64_at(cslot::HEARTBEAT_MS).store(sys::now_ms(), Relaxed);
+        self.adopt_hold = Some(hold);
         self.run = Some(Run {
             slot: d,
             seq,
@@ -1382,6 +1399,7 @@ impl Consumer {
         if r.slot != self.slot {
             // The dead member's slot has nothing left to deliver.
             self.free_member_slot(r.slot);
+            self.adopt_hold = None;
         }
         self.s.wake_space();
     }
@@ -1480,12 +1498,15 @@ impl Consumer {
         let (Kind::Member { group, .. }, Some(r)) = (self.kind, self.run) else {
             return false;
         };
+        let mut new_hold = None;
         if r.slot == self.slot && !leaving {
             // We need a new slot first; without one, the run stays held
             // (and goes back when this member is dropped or dies).
-            let Ok(new) = self.s.alloc_cslot(KIND_MEMBER, &self.name, group as u32, 0) else {
+            let Ok((new, hold)) = self.s.alloc_cslot(KIND_MEMBER, &self.name, group as u32, 0)
+            else {
                 return false;
             };
+            new_hold = Some(hold);
             self.slot = new;
             self.kind = Kind::Member {
                 group,
@@ -1496,6 +1517,13 @@ impl Consumer {
         rs.u64_at(cslot::RELEASER)
             .store(if mine { sys::my_owner() } else { 0 }, SeqCst);
         rs.u64_at(cslot::OWNER).store(sys::NOBODY, SeqCst);
+        // Let go of the handed-over slot's lock byte: to the other members
+        // it is now a dead member's.
+        if let Some(h) = new_hold {
+            self._hold = h;
+        } else if r.slot != self.slot {
+            self.adopt_hold = None;
+        }
         self.run = None;
         self.msg_start = None;
         self.s.wake_data();
@@ -1532,8 +1560,7 @@ impl Consumer {
         if self.s.tail() > p {
             return Ok(false);
         }
-        let owner = self.s.frag_lock().load(Acquire);
-        if owner != 0 && sys::owner_alive(owner) {
+        if self.s.live.is_alive(SlotRef::FragLock) {
             return Ok(false);
         }
         Ok(matches!(self.peek(p)?, Peek::Empty))
@@ -1721,11 +1748,11 @@ impl Stream {
     pub fn user_slot(&self, name: &str) -> Result<UserSlot> {
         crate::stream::validate_name(name)?;
         let s = &self.inner;
-        let _g = RegLock::take(s);
+        let _g = RegLock::take(s)?;
         let slot = match s.find_cslot(KIND_USER, name) {
             Some(i) => i,
             None => {
-                let i = s.alloc_cslot(KIND_USER, name, 0, 0)?;
+                let (i, _hold) = s.alloc_cslot(KIND_USER, name, 0, 0)?;
                 s.cslot(i).u64_at(cslot::OWNER).store(sys::NOBODY, Release);
                 i
             }

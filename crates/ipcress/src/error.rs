@@ -129,6 +129,15 @@ pub enum Error {
         /// Position of the record.
         position: u64,
     },
+    /// The stream, durable consumer or group was removed (`rm --force`)
+    /// while this handle used it.
+    #[error("{what} {name} was removed")]
+    Removed {
+        /// "stream", "consumer" or "group".
+        what: &'static str,
+        /// Its name.
+        name: String,
+    },
     /// Any other I/O error.
     #[error("{context}: {source}")]
     Io {

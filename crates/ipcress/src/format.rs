@@ -206,6 +206,21 @@ pub const PRODUCER_SLOTS: usize = 64;
 pub const PRODUCER_SLOT_LEN: usize = 64;
 pub const PRODUCERS: usize = meta::CONSUMERS + CONSUMER_SLOTS * CONSUMER_SLOT_LEN;
 
+pub mod lock {
+    //! Lock bytes (OFD write locks, beyond the end of the meta file): the
+    //! owner of a slot holds its byte while it lives (FORMAT.md, "Liveness").
+    /// Offset of the first lock byte in the meta file.
+    pub const BASE: u64 = 1 << 20;
+    /// Consumer slot `i` holds byte `BASE + CONSUMERS + i`.
+    pub const CONSUMERS: u64 = 0;
+    /// Producer slot `i` holds byte `BASE + PRODUCERS + i`.
+    pub const PRODUCERS: u64 = 256;
+    /// The fragment lock's holder.
+    pub const FRAG_LOCK: u64 = 512;
+    /// The registration lock's holder.
+    pub const REG_LOCK: u64 = 513;
+}
+
 pub mod cslot {
     //! Offsets inside a consumer slot.
     /// Owner word: pid | start time << 32; 0 = free.

@@ -13,7 +13,7 @@ use crate::format::{self, *};
 use crate::shm::Region;
 use crate::storage::Seg;
 use crate::stream::{Inner, Policy, Stream};
-use crate::sys;
+use crate::sys::{self, SlotRef};
 
 /// Appends records to a stream. One per thread; any number per stream.
 pub struct Producer {
@@ -22,6 +22,11 @@ pub struct Producer {
     pslot: Option<Region>,
     /// Its index (claims of our own are not in our way).
     pslot_index: usize,
+    /// The slot's lock byte, held while this producer lives (dropped after
+    /// `Drop::drop` has cleared the slot).
+    _hold: sys::Hold,
+    /// The fragment lock's byte while a fragmented message is written.
+    frag_hold: Option<sys::Hold>,
     seg: Option<Seg>,
     /// Flow-control limit: claims may end at or below this position.
     limit: u64,
@@ -83,32 +88,42 @@ impl Stream {
                 stream: s.name.clone(),
             });
         }
-        let mut pslot = None;
-        let mut pslot_index = usize::MAX;
+        // Every producer has a slot, held by its lock byte: the unblocker
+        // tells a live producer's claim from a dead one's only through it.
+        let mut taken = None;
         for i in 0..format::PRODUCER_SLOTS {
             let r = s.pslot(i);
             let w = r.u64_at(pslot::OWNER);
             let cur = w.load(Acquire);
             let free = cur == 0
-                || (!sys::owner_alive(cur)
+                || (!s.live.is_alive(SlotRef::Producer(i))
                     && crate::recovery::claim_resolved(&s, r.u64_at(pslot::CLAIM).load(Acquire)));
-            if free
-                && w.compare_exchange(cur, sys::my_owner(), AcqRel, Relaxed)
-                    .is_ok()
+            if !free {
+                continue;
+            }
+            let Some(hold) = s.live.try_hold(SlotRef::Producer(i))? else {
+                continue;
+            };
+            if w.compare_exchange(cur, sys::my_owner(), AcqRel, Relaxed)
+                .is_ok()
             {
                 r.u64_at(pslot::CLAIM).store(0, Release);
-                pslot = Some(r);
-                pslot_index = i;
+                taken = Some((r, hold, i));
                 break;
             }
         }
+        let Some((pslot, hold, pslot_index)) = taken else {
+            return Err(Error::SlotsExhausted("producer"));
+        };
         let seal_flags = F_COMMITTED
             | if s.cipher.is_some() { F_ENCRYPTED } else { 0 }
             | if s.checksummed() { F_CHECKSUM } else { 0 };
         Ok(Producer {
             s,
-            pslot,
+            pslot: Some(pslot),
             pslot_index,
+            _hold: hold,
+            frag_hold: None,
             seg: None,
             limit: 0,
             generation: u64::MAX,
@@ -471,7 +486,7 @@ impl Producer {
             self.clear_claim();
             r?;
             self.s.wake_data();
-            self.wait_frag_unlock();
+            self.wait_frag_unlock()?;
             return Ok(None);
         }
         let seg = match self.seg_for(pos) {
@@ -636,19 +651,16 @@ impl Producer {
                 "a writer is already open on this producer".into(),
             ));
         }
-        let me = sys::my_owner();
-        let lock = self.s.frag_lock();
         loop {
-            let cur = lock.load(Acquire);
-            if cur == 0 || (!sys::owner_alive(cur) && cur != me) {
-                if lock.compare_exchange(cur, me, AcqRel, Relaxed).is_ok() {
-                    break;
-                }
-                continue;
-            }
             let seq = self.s.space_seq().load(SeqCst);
+            if let Some(hold) = self.s.live.try_hold(SlotRef::FragLock)? {
+                // The owner word is for display; the lock byte decides.
+                self.s.frag_lock().store(sys::my_owner(), Release);
+                self.frag_hold = Some(hold);
+                break;
+            }
             self.s.space_waiters().fetch_add(1, SeqCst);
-            if lock.load(SeqCst) == cur {
+            if self.s.live.is_alive(SlotRef::FragLock) {
                 sys::futex_wait(self.s.space_seq(), seq, Some(Duration::from_millis(10)));
             }
             self.s.space_waiters().fetch_sub(1, SeqCst);
@@ -661,35 +673,30 @@ impl Producer {
     fn release_frag_lock(&mut self) {
         self.s.tail_word().fetch_and(!TAIL_LOCK, AcqRel);
         self.s.frag_lock().store(0, Release);
+        self.frag_hold = None;
         self.holds_frag_lock = false;
         self.s.space_seq().fetch_add(1, SeqCst);
         sys::futex_wake_all(self.s.space_seq());
     }
 
-    fn wait_frag_unlock(&mut self) {
-        let started = Instant::now();
+    fn wait_frag_unlock(&mut self) -> Result<()> {
         loop {
             if self.s.tail_word().load(Acquire) & TAIL_LOCK == 0 {
-                return;
+                return Ok(());
             }
-            let owner = self.s.frag_lock().load(Acquire);
-            let stale = if owner == 0 {
-                // Lock bit without an owner: its holder died between the two
-                // steps of taking or releasing it.
-                started.elapsed() > self.s.opts.unblock_timeout
-            } else {
-                !sys::owner_alive(owner)
-            };
-            if stale
-                && self
-                    .s
-                    .frag_lock()
-                    .compare_exchange(owner, sys::my_owner(), AcqRel, Relaxed)
-                    .is_ok()
+            // A live writer sets the bit only while it holds the lock byte
+            // and clears it before letting go: with the byte taken by us,
+            // a bit still set was left by a writer that died.
+            if !self.s.live.is_alive(SlotRef::FragLock)
+                && let Some(_hold) = self.s.live.try_hold(SlotRef::FragLock)?
             {
-                self.s.tail_word().fetch_and(!TAIL_LOCK, AcqRel);
-                self.s.frag_lock().store(0, Release);
-                return;
+                if self.s.tail_word().load(Acquire) & TAIL_LOCK != 0 {
+                    self.s.tail_word().fetch_and(!TAIL_LOCK, AcqRel);
+                    self.s.frag_lock().store(0, Release);
+                    self.s.space_seq().fetch_add(1, SeqCst);
+                    sys::futex_wake_all(self.s.space_seq());
+                }
+                return Ok(());
             }
             let seq = self.s.space_seq().load(SeqCst);
             self.s.space_waiters().fetch_add(1, SeqCst);
@@ -745,7 +752,7 @@ pub(crate) fn claims_in_way(s: &Inner, bound: u64, skip: usize) -> InWay {
             continue;
         }
         if claim == pslot::CLAIMING {
-            if claiming.is_none() && sys::owner_alive(owner) {
+            if claiming.is_none() && s.live.is_alive(SlotRef::Producer(i)) {
                 claiming = Some(Holder {
                     pid: sys::owner_pid(owner),
                     position: None,
@@ -757,7 +764,7 @@ pub(crate) fn claims_in_way(s: &Inner, bound: u64, skip: usize) -> InWay {
         if q >= low || claim_published(s, q) {
             continue;
         }
-        if q < bound && !sys::owner_alive(owner) {
+        if q < bound && !s.live.is_alive(SlotRef::Producer(i)) {
             continue;
         }
         if q < bound {

@@ -82,7 +82,7 @@ fn unblock_one(s: &Inner, p: u64, dead_claim_only: bool) -> Result<(Option<u64>,
         if owner == 0 || claim == 0 {
             continue;
         }
-        let alive = sys::owner_alive(owner);
+        let alive = s.live.is_alive(sys::SlotRef::Producer(i));
         if claim == pslot::CLAIMING {
             if alive {
                 // It may be about to record this very position.
@@ -308,13 +308,15 @@ pub(crate) fn recover(s: &Inner) -> Result<()> {
             w.store(0, Relaxed);
         }
     }
-    for w in [s.frag_lock(), s.meta.u64_at(meta::REG_LOCK)] {
-        let o = w.load(Acquire);
-        if o != 0 && !sys::owner_alive(o) {
+    for (w, r) in [
+        (s.frag_lock(), sys::SlotRef::FragLock),
+        (s.meta.u64_at(meta::REG_LOCK), sys::SlotRef::RegLock),
+    ] {
+        if w.load(Acquire) != 0 && !s.live.is_alive(r) {
             w.store(0, Release);
         }
     }
-    if s.frag_lock().load(Acquire) == 0 && s.tail_word().load(Acquire) & TAIL_LOCK != 0 {
+    if !s.live.is_alive(sys::SlotRef::FragLock) && s.tail_word().load(Acquire) & TAIL_LOCK != 0 {
         s.tail_word().fetch_and(!TAIL_LOCK, AcqRel);
     }
     if s.is_ring() {

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::format::{self, cslot, meta, pslot};
 use crate::shm::Region;
 use crate::storage::{self, Seg, Storage};
-use crate::sys::{self, Mapping};
+use crate::sys::{self, Mapping, SlotRef};
 
 /// How the stream keeps its data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -282,6 +282,8 @@ pub(crate) struct Inner {
     /// Chunks faulted in so far; all of them ends the bookkeeping.
     faulted_count: AtomicU64,
     fault_shift: u32,
+    /// Who holds which slot (OFD locks on the meta file's lock bytes).
+    pub live: sys::Liveness,
 }
 
 impl std::fmt::Debug for Stream {
@@ -372,6 +374,7 @@ impl Stream {
         let meta_path = dir.join("meta");
         let file = storage::open_file(&meta_path, true)?;
         let map = Mapping::map(&file, format::META_LEN, &meta_path)?;
+        let live = sys::Liveness::new(&meta_path, &file)?;
         // SAFETY: the mapping is META_LEN bytes, page aligned, and lives in
         // Inner next to the region for the region's whole life.
         let meta = unsafe { Region::new(map.ptr(), map.len()) };
@@ -423,6 +426,7 @@ impl Stream {
             faulted,
             faulted_count: AtomicU64::new(0),
             fault_shift,
+            live,
         };
         // Whoever opens a stream that nobody else has open repairs it.
         if sys::try_lock(&inner._meta_file, sys::Lock::Exclusive) {
@@ -969,34 +973,44 @@ impl Inner {
             .unwrap_or_default()
     }
 
-    /// Take a free consumer slot, fill it, and publish it. Returns its index.
-    pub fn alloc_cslot(&self, kind: u32, name: &str, group: u32, position: u64) -> Result<usize> {
-        for i in 0..format::CONSUMER_SLOTS {
-            let s = self.cslot(i);
-            if s.u64_at(cslot::OWNER)
-                .compare_exchange(0, sys::my_owner(), AcqRel, Relaxed)
-                .is_ok()
-            {
-                self.fill_cslot(&s, kind, name, group, position);
-                return Ok(i);
-            }
-        }
-        // Reclaim slots of dead processes that do not need to survive.
-        for i in 0..format::CONSUMER_SLOTS {
-            let s = self.cslot(i);
-            let owner = s.u64_at(cslot::OWNER).load(Acquire);
-            let k = s.u32_at(cslot::KIND).load(Acquire);
-            let ready = s.u32_at(cslot::STATE).load(Acquire) == 1;
-            let reclaimable = !ready || k == format::KIND_SUBSCRIBER;
-            if owner != 0
-                && reclaimable
-                && !sys::owner_alive(owner)
-                && s.u64_at(cslot::OWNER)
+    /// Take a free consumer slot (or one whose process is gone and that
+    /// need not survive), fill it, and publish it. Returns its index and
+    /// the hold on its lock byte: the slot is this process's while the hold
+    /// lives.
+    pub fn alloc_cslot(
+        &self,
+        kind: u32,
+        name: &str,
+        group: u32,
+        position: u64,
+    ) -> Result<(usize, sys::Hold)> {
+        for reclaim in [false, true] {
+            for i in 0..format::CONSUMER_SLOTS {
+                let s = self.cslot(i);
+                let owner = s.u64_at(cslot::OWNER).load(Acquire);
+                let candidate = if reclaim {
+                    let k = s.u32_at(cslot::KIND).load(Acquire);
+                    let ready = s.u32_at(cslot::STATE).load(Acquire) == 1;
+                    owner != 0
+                        && (!ready || k == format::KIND_SUBSCRIBER)
+                        && !self.live.is_alive(SlotRef::Consumer(i))
+                } else {
+                    owner == 0
+                };
+                if !candidate {
+                    continue;
+                }
+                // Holding the lock byte, nobody else takes the slot.
+                let Some(hold) = self.live.try_hold(SlotRef::Consumer(i))? else {
+                    continue;
+                };
+                if s.u64_at(cslot::OWNER)
                     .compare_exchange(owner, sys::my_owner(), AcqRel, Relaxed)
                     .is_ok()
-            {
-                self.fill_cslot(&s, kind, name, group, position);
-                return Ok(i);
+                {
+                    self.fill_cslot(&s, kind, name, group, position);
+                    return Ok((i, hold));
+                }
             }
         }
         Err(Error::SlotsExhausted("consumer"))
@@ -1073,25 +1087,20 @@ impl Inner {
             let pos = s.u64_at(cslot::POSITION).load(SeqCst);
             match s.u32_at(cslot::KIND).load(Acquire) {
                 format::KIND_DURABLE => {
-                    if check_live
-                        && !sys::owner_alive(owner)
-                        && let Some(t) = self.opts.durable_timeout
-                    {
+                    if check_live && let Some(t) = self.opts.durable_timeout {
+                        // The lock is asked only once the heartbeat is old.
                         let hb = s.u64_at(cslot::HEARTBEAT_MS).load(Relaxed);
-                        if now.saturating_sub(hb) > t.as_millis() as u64 {
+                        if now.saturating_sub(hb) > t.as_millis() as u64
+                            && !self.live.is_alive(SlotRef::Consumer(i))
+                        {
                             continue;
                         }
                     }
                     take(pos);
                 }
                 format::KIND_SUBSCRIBER => {
-                    if check_live && !sys::owner_alive(owner) {
-                        if s.u64_at(cslot::OWNER)
-                            .compare_exchange(owner, 0, AcqRel, Relaxed)
-                            .is_ok()
-                        {
-                            s.u32_at(cslot::STATE).store(0, Release);
-                        }
+                    if check_live && !self.live.is_alive(SlotRef::Consumer(i)) {
+                        self.free_dead_subscriber(i, owner);
                         continue;
                     }
                     take(pos);
@@ -1099,7 +1108,7 @@ impl Inner {
                 format::KIND_MEMBER => {
                     let g = s.u32_at(cslot::GROUP).load(Acquire) as usize;
                     if g < format::CONSUMER_SLOTS {
-                        if !check_live || sys::owner_alive(owner) {
+                        if !check_live || self.live.is_alive(SlotRef::Consumer(i)) {
                             group_live[g] = true;
                         }
                         // A claim in progress or a run not yet acknowledged
@@ -1133,6 +1142,23 @@ impl Inner {
         floor
     }
 
+    /// Free subscriber slot `i` whose process is gone (its owner word was
+    /// `owner`). Holding its lock byte, nobody takes the slot meanwhile.
+    fn free_dead_subscriber(&self, i: usize, owner: u64) {
+        let Ok(Some(_hold)) = self.live.try_hold(SlotRef::Consumer(i)) else {
+            return;
+        };
+        let s = self.cslot(i);
+        if s.u64_at(cslot::OWNER).load(Acquire) == owner
+            && s.u32_at(cslot::KIND).load(Acquire) == format::KIND_SUBSCRIBER
+        {
+            s.u32_at(cslot::STATE).store(0, Release);
+            s.u32_at(cslot::NAME_LEN).store(0, Release);
+            s.u64_at(cslot::OWNER).store(0, Release);
+            self.gen_word().fetch_add(1, SeqCst);
+        }
+    }
+
     /// Live snapshot of the consumer slots.
     pub fn consumers(&self) -> Vec<ConsumerInfo> {
         let mut v = Vec::new();
@@ -1158,7 +1184,7 @@ impl Inner {
                 kind: kind_name,
                 position,
                 pid: sys::owner_pid(owner),
-                alive: sys::owner_alive(owner),
+                alive: self.live.is_alive(SlotRef::Consumer(i)),
                 messages: s.u64_at(cslot::MESSAGES).load(Relaxed),
                 heartbeat_ms: s.u64_at(cslot::HEARTBEAT_MS).load(Relaxed),
             });
@@ -1175,7 +1201,7 @@ impl Inner {
             // Counters in shared memory may hold anything: never overflow.
             m = s.u64_at(pslot::MESSAGES).load(Relaxed).saturating_add(m);
             b = s.u64_at(pslot::BYTES).load(Relaxed).saturating_add(b);
-            if owner != 0 && sys::owner_alive(owner) {
+            if owner != 0 && self.live.is_alive(SlotRef::Producer(i)) {
                 live += 1;
             }
         }

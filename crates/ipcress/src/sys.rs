@@ -1,5 +1,6 @@
-//! The only module that makes raw OS calls: mappings, futex, process
-//! liveness, file locks and space reservation.
+//! The only module that makes raw OS calls: mappings, futex, liveness
+//! (open file description locks, `liveness`), file locks and space
+//! reservation.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -9,6 +10,9 @@ use std::sync::atomic::AtomicU32;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
+
+mod liveness;
+pub(crate) use liveness::{Hold, Liveness, SlotRef};
 
 /// A shared, writable mapping of a whole file.
 pub(crate) struct Mapping {
@@ -114,8 +118,9 @@ pub(crate) fn futex_wake_all(word: &AtomicU32) {
     }
 }
 
-/// This process's owner word: `pid | start_time_low32 << 32`, so that a
-/// recycled pid is not mistaken for the original process.
+/// This process's owner word: `pid | start_time_low32 << 32`. For display
+/// and diagnostics only: liveness is decided by the slot's lock
+/// ([`Liveness`]), never by the pid.
 pub(crate) fn my_owner() -> u64 {
     static OWNER: OnceLock<u64> = OnceLock::new();
     *OWNER.get_or_init(|| {
@@ -143,27 +148,6 @@ fn start_time(pid: u32) -> Option<u64> {
     let rest = &stat[stat.rfind(')')? + 1..];
     // Fields after the command start at field 3; starttime is field 22.
     rest.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// Is the process named by an owner word still running?
-pub(crate) fn owner_alive(owner: u64) -> bool {
-    let pid = owner_pid(owner);
-    if pid == 0 || pid > i32::MAX as u32 {
-        return false;
-    }
-    if owner == my_owner() {
-        return true;
-    }
-    // SAFETY: kill with signal 0 only checks for existence and permission.
-    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    if r != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EPERM) {
-        return false;
-    }
-    match start_time(pid) {
-        Some(st) => (st & 0xFFFF_FFFF) == owner >> 32,
-        // /proc not readable: trust kill().
-        None => true,
-    }
 }
 
 /// Milliseconds since the Unix epoch.

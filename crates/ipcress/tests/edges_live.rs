@@ -1,0 +1,263 @@
+//! Crash-safety at the edges (issue 12, items 5, 6 and 7), with real
+//! processes and real signals: liveness that does not rest on pids
+//! (zombies, other pid namespaces, more producers than slots), one rule for
+//! who holds producers back, and removing what is in use. The test binary
+//! re-runs itself as children (`child_main` dispatches on a role).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ipcress::{Error, From, Stream, StreamOptions};
+
+/// Longest any scenario may take before it counts as "waits forever".
+const WATCHDOG: Duration = Duration::from_secs(60);
+
+fn open() -> Stream {
+    Stream::open_in(&PathBuf::from(env("ROOT")), &env("STREAM")).unwrap()
+}
+
+/// Entry point of every child process; a no-op in the parent.
+#[test]
+fn child_main() {
+    let Some(role) = child_role() else { return };
+    match role.as_str() {
+        // Send 100 records, claim a frame, and SIGKILL ourselves with the
+        // claim outstanding.
+        "claim_then_die" => {
+            let s = open();
+            let mut p = s.producer().unwrap();
+            for seq in 0..100 {
+                p.send(&payload(1, seq, 100)).unwrap();
+            }
+            let g = p.reserve(1000).unwrap();
+            println!("RESULT claimed {}", g.position().unwrap());
+            unsafe_kill(std::process::id(), 9);
+            std::thread::sleep(Duration::from_secs(3600));
+            drop(g);
+        }
+        // Start `claim_then_die` as our child and keep it a zombie (never
+        // reaped) until our stdin closes.
+        "zombie_keeper" => {
+            let mut child = spawn_child("claim_then_die", &[]);
+            let pid = child.id();
+            let mut out = String::new();
+            child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut out)
+                .unwrap();
+            let claimed = results(out.as_bytes())
+                .into_iter()
+                .find_map(|l| l.strip_prefix("claimed ").map(str::to_string))
+                .expect("child claimed");
+            let mut zombie = false;
+            for _ in 0..6000 {
+                if proc_state(pid) == Some('Z') {
+                    zombie = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert!(zombie, "child {pid} did not become a zombie");
+            println!("RESULT zombie {pid} {claimed}");
+            let mut rest = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut rest);
+            // Only now is the zombie reaped.
+            let _ = child.wait();
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// The state letter of `/proc/PID/stat` (R, S, Z, ...).
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
+/// Kill `pid` if `done` is not set within the watchdog time.
+fn watchdog(pid: u32, done: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let start = Instant::now();
+        while start.elapsed() < WATCHDOG {
+            if done.load(SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("watchdog: killing {pid}");
+        unsafe_kill(pid, 9);
+    });
+}
+
+fn child_cmd(role: &str, root: &TempRoot) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "child_main", "--nocapture", "--test-threads=1"])
+        .env("IPCRESS_CHILD_ROLE", role)
+        .env("ROOT", root.path())
+        .env("STREAM", "s")
+        .stderr(Stdio::inherit());
+    cmd
+}
+
+/// Read the child's stdout until a `RESULT <prefix>...` line. The rest of
+/// its output goes on being read (and dropped) in the background.
+fn await_result(child: &mut Child, prefix: &str) -> String {
+    let out = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(out).lines();
+    loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("child ended before RESULT {prefix}"))
+            .unwrap();
+        if let Some(i) = line.find("RESULT ") {
+            let r = &line[i + 7..];
+            if r.starts_with(prefix) {
+                std::thread::spawn(move || lines.for_each(drop));
+                return r.to_string();
+            }
+        }
+    }
+}
+
+fn stream_with_unblock(root: &TempRoot) -> Stream {
+    let o = StreamOptions::ring(1 << 20).unblock_timeout(Duration::from_millis(200));
+    Stream::create_in(root.path(), "s", &o).unwrap()
+}
+
+/// Read `n1` records of producer 1 and `n2` of producer 2, each in order,
+/// within the watchdog time: a hole nobody unblocks fails here.
+fn read_all(c: &mut ipcress::Consumer, n1: u64, n2: u64, what: &str) {
+    let start = Instant::now();
+    let (mut next1, mut next2) = (0u64, 0u64);
+    while next1 < n1 || next2 < n2 {
+        assert!(
+            start.elapsed() < WATCHDOG,
+            "{what}: stuck at {} after {next1} + {next2} records",
+            c.position()
+        );
+        match c.recv_timeout(Duration::from_millis(100)) {
+            Ok(Some(m)) => {
+                let (p, seq) = check_payload(m.bytes().unwrap());
+                let next = if p == 1 { &mut next1 } else { &mut next2 };
+                assert_eq!(seq, *next, "{what}: producer {p} out of order");
+                *next += 1;
+            }
+            Ok(None) => {}
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+    assert!(c.recv_timeout(Duration::from_millis(50)).unwrap().is_none());
+}
+
+/// Item 6: a producer SIGKILLed while holding a claim, whose parent does
+/// not reap it, is a zombie: `kill(pid, 0)` still succeeds. Its hole must
+/// be unblocked all the same.
+#[test]
+fn zombie_producers_claim_is_unblocked() {
+    let root = TempRoot::new("zombie");
+    let s = stream_with_unblock(&root);
+    let mut c = s.consumer("d").unwrap();
+    let mut keeper = child_cmd("zombie_keeper", &root)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    watchdog(keeper.id(), done.clone());
+    let r = await_result(&mut keeper, "zombie ");
+    let mut it = r.split_whitespace().skip(1);
+    let zpid: u32 = it.next().unwrap().parse().unwrap();
+    let claimed: u64 = it.next().unwrap().parse().unwrap();
+    assert!(claimed < s.tail());
+    let mut p = s.producer().unwrap();
+    for seq in 0..50 {
+        p.send(&payload(2, seq, 100)).unwrap();
+    }
+    read_all(&mut c, 100, 50, "zombie");
+    // The producer stayed a zombie the whole time.
+    assert_eq!(proc_state(zpid), Some('Z'));
+    drop(keeper.stdin.take());
+    assert!(keeper.wait().unwrap().success());
+    done.store(true, SeqCst);
+}
+
+/// Item 6: a producer in another pid namespace (a container sharing
+/// /dev/shm) records a pid that means another process here. Killed while
+/// holding a claim, its hole must be unblocked.
+#[test]
+fn producer_in_another_pid_namespace_is_seen_dead() {
+    let have_ns = is_root()
+        && Command::new("unshare")
+            .args(["--pid", "--fork", "true"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if !require(have_ns, "root and unshare(1) for a pid namespace") {
+        return;
+    }
+    let root = TempRoot::new("pidns");
+    let s = stream_with_unblock(&root);
+    let mut c = s.consumer("d").unwrap();
+    // `sh` is pid 1 of the new namespace, the producer pid 2 (the init of
+    // a namespace cannot be killed from inside it).
+    let exe = std::env::current_exe().unwrap();
+    let script = format!(
+        "'{}' --exact child_main --nocapture --test-threads=1; true",
+        exe.display()
+    );
+    let child = Command::new("unshare")
+        .args(["--pid", "--fork", "sh", "-c", &script])
+        .env("IPCRESS_CHILD_ROLE", "claim_then_die")
+        .env("ROOT", root.path())
+        .env("STREAM", "s")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    watchdog(child.id(), done.clone());
+    let out = child.wait_with_output().unwrap();
+    done.store(true, SeqCst);
+    assert!(
+        results(&out.stdout)
+            .iter()
+            .any(|l| l.starts_with("claimed ")),
+        "the producer in the namespace did not claim"
+    );
+    let mut p = s.producer().unwrap();
+    for seq in 0..50 {
+        p.send(&payload(2, seq, 100)).unwrap();
+    }
+    read_all(&mut c, 100, 50, "pid namespace");
+}
+
+/// Item 6: every producer has a slot (its liveness); one more than there
+/// are slots is a clear error, never a producer the unblocker cannot see.
+#[test]
+fn more_producers_than_slots_is_an_error() {
+    let root = TempRoot::new("slots");
+    let s = Stream::create_in(root.path(), "s", &StreamOptions::ring(1 << 16)).unwrap();
+    let mut ps: Vec<_> = (0..ipcress::format::PRODUCER_SLOTS)
+        .map(|_| s.producer().unwrap())
+        .collect();
+    match s.producer() {
+        Err(Error::SlotsExhausted(what)) => assert_eq!(what, "producer"),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("a producer without a slot"),
+    }
+    drop(ps.pop());
+    let mut p = s.producer().unwrap();
+    p.send(b"x").unwrap();
+    let mut c = s.subscribe(From::Start).unwrap();
+    assert_eq!(c.recv().unwrap().bytes(), Some(&b"x"[..]));
+}
