@@ -399,7 +399,7 @@ fn run_cell(c: Cell, records: u64, work_steps: u64, watchdog: Duration) -> Resul
             "watchdog: consumers received {counts:?} of {records} records"
         );
         polls += 1;
-        if polls % 256 == 0 {
+        if polls.is_multiple_of(256) {
             for w in consumers.iter_mut().chain(producers.iter_mut()) {
                 w.check_running()?;
             }

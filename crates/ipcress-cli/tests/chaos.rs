@@ -76,7 +76,7 @@ fn payload(id: u32, seq: u64, len: usize) -> Vec<u8> {
     let mut v = Vec::with_capacity(len);
     v.extend_from_slice(&id.to_le_bytes());
     v.extend_from_slice(&seq.to_le_bytes());
-    if seq % 3 == 0 {
+    if seq.is_multiple_of(3) {
         let text = format!("producer {id} record {seq} says hello; ");
         while v.len() < len {
             let n = (len - v.len()).min(text.len());
