@@ -241,7 +241,7 @@ pub mod cslot {
     pub const RUN_BEGIN: usize = 200;
     /// Member: end of the run as claimed.
     pub const RUN_END: usize = 208;
-    /// Member: `seq << 2 | state` ([`RUN_IDLE`], [`RUN_INTENT`], [`RUN_HELD`]).
+    /// Member: `seq << 2 | state` ([`RUN_IDLE`](super::RUN_IDLE), [`RUN_INTENT`](super::RUN_INTENT), [`RUN_HELD`](super::RUN_HELD)).
     pub const RUN_STATE: usize = 216;
     /// Member: owner word of the member that released this slot's run
     /// because it could not decode a record (it does not take it back).
