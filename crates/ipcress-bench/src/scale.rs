@@ -287,7 +287,10 @@ fn calibrate() -> f64 {
 /// Where the body of record `seq` of `producer` starts in the pool.
 fn body_at(producer: usize, seq: u64, body: usize) -> usize {
     let span = (POOL_BYTES - body) as u64;
-    ((producer as u64).wrapping_mul(7919) + seq.wrapping_mul(61)) as usize % span as usize
+    (producer as u64)
+        .wrapping_mul(7919)
+        .wrapping_add(seq.wrapping_mul(61)) as usize
+        % span as usize
 }
 
 /// The pool record bodies come from: log lines, so lz4 has something to do.
