@@ -136,10 +136,11 @@ pub struct Consumer {
     /// The lock byte of a dead member's slot whose message we adopted,
     /// until it is acknowledged and the slot freed.
     adopt_hold: Option<sys::Hold>,
-    /// Start of the fragmented message being read, until its last fragment
-    /// is read or the next `recv` moves on: a saved position names it, not
-    /// a fragment inside it (a consumer killed mid-message gets it again,
-    /// whole).
+    /// Start of the fragmented message being read, until the next `recv`
+    /// (or `commit`) moves on (a member: until its last fragment is read,
+    /// its run is acknowledged by the next `recv` anyway): a saved
+    /// position names it, not a fragment inside it or its end (a consumer
+    /// killed mid-message, or after reading it, gets it again, whole).
     msg_start: Option<u64>,
 }
 
@@ -1961,10 +1962,18 @@ impl MessageReader<'_> {
                     }
                     if flags & F_END != 0 {
                         self.done = true;
-                        c.msg_start = None;
+                        // A member's run is acknowledged by its next
+                        // `recv`, read whole or not. A durable consumer's
+                        // saved position stays at the message's start
+                        // until then too: read to its end is not yet
+                        // processed (a kill here delivers it again).
+                        if let Kind::Member { .. } = c.kind {
+                            c.msg_start = None;
+                        }
                     }
                     if c.auto_commit && matches!(c.kind, Kind::Durable | Kind::Subscriber) {
-                        // Saved at the message's start until it is whole.
+                        // Saved at the message's start until the next
+                        // `recv` (or `commit`) moves on.
                         let np = c.save_point();
                         c.publish(np);
                     }

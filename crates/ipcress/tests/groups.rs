@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
-use ipcress::{Error, From, Key, Stream, StreamOptions};
+use ipcress::{Compression, Error, From, Key, Stream, StreamOptions};
 use rand::{Rng, SeedableRng};
 
 const WATCHDOG: Duration = Duration::from_secs(300);
@@ -93,6 +93,20 @@ fn child_main() {
             let mut half = vec![0u8; env("HALF").parse().unwrap()];
             r.read_exact(&mut half).unwrap();
             println!("RESULT mid");
+            std::io::stdout().flush().unwrap();
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+        // Read record 0, then record 1 (fragmented) to its end, and wait
+        // to be killed before the next `recv` (which would acknowledge it).
+        "durable_whole_message" => {
+            let s = open();
+            let mut c = s.consumer("d").unwrap();
+            let m = c.recv().unwrap();
+            assert_eq!(check_payload(m.bytes().unwrap()).1, 0);
+            let m = c.recv().unwrap();
+            assert!(m.is_fragmented());
+            assert_eq!(check_payload(&m.to_vec().unwrap()).1, 1);
+            println!("RESULT whole");
             std::io::stdout().flush().unwrap();
             std::thread::sleep(Duration::from_secs(3600));
         }
@@ -233,6 +247,57 @@ fn durable_killed_mid_message_gets_it_again_whole() {
             .is_none()
     );
 }
+/// Issue 12 (chaos, seed 3): a durable consumer killed after it read a
+/// fragmented message to its end, before its next `recv`, gets the
+/// message again: the last fragment does not save the position past a
+/// message the application has not been handed back control for yet
+/// (ring, and a compressed log as in the chaos test's `zlog`).
+#[test]
+fn durable_killed_after_reading_a_fragmented_message_gets_it_again() {
+    let root = TempRoot::new("durwhole");
+    let log = StreamOptions::log(64 << 10).compression(Compression::Zstd(1));
+    let streams = [
+        ("ring", small_segment_ring(&root), 24 << 10),
+        (
+            "zlog",
+            Stream::create_in(root.path(), "zlog", &log).unwrap(),
+            150 << 10,
+        ),
+    ];
+    for (what, s, big_len) in streams {
+        drop(s.consumer_from("d", From::Start).unwrap());
+        write_small_big_small(&s, big_len);
+        let name = if what == "ring" { "s" } else { "zlog" };
+        let mut child = spawn_child("durable_whole_message", &base_env(&root, name));
+        assert_eq!(read_result_line(&mut child), "whole");
+        unsafe_kill(child.id(), 9);
+        child.wait().unwrap();
+        let mut c = s.consumer("d").unwrap();
+        let m = c
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap()
+            .expect("a record");
+        let got = m.to_vec().unwrap();
+        assert_eq!(
+            check_payload(&got),
+            (9, 1),
+            "{what}: record 1 again after the kill"
+        );
+        assert_eq!(got.len(), big_len, "{what}: record 1 whole");
+        let m = c
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap()
+            .expect("a record");
+        assert_eq!(check_payload(m.bytes().unwrap()), (9, 2), "{what}");
+        drop(m);
+        assert!(
+            c.recv_timeout(Duration::from_millis(100))
+                .unwrap()
+                .is_none()
+        );
+    }
+}
+
 /// Issue 12 item 2 for groups: a member killed while it streams a
 /// fragmented message: another member gets it, whole.
 #[test]

@@ -139,6 +139,11 @@ impl Root {
 
 impl Drop for Root {
     fn drop(&mut self) {
+        // Kept for a post-mortem when asked to.
+        if std::thread::panicking() && std::env::var_os("IPCRESS_TEST_KEEP").is_some() {
+            eprintln!("kept {}", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
