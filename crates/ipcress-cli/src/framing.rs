@@ -68,7 +68,11 @@ impl std::error::Error for MoveError {}
 
 impl From<ipcress::Error> for MoveError {
     fn from(e: ipcress::Error) -> Self {
-        MoveError::Stream(e)
+        match e {
+            // A wait for space given up on SIGINT/SIGTERM (`interrupt_on`).
+            ipcress::Error::Interrupted => MoveError::Interrupted,
+            e => MoveError::Stream(e),
+        }
     }
 }
 
@@ -79,7 +83,7 @@ impl MoveError {
         if e.get_ref().is_some_and(|i| i.is::<ipcress::Error>()) {
             let inner = e.into_inner().expect("checked above");
             match inner.downcast::<ipcress::Error>() {
-                Ok(le) => MoveError::Stream(*le),
+                Ok(le) => MoveError::from(*le),
                 Err(other) => MoveError::Io(io::Error::other(other)),
             }
         } else {

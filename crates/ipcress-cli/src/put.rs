@@ -47,6 +47,8 @@ pub fn run(ctx: &Ctx, a: PutArgs) -> Result<()> {
     }
     let s = ctx.open(&a.name, key.as_ref())?;
     let mut p = s.producer().map_err(|e| explain(&a.name, e))?;
+    // The first SIGINT/SIGTERM also ends a wait for space on a full ring.
+    p.interrupt_on(stop.clone());
     let framing = a.framing.framing();
     let bar = progress_bar(total);
     let mut records = 0u64;

@@ -129,6 +129,12 @@ pub enum Error {
         /// Position of the record.
         position: u64,
     },
+    /// A blocking call gave up because the flag given to
+    /// [`Producer::interrupt_on`](crate::Producer::interrupt_on) was set
+    /// while it waited (before it had claimed anything: nothing was
+    /// written and the producer stays usable).
+    #[error("interrupted while waiting for space")]
+    Interrupted,
     /// The stream, durable consumer or group was removed (`rm --force`)
     /// while this handle used it.
     #[error("{what} {name} was removed")]

@@ -4,7 +4,7 @@
 use std::io;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::sync::atomic::{Ordering::*, fence};
+use std::sync::atomic::{AtomicBool, Ordering::*, fence};
 use std::time::{Duration, Instant};
 
 use crate::codec::{self, Compression};
@@ -47,6 +47,9 @@ pub struct Producer {
     messages: u64,
     bytes: u64,
     last_retention_seg: u64,
+    /// Set from outside (a signal handler): waits that hold no claim give
+    /// up with [`Error::Interrupted`].
+    interrupt: Option<Arc<AtomicBool>>,
 }
 
 /// A claimed, uncommitted frame.
@@ -136,6 +139,7 @@ impl Stream {
             messages: 0,
             bytes: 0,
             last_retention_seg: u64::MAX,
+            interrupt: None,
         })
     }
 }
@@ -167,6 +171,16 @@ impl Producer {
             } else {
                 0
             }
+    }
+
+    /// Let `flag` interrupt this producer's waits: once it is set (by a
+    /// signal handler, say), a `send`, `reserve` or `writer` that waits
+    /// for space on a full ring, or for another writer's fragmented
+    /// message, returns [`Error::Interrupted`] within a few milliseconds.
+    /// Only waits that hold no claim give up, so nothing is left half
+    /// written; a claim already taken is finished as usual.
+    pub fn interrupt_on(&mut self, flag: Arc<AtomicBool>) {
+        self.interrupt = Some(flag);
     }
 
     /// Append one message, waiting for space under the Block policy.
@@ -434,6 +448,16 @@ impl Producer {
             {
                 return Err(Error::Full);
             }
+            // A full ring is waited out before the tail add, while this
+            // producer holds nothing: the wait can be interrupted, and a
+            // process that dies in it leaves no hole. (A claim can still
+            // find the ring full after its add, when another producer
+            // took the space first; it waits there, as its bytes are
+            // taken, until the space is free.)
+            while self.must_wait(self.s.tail() + total) {
+                self.check_interrupt()?;
+                self.park_for_space(self.s.tail() + total);
+            }
             let t = self.s.tail();
             if !self.s.is_ring() && t + total < TAIL_LOCK {
                 // Log: create the segment(s) this claim lands in before
@@ -533,7 +557,7 @@ impl Producer {
             return false;
         }
         self.generation = generation;
-        self.limit = match self.s.floor(false) {
+        self.limit = match self.s.floor() {
             Some(f) => f.saturating_add(self.s.capacity),
             None => u64::MAX,
         };
@@ -631,12 +655,20 @@ impl Producer {
         s.data_waiters().fetch_sub(1, SeqCst);
     }
 
+    /// Give up a wait that holds no claim when the interrupt flag is set.
+    fn check_interrupt(&self) -> Result<()> {
+        match &self.interrupt {
+            Some(f) if f.load(Relaxed) => Err(Error::Interrupted),
+            _ => Ok(()),
+        }
+    }
+
     fn park_for_space(&mut self, end: u64) {
         let s = &self.s;
         s.space_waiters().fetch_add(1, SeqCst);
         let seq = s.space_seq().load(SeqCst);
         // Check liveness: dead subscribers and members stop holding us back.
-        let floor = s.floor(true);
+        let floor = s.floor();
         let limit = floor.map_or(u64::MAX, |f| f.saturating_add(s.capacity));
         if end > limit {
             sys::futex_wait(s.space_seq(), seq, Some(Duration::from_millis(20)));
@@ -659,6 +691,7 @@ impl Producer {
                 self.frag_hold = Some(hold);
                 break;
             }
+            self.check_interrupt()?;
             self.s.space_waiters().fetch_add(1, SeqCst);
             if self.s.live.is_alive(SlotRef::FragLock) {
                 sys::futex_wait(self.s.space_seq(), seq, Some(Duration::from_millis(10)));
@@ -698,6 +731,7 @@ impl Producer {
                 }
                 return Ok(());
             }
+            self.check_interrupt()?;
             let seq = self.s.space_seq().load(SeqCst);
             self.s.space_waiters().fetch_add(1, SeqCst);
             if self.s.tail_word().load(SeqCst) & TAIL_LOCK != 0 {

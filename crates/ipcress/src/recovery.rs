@@ -123,7 +123,7 @@ fn unblock_one(s: &Inner, p: u64, dead_claim_only: bool) -> Result<(Option<u64>,
         // still needs those bytes (the claimer may have died waiting for
         // space), and only after raising the head.
         let need = end - s.capacity;
-        if s.opts.policy == Policy::Block && s.floor(true).is_some_and(|f| f < need) {
+        if s.opts.policy == Policy::Block && s.floor().is_some_and(|f| f < need) {
             return Ok((None, None));
         }
         // Nor past a live producer's uncommitted claim (its grant).
@@ -493,7 +493,7 @@ pub(crate) fn apply_retention(s: &Inner, current: u64) -> Result<()> {
     }
     let tail = s.tail();
     let floor = if o.policy == Policy::Block {
-        s.floor(true)
+        s.floor()
     } else {
         None
     };

@@ -1060,13 +1060,20 @@ impl Inner {
         })
     }
 
-    /// The lowest position some holding consumer still needs, or None when
-    /// nobody holds producers back. With `check_live`, dead subscribers are
-    /// released and dead durable consumers past `durable_timeout` ignored.
-    pub fn floor(&self, check_live: bool) -> Option<u64> {
+    /// The one rule for who holds producers back (DESIGN.md §3, "When the
+    /// ring is full"; FORMAT.md, "Who holds producers back"): the lowest
+    /// position some holding consumer still needs, or None when nobody
+    /// holds producers back. Every durable consumer holds, alive or not,
+    /// unless it is dead and `durable_timeout` has passed since its
+    /// heartbeat; a subscriber holds while its process lives (a dead one's
+    /// slot is freed here); a group holds while one of its members lives.
+    /// Every check (whether a claim must wait, whether to park, the
+    /// unblocker's padding, log retention) asks this function, so they
+    /// never disagree.
+    pub fn floor(&self) -> Option<u64> {
         let mut floor: Option<u64> = None;
         let mut take = |p: u64| floor = Some(floor.map_or(p, |f: u64| f.min(p)));
-        let now = if check_live { sys::now_ms() } else { 0 };
+        let now = sys::now_ms();
         let mut group_live = [false; format::CONSUMER_SLOTS];
         let mut members: Vec<(usize, u64)> = Vec::new();
         // Group words first: a claim made after this read is at or above
@@ -1087,7 +1094,7 @@ impl Inner {
             let pos = s.u64_at(cslot::POSITION).load(SeqCst);
             match s.u32_at(cslot::KIND).load(Acquire) {
                 format::KIND_DURABLE => {
-                    if check_live && let Some(t) = self.opts.durable_timeout {
+                    if let Some(t) = self.opts.durable_timeout {
                         // The lock is asked only once the heartbeat is old.
                         let hb = s.u64_at(cslot::HEARTBEAT_MS).load(Relaxed);
                         if now.saturating_sub(hb) > t.as_millis() as u64
@@ -1099,7 +1106,7 @@ impl Inner {
                     take(pos);
                 }
                 format::KIND_SUBSCRIBER => {
-                    if check_live && !self.live.is_alive(SlotRef::Consumer(i)) {
+                    if !self.live.is_alive(SlotRef::Consumer(i)) {
                         self.free_dead_subscriber(i, owner);
                         continue;
                     }
@@ -1108,7 +1115,7 @@ impl Inner {
                 format::KIND_MEMBER => {
                     let g = s.u32_at(cslot::GROUP).load(Acquire) as usize;
                     if g < format::CONSUMER_SLOTS {
-                        if !check_live || self.live.is_alive(SlotRef::Consumer(i)) {
+                        if self.live.is_alive(SlotRef::Consumer(i)) {
                             group_live[g] = true;
                         }
                         // A claim in progress or a run not yet acknowledged
@@ -1139,7 +1146,11 @@ impl Inner {
                 }
             }
         }
-        floor
+        // Bytes below the head are released already: a holder that fell
+        // behind it (a group without live members, a durable consumer
+        // past its timeout, both back now) finds them lapped and skips
+        // ahead; it holds nothing below the head.
+        floor.map(|f| f.max(self.head()))
     }
 
     /// Free subscriber slot `i` whose process is gone (its owner word was

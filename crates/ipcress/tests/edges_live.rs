@@ -73,6 +73,23 @@ fn child_main() {
             // Only now is the zombie reaped.
             let _ = child.wait();
         }
+        // Join group "g" and stay (until killed).
+        "member_join" => {
+            let s = open();
+            let _c = s.group("g").unwrap();
+            println!("RESULT joined");
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+        // Send COUNT records of 1000 bytes (several laps of the ring).
+        "fill" => {
+            let s = open();
+            let count: u64 = env("COUNT").parse().unwrap();
+            let mut p = s.producer().unwrap();
+            for seq in 0..count {
+                p.send(&payload(1, seq, 1000)).unwrap();
+            }
+            println!("RESULT done {}", s.tail());
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -260,4 +277,67 @@ fn more_producers_than_slots_is_an_error() {
     p.send(b"x").unwrap();
     let mut c = s.subscribe(From::Start).unwrap();
     assert_eq!(c.recv().unwrap().bytes(), Some(&b"x"[..]));
+}
+
+/// Run the `fill` role (four laps of a 64 KiB ring) to completion: a
+/// producer that never resumes fails the watchdog.
+fn fill_four_laps(root: &TempRoot) {
+    let child = child_cmd("fill", root)
+        .env("COUNT", "256")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_with_watchdog(child, WATCHDOG);
+    assert!(results(&out.stdout).iter().any(|l| l.starts_with("done ")));
+}
+
+/// Item 5: the only member of a group is SIGKILLed; a producer that fills
+/// the ring must go on (a dead member holds nobody back), not spin.
+#[test]
+fn producer_goes_on_when_the_only_group_member_is_killed() {
+    let root = TempRoot::new("deadmember");
+    let s = Stream::create_in(root.path(), "s", &StreamOptions::ring(1 << 16)).unwrap();
+    let mut member = child_cmd("member_join", &root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    watchdog(member.id(), done.clone());
+    await_result(&mut member, "joined");
+    unsafe_kill(member.id(), 9);
+    member.wait().unwrap();
+    done.store(true, SeqCst);
+    fill_four_laps(&root);
+    assert!(s.tail() > 3 * (1 << 16));
+    // A member that joins now starts where the group was left (its
+    // records were overwritten meanwhile: it is told so, then reads on).
+    let mut c = s.group("g").unwrap();
+    let mut p = s.producer().unwrap();
+    p.send(b"after").unwrap();
+    let mut got = None;
+    for _ in 0..1000 {
+        match c.recv_timeout(Duration::from_millis(100)) {
+            Ok(Some(m)) if m.bytes() == Some(&b"after"[..]) => {
+                got = Some(());
+                break;
+            }
+            Ok(_) | Err(Error::Lagged { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(got.is_some(), "the new member never read the new record");
+}
+
+/// Item 5: a closed durable consumer past `durable_timeout` holds nobody
+/// back; a producer that fills the ring must go on, not spin.
+#[test]
+fn producer_goes_on_after_the_durable_timeout() {
+    let root = TempRoot::new("durtimeout");
+    let o = StreamOptions::ring(1 << 16).durable_timeout(Duration::from_millis(100));
+    let s = Stream::create_in(root.path(), "s", &o).unwrap();
+    drop(s.consumer("d").unwrap());
+    fill_four_laps(&root);
+    assert!(s.tail() > 3 * (1 << 16));
 }
