@@ -413,6 +413,11 @@ fn recover_log(s: &Inner) -> Result<()> {
     }
     for &i in idx.iter().filter(|&&i| i > s.seg_index(pos)) {
         let _ = std::fs::remove_file(s.dir.join(storage::segment_file_name(i)));
+        // The walk may have mapped it: this process goes on to write
+        // there, and must make the file anew, not write into the
+        // unlinked one (its records would be lost, and readers would
+        // stop at the gap).
+        s.storage.forget(i);
     }
     let mut new_tail = pos;
     // A tail word at the last valid frame's end means every claim was

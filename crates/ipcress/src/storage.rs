@@ -180,6 +180,15 @@ impl Storage {
         }
     }
 
+    /// Forget the mapping of log segment `index` (its file was removed:
+    /// nothing may be written through it any more).
+    pub(crate) fn forget(&self, index: u64) {
+        if let Storage::Log { cache, .. } = self {
+            let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+            cache.remove(&index);
+        }
+    }
+
     /// Flush every mapped segment to its file (durable streams).
     pub(crate) fn flush(&self) -> Result<()> {
         let maps: Vec<Arc<Mapping>> = match self {

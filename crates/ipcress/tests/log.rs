@@ -157,3 +157,32 @@ fn truncated_last_segment_recovers_to_last_valid_frame() {
             .all(|(i, &(_, seq))| seq == i as u64)
     );
 }
+
+/// Issue 12 (chaos, seed 3: a log segment vanished from the middle of
+/// `zlog`): a producer killed after it created the next segment file and
+/// before its tail add leaves an empty segment past the tail. The next
+/// opener's recovery removes that file, and must not keep writing into
+/// the mapping it made of it while looking for frames there: records
+/// written into an unlinked file are lost, and readers stop at the gap.
+#[test]
+fn recovery_forgets_the_segments_it_removes() {
+    let root = TempRoot::new("forget");
+    drop(Stream::create_in(root.path(), "log", &StreamOptions::log(64 << 10)).unwrap());
+    write_in_child(&root, 0, 100);
+    // What the killed producer leaves: segment 1, all zeros, past the tail.
+    let f = std::fs::File::create(root.path().join("log/0000000000000001.seg")).unwrap();
+    f.set_len(64 << 10).unwrap();
+    drop(f);
+    // This child recovers the log, then writes through segments 1..4.
+    let tail = write_in_child(&root, 100, 1500);
+    assert!(tail > 4 * (64 << 10), "the records reach segment 4");
+    let s = Stream::open_in(root.path(), "log").unwrap();
+    let got: Vec<u64> = read_all(&s, From::Start).into_iter().map(|r| r.1).collect();
+    assert_eq!(
+        got.len(),
+        1500,
+        "every record (read up to {:?})",
+        got.last()
+    );
+    assert!(got.iter().copied().eq(0..1500), "in order");
+}
