@@ -130,6 +130,12 @@ pub struct Consumer {
     /// `poll_fast` applies: a durable consumer or subscriber of a Block
     /// stream.
     fast: bool,
+    /// Made at the oldest retained record (or the tail) and nothing read
+    /// yet: a head that passes our position (a producer that raised it
+    /// before it saw our new slot, FORMAT.md "Registration") moves us to
+    /// the oldest retained record silently, as if we had been made then:
+    /// nothing was promised to us before. Off the fast path meanwhile.
+    fresh: bool,
     /// Our slot's lock byte: the slot is ours while this lives (dropped
     /// after `Drop::drop` has let the slot go).
     _hold: sys::Hold,
@@ -164,6 +170,7 @@ impl Stream {
         let s = &self.inner;
         check_key(s)?;
         let _g = RegLock::take(s)?;
+        let mut fresh = false;
         let (slot, hold) = match s.find_cslot(KIND_DURABLE, name) {
             Some(i) => {
                 let r = s.cslot(i);
@@ -181,18 +188,17 @@ impl Stream {
             }
             None => {
                 let pos = start_position(s, from)?;
-                s.alloc_cslot(KIND_DURABLE, name, 0, pos)?
+                let (i, hold) = s.alloc_cslot(KIND_DURABLE, name, 0, pos)?;
+                fresh = !matches!(from, From::Position(_));
+                (i, hold)
             }
         };
         let pos = s.cslot(slot).u64_at(cslot::POSITION).load(Acquire);
-        Ok(Consumer::new(
-            s.clone(),
-            Kind::Durable,
-            slot,
-            pos,
-            name,
-            hold,
-        ))
+        let mut c = Consumer::new(s.clone(), Kind::Durable, slot, pos, name, hold);
+        if fresh {
+            c.set_fresh();
+        }
+        Ok(c)
     }
 
     /// An ephemeral subscriber starting at `from`; it holds producers back
@@ -209,6 +215,9 @@ impl Stream {
         if head > c.pos {
             c.pos = resume_position(s, head);
             c.publish(c.pos);
+        }
+        if !matches!(from, From::Position(_)) {
+            c.set_fresh();
         }
         Ok(c)
     }
@@ -461,7 +470,13 @@ impl Consumer {
             _hold: hold,
             adopt_hold: None,
             msg_start: None,
+            fresh: false,
         }
+    }
+
+    fn set_fresh(&mut self) {
+        self.fresh = true;
+        self.fast = false;
     }
 
     /// How far a fragmented message may run past its start while the saved
@@ -847,6 +862,29 @@ impl Consumer {
     }
 
     fn poll_slow(&mut self) -> Result<Option<Delivered>> {
+        if self.fresh {
+            return self.poll_fresh();
+        }
+        self.poll_slow_inner()
+    }
+
+    /// `poll_slow` until the first message of a consumer made at the
+    /// oldest retained record: a lag at birth is no loss (`lagged` has
+    /// moved us to what is retained now), we look again.
+    #[cold]
+    fn poll_fresh(&mut self) -> Result<Option<Delivered>> {
+        match self.poll_slow_inner() {
+            Err(Error::Lagged { .. }) => Ok(None),
+            Ok(Some(d)) => {
+                self.fresh = false;
+                self.fast = self.s.opts.policy == Policy::Block;
+                Ok(Some(d))
+            }
+            other => other,
+        }
+    }
+
+    fn poll_slow_inner(&mut self) -> Result<Option<Delivered>> {
         if let Kind::Member { .. } = self.kind {
             return self.poll_group();
         }
