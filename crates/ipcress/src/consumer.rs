@@ -130,8 +130,8 @@ pub struct Consumer {
     /// `poll_fast` applies: a durable consumer or subscriber of a Block
     /// stream.
     fast: bool,
-    /// Made at the oldest retained record (or the tail) and nothing read
-    /// yet: a head that passes our position (a producer that raised it
+    /// Made at the oldest retained record (or the tail) of a Block stream
+    /// and nothing read yet: a head that passes our position (a producer that raised it
     /// before it saw our new slot, FORMAT.md "Registration") moves us to
     /// the oldest retained record silently, as if we had been made then:
     /// nothing was promised to us before. Off the fast path meanwhile.
@@ -474,9 +474,14 @@ impl Consumer {
         }
     }
 
+    /// Block policy only: there a live consumer holds producers back, so
+    /// a lag before its first message can only be the registration race.
+    /// (With Overwrite, a lag is a lag, reported from the start.)
     fn set_fresh(&mut self) {
-        self.fresh = true;
-        self.fast = false;
+        if self.s.opts.policy == Policy::Block {
+            self.fresh = true;
+            self.fast = false;
+        }
     }
 
     /// How far a fragmented message may run past its start while the saved
