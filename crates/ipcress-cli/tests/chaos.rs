@@ -281,7 +281,7 @@ fn child_main() {
                 last.insert(id, seq);
                 if role == "member" {
                     // Acknowledged by the next recv (auto-commit).
-                    log_line(&mut log, format!("{pos} {id} {seq}\n"));
+                    log_line(&mut log, format!("{pos} {id} {seq} {}\n", now_ns()));
                 }
             }
         }
@@ -326,18 +326,28 @@ fn spawn_child(role: &str, envs: &[(&str, String)]) -> Child {
     cmd.spawn().unwrap()
 }
 
-/// Records as `(position, producer, seq)`; `S` gives an incarnation's
-/// start position, `W` a stall in ms.
+/// Records as `(position, producer, seq)` (members add the wall clock in
+/// ns, kept in `times`); `S` gives an incarnation's start position, `W` a
+/// stall in ms.
 struct Log {
     start: Option<u64>,
     recs: Vec<(u64, u32, u64)>,
+    times: Vec<u64>,
     stalls: Vec<u64>,
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 fn read_log(path: &Path) -> Log {
     let mut l = Log {
         start: None,
         recs: Vec::new(),
+        times: Vec::new(),
         stalls: Vec::new(),
     };
     let Ok(text) = std::fs::read_to_string(path) else {
@@ -348,11 +358,14 @@ fn read_log(path: &Path) -> Log {
         match f[0] {
             "S" => l.start = Some(f[1].parse().unwrap()),
             "W" => l.stalls.push(f[1].parse().unwrap()),
-            _ => l.recs.push((
-                f[0].parse().unwrap(),
-                f[1].parse().unwrap(),
-                f[2].parse().unwrap(),
-            )),
+            _ => {
+                l.recs.push((
+                    f[0].parse().unwrap(),
+                    f[1].parse().unwrap(),
+                    f[2].parse().unwrap(),
+                ));
+                l.times.push(f.get(3).map_or(0, |t| t.parse().unwrap()));
+            }
         }
     }
     l
@@ -756,6 +769,7 @@ fn chaos() {
         incarnations.push(Log {
             start: None,
             recs: drain(&s, &mut d0, "d0"),
+            times: Vec::new(),
             stalls: Vec::new(),
         });
         let mut seen: Vec<(u64, u32, u64)> = Vec::new();
@@ -798,29 +812,42 @@ fn chaos() {
         // The group: a record twice only after a member that had it died
         // before acknowledging it (a suffix of what that member read).
         let mut first: HashMap<u64, (usize, usize)> = HashMap::new();
-        let mut member_recs: Vec<Vec<(u64, u32, u64)>> = member_logs
+        let member_logs_read: Vec<Log> = member_logs
             .get(name)
-            .map(|v| v.iter().map(|l| read_log(l).recs).collect())
+            .map(|v| v.iter().map(|l| read_log(l)).collect())
             .unwrap_or_default();
+        let mut member_times: Vec<Vec<u64>> =
+            member_logs_read.iter().map(|l| l.times.clone()).collect();
+        let mut member_recs: Vec<Vec<(u64, u32, u64)>> =
+            member_logs_read.into_iter().map(|l| l.recs).collect();
         let mut last_member = s.group("g").unwrap();
         member_recs.push(drain(&s, &mut last_member, "final member"));
+        member_times.push(vec![u64::MAX; member_recs[member_recs.len() - 1].len()]);
         let final_idx = member_recs.len() - 1;
         let mut redelivered_from: Vec<std::collections::BTreeSet<usize>> =
             vec![Default::default(); member_recs.len()];
         let mut group_got: HashSet<(u32, u64)> = HashSet::new();
-        for (m, recs) in member_recs.iter().enumerate() {
-            for (k, &r) in recs.iter().enumerate() {
-                known("member", r);
-                group_got.insert((r.1, r.2));
-                if let Some(&(fm, fk)) = first.get(&r.0) {
-                    assert!(
-                        fm != final_idx && fm != m,
-                        "{name}: group record {r:?} delivered twice (seed {seed})"
-                    );
-                    redelivered_from[fm].insert(fk);
-                } else {
-                    first.insert(r.0, (m, k));
-                }
+        // In the order the records were read (members of one round run at
+        // the same time: the first reader is the one that died).
+        let mut order: Vec<(u64, usize, usize)> = Vec::new();
+        for (m, ts) in member_times.iter().enumerate() {
+            for (k, &t) in ts.iter().enumerate() {
+                order.push((t, m, k));
+            }
+        }
+        order.sort_unstable();
+        for &(_, m, k) in &order {
+            let r = member_recs[m][k];
+            known("member", r);
+            group_got.insert((r.1, r.2));
+            if let Some(&(fm, fk)) = first.get(&r.0) {
+                assert!(
+                    fm != final_idx && fm != m,
+                    "{name}: group record {r:?} delivered twice (seed {seed})"
+                );
+                redelivered_from[fm].insert(fk);
+            } else {
+                first.insert(r.0, (m, k));
             }
         }
         for (m, ks) in redelivered_from.iter().enumerate() {
