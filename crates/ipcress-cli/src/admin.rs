@@ -69,7 +69,7 @@ pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<()> {
     let names = Stream::list_in(&ctx.root).map_err(anyhow::Error::new)?;
     let rows: Vec<LsRow> = names
         .into_iter()
-        .map(|name| match Stream::open_in(&ctx.root, &name) {
+        .map(|name| match Stream::inspect_in(&ctx.root, &name) {
             Ok(s) => LsRow {
                 layout: Some(layout_name(s.layout())),
                 capacity_bytes: s.capacity(),

@@ -58,6 +58,17 @@ impl Ctx {
     /// Open stream `name`, giving it `key` if it is encrypted.
     pub fn open(&self, name: &str, key: Option<&Key>) -> Result<Stream> {
         let s = Stream::open_in(&self.root, name).map_err(|e| explain(name, e))?;
+        Ctx::keyed(name, s, key)
+    }
+
+    /// Open stream `name` only to look at it (`ls`, `stat`, `top`): no
+    /// byte of it is written, not even a repair after a crash.
+    pub fn inspect(&self, name: &str, key: Option<&Key>) -> Result<Stream> {
+        let s = Stream::inspect_in(&self.root, name).map_err(|e| explain(name, e))?;
+        Ctx::keyed(name, s, key)
+    }
+
+    fn keyed(name: &str, s: Stream, key: Option<&Key>) -> Result<Stream> {
         match key {
             Some(k) if s.encrypted() => s.with_key(k).map_err(|e| explain(name, e)),
             _ => Ok(s),

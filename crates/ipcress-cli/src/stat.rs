@@ -200,7 +200,7 @@ pub fn run(ctx: &Ctx, a: StatArgs) -> Result<()> {
     };
     let streams = names
         .iter()
-        .map(|n| ctx.open(n, key.as_ref()))
+        .map(|n| ctx.inspect(n, key.as_ref()))
         .collect::<Result<Vec<_>>>()?;
     // Prometheus computes rates itself: no sampling delay there.
     let interval = if a.prometheus { 0 } else { a.interval };

@@ -89,7 +89,7 @@ fn refresh(ctx: &Ctx, entries: &mut BTreeMap<String, Entry>) {
                 w.last = now;
             }
             Some(Entry::Failed(_)) | None => {
-                let e = match Stream::open_in(&ctx.root, &name) {
+                let e = match Stream::inspect_in(&ctx.root, &name) {
                     Ok(stream) => {
                         let last = sample(&stream);
                         let stat = collect(&stream, None);

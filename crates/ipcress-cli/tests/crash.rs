@@ -495,3 +495,54 @@ fn a_killed_exec_loses_no_record() {
         .collect();
     group_delivers_set(&root, rest);
 }
+
+/// Issue 12 (read-only commands write): after a `put --whole` is
+/// SIGKILLed holding the fragment lock, `ls` and `stat` change no byte of
+/// the stream, its meta file included; the repair is left to the next
+/// opener that reads or writes records, which still makes it.
+#[test]
+fn ls_and_stat_leave_a_crashed_stream_as_it_is() {
+    let _w = Watchdog::new("read-only after crash", Duration::from_secs(240));
+    let root = Root::new("rocrash");
+    root.ok(&["create", "s", "--ring", "1M"]);
+    let mut put = root.cmd(&["put", "s", "--whole"]);
+    put.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut put = Bg::spawn(put);
+    let mut stdin = put.child.stdin.take().unwrap();
+    stdin.write_all(&vec![b'x'; 600 << 10]).unwrap();
+    stdin.flush().unwrap();
+    let t0 = Instant::now();
+    while tail(&root, "s") < 500 << 10 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "put wrote nothing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    put.signal(Signal::KILL);
+    put.wait(Duration::from_secs(30));
+    drop(stdin);
+
+    let files = |root: &Root| -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<_> = std::fs::read_dir(root.path().join("s"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = files(&root);
+    root.ok(&["ls"]);
+    root.ok(&["ls", "--json"]);
+    root.ok(&["stat", "s", "--interval", "0"]);
+    root.ok(&["stat", "s", "--json", "--interval", "0"]);
+    root.ok(&["stat", "--interval", "0"]);
+    let after = files(&root);
+    assert!(before == after, "a read-only command changed the stream");
+
+    // The next reader repairs what the crash left (the fragment lock):
+    // a writer goes on.
+    root.ok_in(&["put", "s"], b"after\n");
+    assert!(files(&root) != after, "the repair was made");
+    assert_eq!(root.ok(&["get", "s"]), b"after\n");
+}

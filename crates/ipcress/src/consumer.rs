@@ -297,6 +297,7 @@ impl Stream {
 }
 
 fn check_key(s: &Inner) -> Result<()> {
+    check_not_inspecting(s)?;
     if s.opts.encrypted && s.cipher.is_none() {
         return Err(Error::KeyRequired {
             stream: s.name.clone(),
@@ -2050,4 +2051,16 @@ impl io::Read for MessageReader<'_> {
             }
         }
     }
+}
+
+/// A stream opened to look at it (`Stream::inspect_in`) makes no
+/// producers or consumers: they would write.
+pub(crate) fn check_not_inspecting(s: &Inner) -> Result<()> {
+    if s.inspect {
+        return Err(Error::InvalidOptions(format!(
+            "stream {} was opened for inspection only",
+            s.name
+        )));
+    }
+    Ok(())
 }

@@ -86,6 +86,7 @@ impl Stream {
     /// A new producer.
     pub fn producer(&self) -> Result<Producer> {
         let s = self.inner.clone();
+        crate::consumer::check_not_inspecting(&s)?;
         if s.opts.encrypted && s.cipher.is_none() {
             return Err(Error::KeyRequired {
                 stream: s.name.clone(),

@@ -262,6 +262,8 @@ pub struct Stream {
 }
 
 pub(crate) struct Inner {
+    /// Opened by `Stream::inspect_in`: looks, never writes.
+    pub inspect: bool,
     pub name: String,
     pub dir: PathBuf,
     _meta_file: fs::File,
@@ -353,6 +355,19 @@ impl Stream {
 
     /// Open stream `name` under `root`.
     pub fn open_in(root: &Path, name: &str) -> Result<Stream> {
+        Stream::open_with(root, name, false)
+    }
+
+    /// Open stream `name` under `root` only to look at it (`ls`, `stat`,
+    /// `top`): nothing of the stream is written, not even the repair of
+    /// what a crash left (that belongs to the next opener that reads or
+    /// writes records), and no lock is taken that would keep that opener
+    /// from repairing it. Producers and consumers cannot be made from it.
+    pub fn inspect_in(root: &Path, name: &str) -> Result<Stream> {
+        Stream::open_with(root, name, true)
+    }
+
+    fn open_with(root: &Path, name: &str, inspect: bool) -> Result<Stream> {
         validate_name(name)?;
         let dir = root.join(name);
         let md = fs::symlink_metadata(&dir).map_err(|e| match e.kind() {
@@ -427,7 +442,13 @@ impl Stream {
             faulted_count: AtomicU64::new(0),
             fault_shift,
             live,
+            inspect,
         };
+        if inspect {
+            return Ok(Stream {
+                inner: Arc::new(inner),
+            });
+        }
         // Whoever opens a stream that nobody else has open repairs it.
         if sys::try_lock(&inner._meta_file, sys::Lock::Exclusive) {
             crate::recovery::recover(&inner)?;
