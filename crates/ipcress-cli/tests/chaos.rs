@@ -421,7 +421,6 @@ fn drain(s: &Stream, c: &mut ipcress::Consumer, who: &str) -> Vec<(u64, u32, u64
 }
 
 #[test]
-#[ignore = "finds open bugs (issue 12 note): run with --ignored"]
 fn chaos() {
     let seed: u64 = std::env::var("IPCRESS_CHAOS_SEED")
         .ok()
