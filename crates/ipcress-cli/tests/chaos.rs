@@ -107,7 +107,8 @@ fn check(b: &[u8]) -> (u32, u64) {
     (id, seq)
 }
 
-/// Append one line with one write(2): a SIGKILL cannot tear it.
+/// Append one line with one write(2) (a SIGKILL can still cut it short:
+/// `read_log` drops a last line without its newline).
 fn log_line(f: &mut std::fs::File, line: String) {
     f.write_all(line.as_bytes()).unwrap();
 }
@@ -353,7 +354,11 @@ fn read_log(path: &Path) -> Log {
     let Ok(text) = std::fs::read_to_string(path) else {
         return l;
     };
-    for line in text.lines() {
+    // A SIGKILL can cut a write(2) to a file short (the kernel stops
+    // copying once a fatal signal is pending): a last line without its
+    // newline was never written whole, as if killed before it.
+    let whole = text.rfind('\n').map_or("", |i| &text[..i]);
+    for line in whole.lines() {
         let f: Vec<&str> = line.split(' ').collect();
         match f[0] {
             "S" => l.start = Some(f[1].parse().unwrap()),
