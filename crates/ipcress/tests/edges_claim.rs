@@ -16,10 +16,6 @@ use ipcress::{Error, From, Policy, Stream, StreamOptions};
 
 const WATCHDOG: Duration = Duration::from_secs(120);
 
-fn open() -> Stream {
-    Stream::open_in(&PathBuf::from(env("ROOT")), &env("STREAM")).unwrap()
-}
-
 fn pattern(i: usize) -> u8 {
     (i * 7 + 3) as u8
 }

@@ -7,7 +7,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -18,10 +17,6 @@ use ipcress::{Error, From, Stream, StreamOptions};
 
 /// Longest any scenario may take before it counts as "waits forever".
 const WATCHDOG: Duration = Duration::from_secs(60);
-
-fn open() -> Stream {
-    Stream::open_in(&PathBuf::from(env("ROOT")), &env("STREAM")).unwrap()
-}
 
 /// Entry point of every child process; a no-op in the parent.
 #[test]

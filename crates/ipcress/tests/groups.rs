@@ -16,10 +16,6 @@ use rand::{Rng, SeedableRng};
 
 const WATCHDOG: Duration = Duration::from_secs(300);
 
-fn open() -> Stream {
-    Stream::open_in(&PathBuf::from(env("ROOT")), &env("STREAM")).unwrap()
-}
-
 fn base_env(root: &TempRoot, stream: &str) -> Vec<(&'static str, String)> {
     vec![
         ("ROOT", root.path().display().to_string()),

@@ -5,7 +5,6 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
@@ -14,10 +13,6 @@ use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
 const WATCHDOG: Duration = Duration::from_secs(300);
-
-fn open() -> Stream {
-    Stream::open_in(&PathBuf::from(env("ROOT")), &env("STREAM")).unwrap()
-}
 
 /// Entry point of every child process; a no-op in the parent.
 #[test]

@@ -116,6 +116,12 @@ pub fn child_role() -> Option<String> {
     std::env::var("IPCRESS_CHILD_ROLE").ok()
 }
 
+/// In a child process: open the stream the parent named in `ROOT` and
+/// `STREAM`.
+pub fn open() -> ipcress::Stream {
+    ipcress::Stream::open_in(&PathBuf::from(env("ROOT")), &env("STREAM")).unwrap()
+}
+
 pub fn env(k: &str) -> String {
     std::env::var(k).unwrap_or_else(|_| panic!("missing env {k}"))
 }
