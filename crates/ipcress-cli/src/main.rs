@@ -84,6 +84,7 @@ pub fn explain(name: &str, e: ipcress::Error) -> anyhow::Error {
         | E::AlreadyExists { .. }
         | E::InvalidName { .. }
         | E::InUse { .. }
+        | E::StreamInUse { .. }
         | E::Decode { .. }
         | E::Key(_)
         | E::InvalidOptions(_)

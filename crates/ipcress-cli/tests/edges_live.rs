@@ -1,7 +1,7 @@
 //! Crash-safety at the edges through the real binary (issue 12, items 5
 //! and 7): a `put` blocked on a full ring ends on the first SIGTERM; `rm`
-//! refuses what live processes use, and `--force` makes them stop with a
-//! clear error instead of writing into removed files.
+//! refuses a stream that live processes have open and a group that has a
+//! live member, so nobody goes on writing into removed files or slots.
 
 mod common;
 
@@ -89,4 +89,105 @@ fn blocked_put_ends_on_the_first_sigterm() {
     // A 64 KiB ring holds more than 500 of them.
     assert!(n > 500, "{n}");
     assert_eq!(&out[..], &lines(n)[..]);
+}
+
+/// Item 7: `rm` of a stream that a running `put` and `get -f` have open is
+/// refused with one clear line; the put goes on and loses nothing. Once
+/// they have exited, `rm` removes it.
+#[test]
+fn rm_refuses_a_stream_in_use() {
+    let _w = Watchdog::new("rm_refuses_a_stream_in_use", LIMIT);
+    let root = Root::new("rminuse");
+    root.ok(&["create", "s", "--ring", "1M"]);
+    root.ok(&["get", "s", "--consumer", "d", "--count", "0"]);
+    let mut put = Bg::spawn({
+        let mut c = root.cmd(&["put", "s"]);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        c
+    });
+    let mut stdin = put.child.stdin.take().unwrap();
+    let all = lines(200);
+    stdin.write_all(&all[..100 * 100]).unwrap();
+    stdin.flush().unwrap();
+    // The first half is in the stream: put has it open.
+    while tail(&root) < 100 * 120 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut follow = Bg::spawn({
+        let mut c = root.cmd(&["get", "s", "-f"]);
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        c
+    });
+    // The follower (the durable consumer's process is gone).
+    root.await_consumers("s", 1);
+    let r = root.run(&["rm", "s"]);
+    assert_eq!(r.code(), 1, "{r:?}");
+    assert!(
+        r.stderr.contains("stream s is open in a running process"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.stderr.trim_end().lines().count(), 1, "{}", r.stderr);
+    // Still there, and put still writes into it.
+    stdin.write_all(&all[100 * 100..]).unwrap();
+    drop(stdin);
+    let st = put.wait(LIMIT);
+    assert!(st.success(), "put: {st:?} {}", put.stderr());
+    let out = root.ok(&["get", "s", "--consumer", "d"]);
+    assert_eq!(out, all, "every record put wrote is in the stream");
+    // The follower alone still holds it.
+    let r = root.run(&["rm", "s"]);
+    assert_eq!(r.code(), 1, "{r:?}");
+    follow.signal(Signal::TERM);
+    follow.wait(LIMIT);
+    root.ok(&["rm", "s"]);
+    let r = root.run(&["stat", "s"]);
+    assert_eq!(r.code(), 1, "{r:?}");
+    assert!(r.stderr.contains("no such stream: s"), "{}", r.stderr);
+}
+
+/// Item 7: `rm --consumer G` of a group with a live member is refused
+/// (the member would go on writing into the freed slot); once the member
+/// is SIGKILLed the group goes, its dead member's slot with it, and a
+/// durable consumer made next reads every record from the start.
+#[test]
+fn rm_refuses_a_group_with_a_live_member() {
+    let _w = Watchdog::new("rm_refuses_a_group_with_a_live_member", LIMIT);
+    let root = Root::new("rmgroup");
+    root.ok(&["create", "s", "--ring", "1M"]);
+    root.ok_in(&["put", "s"], &lines(50));
+    let mut member = Bg::spawn({
+        let mut c = root.cmd(&["get", "s", "--group", "g", "-f"]);
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        c
+    });
+    root.await_consumers("s", 2);
+    let r = root.run(&["rm", "s", "--consumer", "g"]);
+    assert_eq!(r.code(), 1, "{r:?}");
+    assert!(
+        r.stderr.contains(&format!(
+            "consumer g is in use by process {}",
+            member.child.id()
+        )),
+        "{}",
+        r.stderr
+    );
+    let names = |root: &Root| -> Vec<String> {
+        root.stat("s")["consumers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["kind"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&root), ["group", "member"]);
+    member.signal(Signal::KILL);
+    member.wait(LIMIT);
+    root.ok(&["rm", "s", "--consumer", "g"]);
+    // No slot is left: neither the group nor its dead member.
+    assert!(names(&root).is_empty(), "{:?}", names(&root));
+    let out = root.ok(&["get", "s", "--consumer", "d"]);
+    assert_eq!(out, lines(50));
 }

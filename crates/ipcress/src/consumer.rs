@@ -271,6 +271,9 @@ impl Stream {
                         pid: sys::owner_pid(owner),
                     });
                 }
+                if kind == KIND_GROUP {
+                    free_dead_members(s, name, i)?;
+                }
                 s.free_cslot(i);
                 found = true;
             }
@@ -294,6 +297,41 @@ impl Stream {
     pub fn producer_totals(&self) -> (u64, u64, usize) {
         self.inner.producer_totals()
     }
+}
+
+/// Free the member slots of group slot `g` (named `name`) before the group
+/// goes: all of them must be dead, or `InUse` names a live one. A member
+/// left behind would go on writing run words for a freed group slot, and
+/// a consumer that took that slot would read them as its position. New
+/// members wait for the registration lock we hold; a live member is the
+/// only one that adopts a dead member's slot, and there is none. Each
+/// dead slot's lock byte is held while it is freed, as `adopt` does.
+fn free_dead_members(s: &Inner, name: &str, g: usize) -> Result<()> {
+    let members: Vec<usize> = (0..crate::format::CONSUMER_SLOTS)
+        .filter(|&i| {
+            let r = s.cslot(i);
+            r.u64_at(cslot::OWNER).load(Acquire) != 0
+                && r.u32_at(cslot::KIND).load(Acquire) == KIND_MEMBER
+                && r.u32_at(cslot::GROUP).load(Acquire) as usize == g
+        })
+        .collect();
+    let in_use = |i: usize| Error::InUse {
+        name: name.into(),
+        pid: sys::owner_pid(s.cslot(i).u64_at(cslot::OWNER).load(Acquire)),
+    };
+    if let Some(&i) = members
+        .iter()
+        .find(|&&i| s.live.is_alive(SlotRef::Consumer(i)))
+    {
+        return Err(in_use(i));
+    }
+    for i in members {
+        let Some(_hold) = s.live.try_hold(SlotRef::Consumer(i))? else {
+            return Err(in_use(i));
+        };
+        s.free_cslot(i);
+    }
+    Ok(())
 }
 
 fn check_key(s: &Inner) -> Result<()> {

@@ -82,13 +82,21 @@ pub enum Error {
         /// The largest accepted length.
         max: u64,
     },
-    /// A durable consumer of that name is held by a live process.
+    /// A durable consumer of that name, or a member of that group, is held
+    /// by a live process.
     #[error("consumer {name} is in use by process {pid}")]
     InUse {
         /// The consumer name.
         name: String,
         /// Its owner.
         pid: u32,
+    },
+    /// The stream is open in a live process (a producer, a consumer, a
+    /// bridge): it is not removed from under it.
+    #[error("stream {name} is open in a running process; stop it first")]
+    StreamInUse {
+        /// The stream name.
+        name: String,
     },
     /// All consumer or producer slots of the meta file are taken.
     #[error("all {0} slots of the stream are in use")]

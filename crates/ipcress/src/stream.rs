@@ -368,6 +368,32 @@ impl Stream {
     }
 
     fn open_with(root: &Path, name: &str, inspect: bool) -> Result<Stream> {
+        // A stream removed (and maybe made anew) while we waited for its
+        // lock: look again, a few times, at what the name holds now.
+        let gone = || Error::NotFound {
+            what: "stream",
+            name: name.into(),
+        };
+        for _ in 0..8 {
+            match Stream::open_once(root, name, inspect) {
+                Ok(Some(s)) => return Ok(s),
+                Ok(None) => continue,
+                // Its files went from under us: removed meanwhile.
+                Err(e)
+                    if !matches!(e, Error::InvalidName { .. })
+                        && fs::symlink_metadata(root.join(name)).is_err() =>
+                {
+                    return Err(gone());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(gone())
+    }
+
+    /// Open what `name` holds now; None if it was removed while we waited
+    /// for its lock.
+    fn open_once(root: &Path, name: &str, inspect: bool) -> Result<Option<Stream>> {
         validate_name(name)?;
         let dir = root.join(name);
         let md = fs::symlink_metadata(&dir).map_err(|e| match e.kind() {
@@ -445,18 +471,27 @@ impl Stream {
             inspect,
         };
         if inspect {
-            return Ok(Stream {
+            return Ok(Some(Stream {
                 inner: Arc::new(inner),
-            });
+            }));
         }
         // Whoever opens a stream that nobody else has open repairs it.
         if sys::try_lock(&inner._meta_file, sys::Lock::Exclusive) {
+            if !same_inode(&inner._meta_file, &meta_path) {
+                return Ok(None);
+            }
             crate::recovery::recover(&inner)?;
         }
         sys::lock(&inner._meta_file, sys::Lock::Shared);
-        Ok(Stream {
+        // `remove_in` holds the exclusive lock while it removes the
+        // directory: if we waited for it, our meta file is no longer the
+        // stream's (the name is gone, or names a stream made since).
+        if !same_inode(&inner._meta_file, &meta_path) {
+            return Ok(None);
+        }
+        Ok(Some(Stream {
             inner: Arc::new(inner),
-        })
+        }))
     }
 
     /// Give the key of an encrypted stream. Must be called before producers
@@ -489,6 +524,29 @@ impl Stream {
             // Never follow a link out of the root: remove the link itself.
             return fs::remove_file(&dir).map_err(|e| Error::from_os(&dir, "remove", e));
         }
+        // Every process that has the stream open holds a shared `flock` on
+        // its meta file (see `open_with`); the exclusive lock, held until
+        // the directory is gone, proves nobody does and keeps a new opener
+        // out. An opener that waited for it finds the meta file replaced
+        // and reports the stream gone. A directory without a meta file is
+        // no stream anyone can have open.
+        let meta_path = dir.join("meta");
+        let _lock = match storage::open_file(&meta_path, false) {
+            Ok(meta) => {
+                let mut tries = 0;
+                while !sys::try_lock(&meta, sys::Lock::Exclusive) {
+                    tries += 1;
+                    if tries >= REMOVE_LOCK_TRIES {
+                        return Err(Error::StreamInUse { name: name.into() });
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Some(meta)
+            }
+            // No meta file, or one `open_with` refuses too (a link): no
+            // process can have this stream open.
+            Err(_) => None,
+        };
         fs::remove_dir_all(&dir).map_err(|e| Error::from_os(&dir, "remove", e))
     }
 
@@ -595,13 +653,18 @@ fn open_dir(path: &Path) -> std::io::Result<fs::File> {
         .open(path)
 }
 
-/// Whether `path` still names the directory `dir` is open on.
-fn same_dir(dir: &fs::File, path: &Path) -> bool {
-    match (dir.metadata(), fs::symlink_metadata(path)) {
+/// Whether `path` still names the file (or directory) `f` is open on.
+fn same_inode(f: &fs::File, path: &Path) -> bool {
+    match (f.metadata(), fs::symlink_metadata(path)) {
         (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
         _ => false,
     }
 }
+
+/// How many times (10 ms apart) `remove_in` tries for the meta file's
+/// exclusive lock: a process that is opening or closing the stream holds
+/// its shared lock only for a moment.
+const REMOVE_LOCK_TRIES: u32 = 20;
 
 /// Make a fresh temporary directory for stream `name` and take an
 /// exclusive `flock` on it, held until the returned file is dropped. The
@@ -623,7 +686,7 @@ fn make_temp_dir(root: &Path, name: &str, mode: u32) -> Result<(PathBuf, fs::Fil
             .create(&tmp)
             .map_err(|e| Error::from_os(&tmp, "create directory", e))?;
         let dir = open_dir(&tmp).map_err(|e| Error::from_os(&tmp, "open", e))?;
-        if sys::try_lock(&dir, sys::Lock::Exclusive) && same_dir(&dir, &tmp) {
+        if sys::try_lock(&dir, sys::Lock::Exclusive) && same_inode(&dir, &tmp) {
             return Ok((tmp, dir));
         }
         if tries >= 16 {
@@ -656,7 +719,7 @@ fn sweep_temp_dirs(root: &Path) {
         let Ok(dir) = open_dir(&path) else { continue };
         // Still the same directory once locked: not one renamed into a
         // stream meanwhile (its name changed) or made anew.
-        if sys::try_lock(&dir, sys::Lock::Exclusive) && same_dir(&dir, &path) {
+        if sys::try_lock(&dir, sys::Lock::Exclusive) && same_inode(&dir, &path) {
             tracing::warn!(dir = %path.display(), "removing a stream left half-created by a process that died");
             let _ = fs::remove_dir_all(&path);
         }

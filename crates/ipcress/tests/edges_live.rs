@@ -336,3 +336,97 @@ fn producer_goes_on_after_the_durable_timeout() {
     fill_four_laps(&root);
     assert!(s.tail() > 3 * (1 << 16));
 }
+
+/// Item 7: a stream that a live process has open (here a child stopped
+/// with SIGSTOP, a stall that must not count as gone) is not removed;
+/// once that process is SIGKILLed, it is.
+#[test]
+fn remove_refuses_a_stream_a_live_process_has_open() {
+    let root = TempRoot::new("rm-open");
+    Stream::create_in(root.path(), "s", &StreamOptions::ring(1 << 20)).unwrap();
+    let mut child = child_cmd("member_join", &root)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Killed however the test ends: a stopped child left behind would
+    // hold the test's output open.
+    struct KillOnDrop(u32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            unsafe_kill(self.0, 9);
+        }
+    }
+    let _kill = KillOnDrop(child.id());
+    let done = Arc::new(AtomicBool::new(false));
+    watchdog(child.id(), done.clone());
+    await_result(&mut child, "joined");
+    unsafe_kill(child.id(), libc::SIGSTOP);
+    match Stream::remove_in(root.path(), "s") {
+        Err(Error::StreamInUse { name }) => assert_eq!(name, "s"),
+        other => panic!("removed from under a live process: {other:?}"),
+    }
+    // Untouched: it opens, and the member is still there.
+    let s = Stream::open_in(root.path(), "s").unwrap();
+    assert_eq!(s.consumers().len(), 2);
+    drop(s);
+    unsafe_kill(child.id(), 9);
+    child.wait().unwrap();
+    done.store(true, SeqCst);
+    Stream::remove_in(root.path(), "s").unwrap();
+    assert!(!root.path().join("s").exists());
+}
+
+/// Whether some process waits for a `flock` on the file `ino`
+/// (`/proc/locks` lists a waiter as `N: -> FLOCK ...`).
+fn flock_waiter_on(ino: u64) -> bool {
+    std::fs::read_to_string("/proc/locks")
+        .unwrap()
+        .lines()
+        .any(|l| l.contains("-> FLOCK") && l.contains(&format!(":{ino} ")))
+}
+
+/// Item 7: an open that waits while the stream is being removed must not
+/// hand back a stream of removed files (its producer would write into
+/// files nobody can read): it reports the stream gone, or opens the
+/// stream made under that name since.
+#[test]
+fn an_open_that_waited_for_a_removal_sees_what_the_name_holds_now() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::io::AsRawFd;
+    let root = TempRoot::new("rm-race");
+    for remake in [false, true] {
+        let old = Stream::create_in(root.path(), "s", &StreamOptions::ring(1 << 20)).unwrap();
+        let old_id = old.id();
+        drop(old);
+        // Act as a remove_in in progress: hold the meta file's exclusive
+        // lock while the directory goes.
+        let meta_path = root.path().join("s/meta");
+        let meta = std::fs::File::open(&meta_path).unwrap();
+        let ino = meta.metadata().unwrap().ino();
+        // SAFETY: plain syscall on an open descriptor.
+        assert_eq!(unsafe { libc::flock(meta.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let r = root.path().to_path_buf();
+        let opener = std::thread::spawn(move || Stream::open_in(&r, "s"));
+        let start = Instant::now();
+        while !flock_waiter_on(ino) {
+            assert!(start.elapsed() < WATCHDOG, "the opener never waited");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::fs::remove_dir_all(root.path().join("s")).unwrap();
+        let new_id = remake.then(|| {
+            Stream::create_in(root.path(), "s", &StreamOptions::ring(1 << 20))
+                .unwrap()
+                .id()
+        });
+        drop(meta);
+        match (opener.join().unwrap(), new_id) {
+            (Err(Error::NotFound { name, .. }), None) => assert_eq!(name, "s"),
+            (Ok(s), Some(id)) => {
+                assert_ne!(s.id(), old_id);
+                assert_eq!(s.id(), id);
+            }
+            (other, _) => panic!("remake {remake}: {other:?}"),
+        }
+        let _ = Stream::remove_in(root.path(), "s");
+    }
+}
