@@ -985,8 +985,8 @@ impl Consumer {
                 // SAFETY: Block policy: this consumer's published position is
                 // at or below `p`, so no producer writes this frame now.
                 let bytes = unsafe { seg.region.slice(body, len_us) };
-                if frame_crc(len, flags, bytes) != (seg.region.u64_at(off + 8).load(Relaxed) as u32)
-                {
+                let b = seg.region.u64_at(off + 8).load(Relaxed);
+                if frame_crc(p, len, flags, bytes) != b_check(b) {
                     return Err(Error::corrupt(p, "checksum mismatch"));
                 }
             }
@@ -1019,12 +1019,12 @@ impl Consumer {
             // this frame, it raised the head first (FORMAT.md, "Overwrite").
             fence(Acquire);
             let a_now = seg.region.u64_at(off).load(Relaxed);
-            if self.s.head_word().load(Relaxed) > p || split_a(a_now).len != len {
+            if self.s.head_word().load(Relaxed) > p || a_now != word_a(flags, self.s.lap(p)) {
                 self.put_back(zipped, buf);
                 return Err(self.lagged(p));
             }
         }
-        if flags & F_CHECKSUM != 0 && frame_crc(len, flags, &buf) != b as u32 {
+        if flags & F_CHECKSUM != 0 && frame_crc(p, len, flags, &buf) != b_check(b) {
             self.put_back(zipped, buf);
             if flags & F_ENCRYPTED != 0 {
                 return Err(Error::Decode {
@@ -1769,7 +1769,7 @@ impl Consumer {
                     if self.s.head_word().load(Relaxed) > p {
                         return Err(self.lagged(p));
                     }
-                    if flags & F_CHECKSUM != 0 && frame_crc(len, flags, &data) != b as u32 {
+                    if flags & F_CHECKSUM != 0 && frame_crc(p, len, flags, &data) != b_check(b) {
                         return Err(Error::corrupt(p, "checksum mismatch"));
                     }
                     let (origin, origin_position) = if flags & F_FOREIGN != 0 {

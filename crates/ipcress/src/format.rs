@@ -4,14 +4,14 @@
 /// Magic at offset 0 of the meta file: "IPCRESS" then 0x00, little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"IPCRESS\0");
 /// Format version written and read by this build.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// Frame header size in bytes; frames are aligned to [`ALIGN`].
 pub const HEADER_LEN: usize = 16;
 /// Frame alignment.
 pub const ALIGN: usize = 8;
 
-// Frame flags (bits 32..48 of header word A).
+// Frame flags (bits 0..16 of header word A).
 pub const F_COMMITTED: u16 = 0x0001;
 pub const F_PADDING: u16 = 0x0002;
 pub const F_BEGIN: u16 = 0x0004;
@@ -24,7 +24,9 @@ pub const F_CHECKSUM: u16 = 0x0080;
 /// starts with the origin stream id (16 bytes) and position (8 bytes, LE)
 /// that its nonce was made from.
 pub const F_FOREIGN: u16 = 0x0100;
-pub const F_KNOWN: u16 = 0x01FF;
+/// An 8-byte padding frame: word A alone (with `F_PADDING`), no word B.
+pub const F_PAD8: u16 = 0x0200;
+pub const F_KNOWN: u16 = 0x03FF;
 /// Flags bound into the AEAD associated data (they survive bridging).
 pub const F_AAD_MASK: u16 = F_BEGIN | F_END | F_COMPRESSED | F_ENCRYPTED;
 /// Length of the origin prefix of a foreign frame.
@@ -38,8 +40,17 @@ pub fn split_origin(payload: &[u8]) -> Option<([u8; 16], u64)> {
     Some((id, pos))
 }
 
-/// Length field of an 8-byte padding frame (word A only, no word B).
-pub const PAD8_LEN: u32 = u32::MAX;
+/// Bits of lap in header word A. Positions are below 2^63 and a ring is at
+/// least 2^16 bytes, so a ring's lap never wraps: a header names its whole
+/// position, and one left from any earlier lap never passes for this one.
+pub const LAP_BITS: u32 = 48;
+
+/// The lap of `pos` as header word A carries it: `pos >> lap_shift` (the
+/// ring's capacity, or a log's segment size), modulo 2^48.
+#[inline]
+pub const fn lap_of(pos: u64, lap_shift: u32) -> u64 {
+    (pos >> lap_shift) & ((1 << LAP_BITS) - 1)
+}
 
 /// Round `n` up to the frame alignment.
 #[inline]
@@ -53,38 +64,58 @@ pub const fn frame_len(len: u64) -> u64 {
     align(HEADER_LEN as u64 + len)
 }
 
-/// Header word A: `len | flags << 32 | lap << 48`. It is the commit word: a
-/// frame exists once A carries `F_COMMITTED` and the lap of its position.
+/// Header word A: `flags | lap << 16` (`lap` from [`lap_of`]). It is the
+/// commit word: a frame exists once A carries `F_COMMITTED` and the lap of
+/// its position.
 #[inline]
-pub const fn word_a(len: u32, flags: u16, lap: u16) -> u64 {
-    len as u64 | (flags as u64) << 32 | (lap as u64) << 48
+pub const fn word_a(flags: u16, lap: u64) -> u64 {
+    flags as u64 | lap << 16
 }
 
-/// Header word B: `crc | (position >> 3) << 32` (low 32 bits of it).
+/// Header word B: `len | check << 32`, where `check` is the frame's CRC
+/// (flag `F_CHECKSUM`, the CRC covers the position) or else [`pos_check`].
+/// Written before word A is published, read only after it.
 #[inline]
-pub const fn word_b(crc: u32, position: u64) -> u64 {
-    crc as u64 | ((position >> 3) as u32 as u64) << 32
+pub const fn word_b(len: u32, check: u32) -> u64 {
+    len as u64 | (check as u64) << 32
+}
+
+/// The check half of word B of a frame without `F_CHECKSUM`: bits 3..35
+/// of its position.
+#[inline]
+pub const fn pos_check(position: u64) -> u32 {
+    (position >> 3) as u32
+}
+
+/// Payload length in a header word B.
+#[inline]
+pub const fn b_len(b: u64) -> u32 {
+    b as u32
+}
+
+/// Check half (CRC or [`pos_check`]) of a header word B.
+#[inline]
+pub const fn b_check(b: u64) -> u32 {
+    (b >> 32) as u32
 }
 
 /// The fields of a header word A.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WordA {
-    pub len: u32,
     pub flags: u16,
-    pub lap: u16,
+    pub lap: u64,
 }
 
 #[inline]
 pub const fn split_a(a: u64) -> WordA {
     WordA {
-        len: a as u32,
-        flags: (a >> 32) as u16,
-        lap: (a >> 48) as u16,
+        flags: a as u16,
+        lap: a >> 16,
     }
 }
 
-/// The 6 header bytes covered by the CRC and bound into the AEAD: length
-/// and flags as written in word A.
+/// The 6 header bytes covered by the CRC and bound into the AEAD: payload
+/// length and flags, little-endian.
 #[inline]
 pub fn header_bytes(len: u32, flags: u16) -> [u8; 6] {
     let mut b = [0u8; 6];
@@ -93,10 +124,15 @@ pub fn header_bytes(len: u32, flags: u16) -> [u8; 6] {
     b
 }
 
-/// CRC-32C of a frame: over the 6 header bytes, then the payload.
+/// CRC-32C of the frame at `position`: over the position (8 bytes LE),
+/// the 6 header bytes, then the payload. A frame copied to another
+/// position fails it.
 #[inline]
-pub fn frame_crc(len: u32, flags: u16, payload: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(&header_bytes(len, flags)), payload)
+pub fn frame_crc(position: u64, len: u32, flags: u16, payload: &[u8]) -> u32 {
+    let mut h = [0u8; 14];
+    h[..8].copy_from_slice(&position.to_le_bytes());
+    h[8..].copy_from_slice(&header_bytes(len, flags));
+    crc32c::crc32c_append(crc32c::crc32c(&h), payload)
 }
 
 /// What a reader makes of the header at a position.
@@ -108,14 +144,18 @@ pub enum Slot {
     Frame { len: u32, flags: u16, total: u64 },
 }
 
-/// Validate a header read at `position`, at `offset` within a segment of
-/// `segment_size` bytes. Every field is checked before it is trusted.
+/// Validate the header words `a` (loaded first, with acquire ordering) and
+/// `b` (loaded after it; ignored for an 8-byte padding) read at `position`
+/// (of lap `lap`, from [`lap_of`]), at `offset` within a segment of
+/// `segment_size` bytes. Every field is checked before it is trusted; the
+/// CRC of a frame with `F_CHECKSUM` is left to the reader, who has the
+/// payload.
 #[inline(always)]
 pub fn parse(
     a: u64,
     b: u64,
     position: u64,
-    lap: u16,
+    lap: u64,
     offset: u64,
     segment_size: u64,
 ) -> Result<Slot, &'static str> {
@@ -126,7 +166,15 @@ pub fn parse(
     if w.flags & !F_KNOWN != 0 {
         return Err("unknown frame flags");
     }
-    if w.flags & F_PADDING != 0 && w.len == PAD8_LEN {
+    if w.flags & (F_PADDING | F_PAD8) != 0
+        && w.flags & (F_BEGIN | F_END | F_COMPRESSED | F_ENCRYPTED) != 0
+    {
+        return Err("padding frame with data flags");
+    }
+    if w.flags & F_PAD8 != 0 {
+        if w.flags & F_PADDING == 0 {
+            return Err("8-byte padding flag on a data frame");
+        }
         if offset + 8 > segment_size {
             return Err("padding runs past the end of its segment");
         }
@@ -136,18 +184,16 @@ pub fn parse(
             total: 8,
         });
     }
-    let total = frame_len(w.len as u64);
+    let len = b_len(b);
+    let total = frame_len(len as u64);
     if offset + total > segment_size {
         return Err("frame length runs past the end of its segment");
     }
-    if (b >> 32) as u32 != (position >> 3) as u32 {
+    if w.flags & F_CHECKSUM == 0 && b_check(b) != pos_check(position) {
         return Err("frame header names another position");
     }
-    if w.flags & F_PADDING != 0 && w.flags & (F_BEGIN | F_END | F_COMPRESSED | F_ENCRYPTED) != 0 {
-        return Err("padding frame with data flags");
-    }
     Ok(Slot::Frame {
-        len: w.len,
+        len,
         flags: w.flags,
         total,
     })
@@ -219,6 +265,9 @@ pub mod lock {
     pub const FRAG_LOCK: u64 = 512;
     /// The registration lock's holder.
     pub const REG_LOCK: u64 = 513;
+    /// The unblock lock's holder: one process at a time pads the claims
+    /// of dead producers.
+    pub const UNBLOCK_LOCK: u64 = 514;
 }
 
 pub mod cslot {
@@ -320,27 +369,48 @@ mod tests {
 
     #[test]
     fn words_round_trip() {
-        let a = word_a(123, F_COMMITTED | F_BEGIN | F_END, 7);
+        let lap = (1 << LAP_BITS) - 2;
+        let a = word_a(F_COMMITTED | F_BEGIN | F_END, lap);
         assert_eq!(
             split_a(a),
             WordA {
-                len: 123,
                 flags: F_COMMITTED | F_BEGIN | F_END,
-                lap: 7
+                lap
             }
         );
-        let b = word_b(0xdead_beef, 4096 * 9 + 8);
+        let p = 4096 * 9 + 8;
+        let b = word_b(123, pos_check(p));
+        assert_eq!((b_len(b), b_check(b)), (123, pos_check(p)));
         assert_eq!(
-            parse(a, b, 4096 * 9 + 8, 7, 8, 4096),
+            parse(a, b, p, lap, 8, 4096),
             Ok(Slot::Frame {
                 len: 123,
                 flags: F_COMMITTED | F_BEGIN | F_END,
                 total: 144
             })
         );
-        assert_eq!(parse(a, b, 4096 * 9 + 8, 6, 8, 4096), Ok(Slot::Empty));
-        assert!(parse(a, b, 4096 * 9 + 16, 7, 16, 4096).is_err());
-        assert!(parse(a, b, 4096 * 9 + 8, 7, 4000, 4096).is_err());
+        // Another lap, however far: nothing committed here yet.
+        assert_eq!(parse(a, b, p, lap - 1, 8, 4096), Ok(Slot::Empty));
+        assert_eq!(parse(a, b, p, lap - (1 << 16), 8, 4096), Ok(Slot::Empty));
+        // Word B of another position (no CRC to bind it): refused.
+        assert!(parse(a, b, p + 8, lap, 16, 4096).is_err());
+        // With a CRC, the CRC (over the position) is the check.
+        let ck = word_a(F_COMMITTED | F_BEGIN | F_END | F_CHECKSUM, lap);
+        assert!(parse(ck, word_b(123, 77), p + 8, lap, 16, 4096).is_ok());
+        assert_ne!(frame_crc(p, 3, 0, b"abc"), frame_crc(p + 8, 3, 0, b"abc"));
+        assert!(parse(a, b, p, lap, 4000, 4096).is_err());
+        // 8-byte padding: word A alone; the flag only with PADDING.
+        let pad8 = word_a(F_COMMITTED | F_PADDING | F_PAD8, lap);
+        assert_eq!(
+            parse(pad8, u64::MAX, p, lap, 4088, 4096),
+            Ok(Slot::Frame {
+                len: 0,
+                flags: F_COMMITTED | F_PADDING | F_PAD8,
+                total: 8
+            })
+        );
+        assert!(parse(word_a(F_COMMITTED | F_PAD8, lap), b, p, lap, 8, 4096).is_err());
+        assert_eq!(lap_of(u64::MAX >> 1, 16), (u64::MAX >> 17));
         assert_eq!(
             split_group(group_word(1 << 40, false, 9)),
             (1 << 40, false, 9)

@@ -325,15 +325,15 @@ impl Producer {
             // SAFETY: the claim gives this producer exclusive ownership of
             // the frame until it is published below.
             let buf = unsafe { c.seg.region.slice(body, len as usize) };
-            frame_crc(len, flags, buf)
+            frame_crc(c.pos, len, flags, buf)
         } else {
-            0
+            pos_check(c.pos)
         };
         c.seg
             .region
             .u64_at(c.off + 8)
-            .store(word_b(crc, c.pos), Relaxed);
-        let a = word_a(len, flags, self.s.lap(c.pos));
+            .store(word_b(len, crc), Relaxed);
+        let a = word_a(flags, self.s.lap(c.pos));
         let published = c
             .seg
             .region
@@ -841,37 +841,39 @@ pub(crate) fn aad(len: u32, flags: u16, pos: u64) -> [u8; 14] {
     a
 }
 
-/// Write a padding frame of `len` bytes at `off` (position `pos`), unless
-/// someone (the unblocker) already published a header there. Returns
-/// whether this call published it.
+/// Write a padding frame of `len` bytes at `off` (position `pos`, of lap
+/// `lap`) over the word A `stale` that a claim found there, unless someone
+/// already published a header there. Returns whether this call published
+/// it.
+///
+/// Only a claim's own producer, or whoever pads the claim of a producer
+/// found dead, calls this (the unblocker, recovery): nobody else can
+/// publish at `off` once word A is seen still `stale`, so word B may be
+/// written before the CAS that publishes the padding.
 pub(crate) fn write_pad(
     seg: &Seg,
     off: usize,
     pos: u64,
     len: u64,
-    lap: u16,
+    lap: u64,
     stale: u64,
     extra: u16,
 ) -> bool {
     let flags = F_COMMITTED | F_PADDING | extra;
+    let word = seg.region.u64_at(off);
     let a = if len == 8 {
-        word_a(PAD8_LEN, flags, lap)
+        word_a(flags | F_PAD8, lap)
     } else {
-        // A padding frame needs only the position half of word B (its CRC
-        // half is never checked). The unblocker may race a producer that
-        // commits here after all: never overwrite a word B that already
-        // names this position, it may carry that producer's CRC.
-        let b = seg.region.u64_at(off + 8);
-        let cur = b.load(Relaxed);
-        if (cur >> 32) as u32 != (pos >> 3) as u32 {
-            let _ = b.compare_exchange(cur, word_b(0, pos), Relaxed, Relaxed);
+        // Published already (this call lost a race to another unblocker):
+        // its word B is not ours to touch.
+        if word.load(Acquire) != stale {
+            return false;
         }
-        word_a((len - HEADER_LEN as u64) as u32, flags, lap)
+        let b = word_b((len - HEADER_LEN as u64) as u32, pos_check(pos));
+        seg.region.u64_at(off + 8).store(b, Relaxed);
+        word_a(flags, lap)
     };
-    seg.region
-        .u64_at(off)
-        .compare_exchange(stale, a, SeqCst, Relaxed)
-        .is_ok()
+    word.compare_exchange(stale, a, SeqCst, Relaxed).is_ok()
 }
 
 /// One stored frame exactly as written: possibly compressed and encrypted.

@@ -18,6 +18,14 @@ use crate::sys;
 /// hole (a damaged header, or a producer that had no slot): the reader
 /// reports that as corruption instead of skipping silently.
 pub(crate) fn unblock(s: &Inner, p: u64) -> Result<Option<u64>> {
+    // One unblocker at a time: two that padded the same hole with
+    // different lengths (one saw the dead claim's record, the other found
+    // it cleared) could leave the length of one in word B under the word A
+    // of the other. Whoever is at it now will have padded this hole (or
+    // found it live) by the time this reader asks again.
+    let Some(_one) = s.live.try_hold(sys::SlotRef::UnblockLock)? else {
+        return Ok(None);
+    };
     let (reported, mut next) = unblock_one(s, p, false)?;
     // Claims of producers that died one after another (say, all killed
     // while waiting for space) are aborted together, not one
@@ -291,7 +299,7 @@ fn peek_raw(s: &Inner, seg: &Seg, p: u64) -> Result<Slot, &'static str> {
         // The frame may be under a producer's pen (Overwrite, or a hole's
         // neighbour): atomic loads.
         seg.region.read_racy(off + HEADER_LEN, &mut buf);
-        if frame_crc(len, flags, &buf) != b as u32 {
+        if frame_crc(p, len, flags, &buf) != b_check(b) {
             return Err("checksum mismatch");
         }
     }

@@ -965,8 +965,8 @@ impl Inner {
         self.meta.u64_at(meta::FRAG_LOCK)
     }
     #[inline]
-    pub fn lap(&self, pos: u64) -> u16 {
-        (pos >> self.lap_shift) as u16
+    pub fn lap(&self, pos: u64) -> u64 {
+        format::lap_of(pos, self.lap_shift)
     }
     #[inline]
     pub fn seg_index(&self, pos: u64) -> u64 {

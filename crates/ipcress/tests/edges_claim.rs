@@ -444,3 +444,47 @@ fn read_only_opens_change_no_byte() {
         }
     }
 }
+
+/// Item 12: a header left from a lap long ago (inside padding, or in grant
+/// bytes nobody wrote, a header can stay for any number of laps) must not
+/// pass for one of today's. Here the ring has gone round exactly 2^16 laps
+/// of 512 KiB since the record at offset 0 was written (the tail and head
+/// are moved there, as 32 GiB of traffic would move them): a header whose
+/// lap had 16 bits, with 32 bits of position, names that position again.
+/// A reader there must wait for a new record, not deliver the old one.
+#[test]
+fn a_header_two_to_the_sixteen_laps_old_is_not_taken_for_new() {
+    use ipcress::format::meta;
+    let root = TempRoot::new("oldlap");
+    let cap = 1u64 << 19;
+    let s = Stream::create_in(root.path(), "s", &StreamOptions::ring(cap)).unwrap();
+    let old = vec![0xA5u8; 1000];
+    s.producer().unwrap().send(&old).unwrap();
+    drop(s);
+    let later = cap << 16;
+    let meta_path = root.path().join("s/meta");
+    let mut m = std::fs::read(&meta_path).unwrap();
+    for off in [meta::TAIL, meta::HEAD] {
+        m[off..off + 8].copy_from_slice(&later.to_le_bytes());
+    }
+    std::fs::write(&meta_path, m).unwrap();
+
+    let s = Stream::open_in(root.path(), "s").unwrap();
+    assert_eq!((s.head(), s.tail()), (later, later));
+    let mut c = s.subscribe(From::Position(later)).unwrap();
+    match c.recv_timeout(Duration::from_millis(300)) {
+        Ok(None) => {}
+        Ok(Some(m)) => panic!(
+            "a record {} laps old was delivered as new ({} bytes)",
+            1u32 << 16,
+            m.bytes().unwrap().len()
+        ),
+        Err(e) => panic!("{e}"),
+    }
+    // The next record written there is the one read.
+    let new = vec![0x5Au8; 1000];
+    s.producer().unwrap().send(&new).unwrap();
+    let m = c.recv_timeout(WATCHDOG).unwrap().expect("the new record");
+    assert_eq!(m.bytes().unwrap(), &new[..]);
+    assert!(c.recv_timeout(Duration::from_millis(50)).unwrap().is_none());
+}

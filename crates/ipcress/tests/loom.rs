@@ -28,17 +28,18 @@ impl Ring {
     fn word(&self, pos: u64) -> &AtomicU64 {
         &self.words[((pos % CAP) / 8) as usize]
     }
-    fn lap(pos: u64) -> u16 {
-        (pos >> LAP_SHIFT) as u16
+    fn lap(pos: u64) -> u64 {
+        lap_of(pos, LAP_SHIFT)
     }
 
     fn pad(&self, pos: u64, len: u64) {
         let flags = F_COMMITTED | F_PADDING;
         let a = if len == 8 {
-            word_a(PAD8_LEN, flags, Self::lap(pos))
+            word_a(flags | F_PAD8, Self::lap(pos))
         } else {
-            self.word(pos + 8).store(word_b(0, pos), Relaxed);
-            word_a((len - 16) as u32, flags, Self::lap(pos))
+            self.word(pos + 8)
+                .store(word_b((len - 16) as u32, pos_check(pos)), Relaxed);
+            word_a(flags, Self::lap(pos))
         };
         let stale = self.word(pos).load(Relaxed);
         let _ = self.word(pos).compare_exchange(stale, a, SeqCst, Relaxed);
@@ -57,8 +58,10 @@ impl Ring {
             }
             let stale = self.word(pos).load(Relaxed);
             self.word(pos + 16).store(value, Relaxed);
-            self.word(pos + 8).store(word_b(value as u32, pos), Relaxed);
-            let a = word_a(8, F_COMMITTED | F_BEGIN | F_END, Self::lap(pos));
+            // The value stands in for the CRC: the reader checks that it
+            // sees the word B and payload of the frame it parsed.
+            self.word(pos + 8).store(word_b(8, value as u32), Relaxed);
+            let a = word_a(F_COMMITTED | F_BEGIN | F_END | F_CHECKSUM, Self::lap(pos));
             self.word(pos)
                 .compare_exchange(stale, a, SeqCst, Relaxed)
                 .expect("nobody else commits our claim");
@@ -85,7 +88,7 @@ impl Ring {
                         let v = self.word(pos + 16).load(Relaxed);
                         // The payload and word B were written before the
                         // commit: they must be visible and consistent.
-                        assert_eq!(b as u32, v as u32, "torn frame at {pos}");
+                        assert_eq!(b_check(b), v as u32, "torn frame at {pos}");
                         out.push(v);
                     }
                     pos += total;

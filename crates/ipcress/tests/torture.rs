@@ -213,13 +213,15 @@ fn dump(p: u64) {
         } else {
             0
         };
-        if (a >> 32) as u16 & 1 != 0 {
+        // FORMAT.md, "Frames": A = flags | lap << 16, B = len | check << 32.
+        if a as u16 & 1 != 0 {
             out += &format!(
-                "  {q}: len {} flags {:#x} lap {} pos32ok {}\n",
-                a as u32,
-                (a >> 32) as u16,
-                a >> 48,
-                (b >> 32) as u32 == (q >> 3) as u32
+                "  {q}: flags {:#x} lap {} len {} check {:#x} (pos check {:#x})\n",
+                a as u16,
+                a >> 16,
+                b as u32,
+                b >> 32,
+                (q >> 3) as u32
             );
         }
         q += 8;

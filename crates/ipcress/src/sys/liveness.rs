@@ -30,6 +30,8 @@ pub(crate) enum SlotRef {
     FragLock,
     /// The registration lock (finding or creating named slots).
     RegLock,
+    /// The unblock lock (padding the claims of dead producers).
+    UnblockLock,
 }
 
 impl SlotRef {
@@ -46,6 +48,7 @@ impl SlotRef {
             }
             SlotRef::FragLock => lock::BASE + lock::FRAG_LOCK,
             SlotRef::RegLock => lock::BASE + lock::REG_LOCK,
+            SlotRef::UnblockLock => lock::BASE + lock::UNBLOCK_LOCK,
         }
     }
 }

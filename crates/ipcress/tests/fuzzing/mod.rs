@@ -211,20 +211,18 @@ pub fn frame_header(data: &[u8]) {
     let seg = 1u64 << shift;
     let lap_shift = shift + inp.u8() as u32 % 17;
     let lap = if inp.u8() & 1 == 0 {
-        (position >> lap_shift) as u16
+        lap_of(position, lap_shift)
     } else {
-        inp.u16()
+        inp.u64() >> 16
     };
     let offset = position & (seg - 1);
     check_parse(a, b, position, lap, offset, seg);
 
     // Round trips of the word helpers.
     let w = split_a(a);
-    assert_eq!(word_a(w.len, w.flags, w.lap), a);
-    assert_eq!(
-        (word_b(b as u32, position) >> 32) as u32,
-        (position >> 3) as u32
-    );
+    assert_eq!(word_a(w.flags, w.lap), a);
+    assert_eq!(word_b(b_len(b), b_check(b)), b);
+    assert_eq!(lap_of(position, lap_shift) >> LAP_BITS, 0);
 
     // Walk the rest of the input as one 4 KiB segment at some position.
     let body = inp.rest();
@@ -238,7 +236,7 @@ pub fn frame_header(data: &[u8]) {
         assert!(steps <= 512, "a walk of one segment cannot take more steps");
         let p = base + off;
         let (a, b) = (word_at(body, off), word_at(body, off + 8));
-        match format::parse(a, b, p, (p >> lap_shift) as u16, off, seg) {
+        match format::parse(a, b, p, lap_of(p, lap_shift), off, seg) {
             Ok(Slot::Frame { len, flags, total }) => {
                 let end = off + total;
                 assert!(end <= seg);
@@ -253,7 +251,7 @@ pub fn frame_header(data: &[u8]) {
                         for (i, x) in payload.iter_mut().enumerate() {
                             *x = body.get(start + i).copied().unwrap_or(0);
                         }
-                        std::hint::black_box(frame_crc(len, flags, &payload) == b as u32);
+                        std::hint::black_box(frame_crc(p, len, flags, &payload) == b_check(b));
                     }
                 }
                 off = end;
@@ -263,7 +261,7 @@ pub fn frame_header(data: &[u8]) {
     }
 }
 
-fn check_parse(a: u64, b: u64, position: u64, lap: u16, offset: u64, seg: u64) {
+fn check_parse(a: u64, b: u64, position: u64, lap: u64, offset: u64, seg: u64) {
     match format::parse(a, b, position, lap, offset, seg) {
         Ok(Slot::Empty) => {
             let w = split_a(a);
@@ -274,16 +272,16 @@ fn check_parse(a: u64, b: u64, position: u64, lap: u16, offset: u64, seg: u64) {
             assert_eq!(flags & !F_KNOWN, 0, "unknown flags accepted");
             assert!(total >= 8 && total.is_multiple_of(8), "total {total}");
             assert!(offset + total <= seg, "frame past its segment");
-            if total == 8 && len == 0 && flags & F_PADDING != 0 {
+            if flags & F_PAD8 != 0 {
                 // 8-byte padding: word A alone.
+                assert!(total == 8 && len == 0 && flags & F_PADDING != 0);
                 return;
             }
             assert_eq!(total, frame_len(len as u64));
-            assert_eq!(
-                (b >> 32) as u32,
-                (position >> 3) as u32,
-                "position not checked"
-            );
+            assert_eq!(len, b_len(b));
+            if flags & F_CHECKSUM == 0 {
+                assert_eq!(b_check(b), pos_check(position), "position not checked");
+            }
             if flags & F_PADDING != 0 {
                 assert_eq!(flags & (F_BEGIN | F_END | F_COMPRESSED | F_ENCRYPTED), 0);
             }
@@ -711,16 +709,17 @@ pub fn seed_corpus() -> Vec<(&'static str, String, Vec<u8>)> {
         out.push(("frame_header", format!("seed-{i:02}"), v));
     }
     for (i, w) in [
-        word_a(PAD8_LEN, F_COMMITTED | F_PADDING, 0),
-        word_a(u32::MAX - 3, F_COMMITTED, 0),
-        word_a(4080, F_COMMITTED | F_BEGIN | F_END | F_CHECKSUM, 0),
-        word_a(10, 0xFFFF, 0),
+        (word_a(F_COMMITTED | F_PADDING | F_PAD8, 0), 0),
+        (word_a(F_COMMITTED, 0), u32::MAX - 3),
+        (word_a(F_COMMITTED | F_BEGIN | F_END | F_CHECKSUM, 0), 4080),
+        (word_a(0xFFFF, 0), 10),
     ]
     .iter()
     .enumerate()
     {
+        let (w, len) = *w;
         let mut v = w.to_le_bytes().to_vec();
-        v.extend_from_slice(&word_b(0, 4088).to_le_bytes());
+        v.extend_from_slice(&word_b(len, pos_check(4088)).to_le_bytes());
         v.extend_from_slice(&4088u64.to_le_bytes());
         v.extend_from_slice(&[0, 0, 0]);
         out.push(("frame_header", format!("edge-{i}"), v));
@@ -939,10 +938,10 @@ fn cut_after_begin(mut v: Vec<u8>) -> Vec<u8> {
         if w.flags & F_COMMITTED == 0 {
             break;
         }
-        let total = if w.len == PAD8_LEN {
+        let total = if w.flags & F_PAD8 != 0 {
             8
         } else {
-            frame_len(w.len as u64)
+            frame_len(b_len(word_at(ring, off + 8)) as u64)
         };
         if w.flags & F_BEGIN != 0 && w.flags & F_END == 0 {
             let end = 1 + (off + total) as usize;
