@@ -120,6 +120,46 @@ fn child_cmd(role: &str, root: &TempRoot) -> Command {
     cmd
 }
 
+/// A child of this test binary, its stdout piped, under the watchdog, and
+/// SIGKILLed when dropped (however the test ends: a stopped child left
+/// behind would hold the test's output open).
+struct Watched {
+    child: Child,
+    done: Arc<AtomicBool>,
+}
+
+impl Watched {
+    fn spawn(mut cmd: Command) -> Watched {
+        let child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        watchdog(child.id(), done.clone());
+        Watched { child, done }
+    }
+
+    fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait for the child's `RESULT <prefix>...` line.
+    fn result(&mut self, prefix: &str) -> String {
+        await_result(&mut self.child, prefix)
+    }
+
+    /// SIGKILL the child and reap it.
+    fn kill(&mut self) {
+        unsafe_kill(self.child.id(), 9);
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.done.store(true, SeqCst);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Read the child's stdout until a `RESULT <prefix>...` line. The rest of
 /// its output goes on being read (and dropped) in the background.
 fn await_result(child: &mut Child, prefix: &str) -> String {
@@ -178,14 +218,10 @@ fn zombie_producers_claim_is_unblocked() {
     let root = TempRoot::new("zombie");
     let s = stream_with_unblock(&root);
     let mut c = s.consumer("d").unwrap();
-    let mut keeper = child_cmd("zombie_keeper", &root)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let done = Arc::new(AtomicBool::new(false));
-    watchdog(keeper.id(), done.clone());
-    let r = await_result(&mut keeper, "zombie ");
+    let mut cmd = child_cmd("zombie_keeper", &root);
+    cmd.stdin(Stdio::piped());
+    let mut keeper = Watched::spawn(cmd);
+    let r = keeper.result("zombie ");
     let mut it = r.split_whitespace().skip(1);
     let zpid: u32 = it.next().unwrap().parse().unwrap();
     let claimed: u64 = it.next().unwrap().parse().unwrap();
@@ -197,9 +233,8 @@ fn zombie_producers_claim_is_unblocked() {
     read_all(&mut c, 100, 50, "zombie");
     // The producer stayed a zombie the whole time.
     assert_eq!(proc_state(zpid), Some('Z'));
-    drop(keeper.stdin.take());
-    assert!(keeper.wait().unwrap().success());
-    done.store(true, SeqCst);
+    drop(keeper.child.stdin.take());
+    assert!(keeper.child.wait().unwrap().success());
 }
 
 /// Item 6: a producer in another pid namespace (a container sharing
@@ -236,10 +271,7 @@ fn producer_in_another_pid_namespace_is_seen_dead() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let done = Arc::new(AtomicBool::new(false));
-    watchdog(child.id(), done.clone());
-    let out = child.wait_with_output().unwrap();
-    done.store(true, SeqCst);
+    let out = wait_with_watchdog(child, WATCHDOG);
     assert!(
         results(&out.stdout)
             .iter()
@@ -293,17 +325,9 @@ fn fill_four_laps(root: &TempRoot) {
 fn producer_goes_on_when_the_only_group_member_is_killed() {
     let root = TempRoot::new("deadmember");
     let s = Stream::create_in(root.path(), "s", &StreamOptions::ring(1 << 16)).unwrap();
-    let mut member = child_cmd("member_join", &root)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let done = Arc::new(AtomicBool::new(false));
-    watchdog(member.id(), done.clone());
-    await_result(&mut member, "joined");
-    unsafe_kill(member.id(), 9);
-    member.wait().unwrap();
-    done.store(true, SeqCst);
+    let mut member = Watched::spawn(child_cmd("member_join", &root));
+    member.result("joined");
+    member.kill();
     fill_four_laps(&root);
     assert!(s.tail() > 3 * (1 << 16));
     // A member that joins now starts where the group was left (its
@@ -344,22 +368,8 @@ fn producer_goes_on_after_the_durable_timeout() {
 fn remove_refuses_a_stream_a_live_process_has_open() {
     let root = TempRoot::new("rm-open");
     Stream::create_in(root.path(), "s", &StreamOptions::ring(1 << 20)).unwrap();
-    let mut child = child_cmd("member_join", &root)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Killed however the test ends: a stopped child left behind would
-    // hold the test's output open.
-    struct KillOnDrop(u32);
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            unsafe_kill(self.0, 9);
-        }
-    }
-    let _kill = KillOnDrop(child.id());
-    let done = Arc::new(AtomicBool::new(false));
-    watchdog(child.id(), done.clone());
-    await_result(&mut child, "joined");
+    let mut child = Watched::spawn(child_cmd("member_join", &root));
+    child.result("joined");
     unsafe_kill(child.id(), libc::SIGSTOP);
     match Stream::remove_in(root.path(), "s") {
         Err(Error::StreamInUse { name }) => assert_eq!(name, "s"),
@@ -369,9 +379,7 @@ fn remove_refuses_a_stream_a_live_process_has_open() {
     let s = Stream::open_in(root.path(), "s").unwrap();
     assert_eq!(s.consumers().len(), 2);
     drop(s);
-    unsafe_kill(child.id(), 9);
-    child.wait().unwrap();
-    done.store(true, SeqCst);
+    child.kill();
     Stream::remove_in(root.path(), "s").unwrap();
     assert!(!root.path().join("s").exists());
 }
