@@ -223,24 +223,36 @@ fn durable_killed_mid_message_gets_it_again_whole() {
     assert_eq!(read_result_line(&mut child), "mid");
     unsafe_kill(child.id(), 9);
     child.wait().unwrap();
+    expect_big_again(&s, 24 << 10, "ring");
+}
+
+/// Reopen durable consumer `d` of `s` after its process was killed: it
+/// reads producer 9's record 1 (`big_len` bytes, fragmented) again,
+/// whole, then record 2, then nothing.
+fn expect_big_again(s: &Stream, big_len: usize, what: &str) {
     let mut c = s.consumer("d").unwrap();
     let m = c
         .recv_timeout(Duration::from_secs(10))
         .unwrap()
         .expect("a record");
     let got = m.to_vec().unwrap();
-    assert_eq!(got.len(), 24 << 10, "record 1 again, whole");
-    assert_eq!(check_payload(&got), (9, 1));
+    assert_eq!(
+        check_payload(&got),
+        (9, 1),
+        "{what}: record 1 again after the kill"
+    );
+    assert_eq!(got.len(), big_len, "{what}: record 1 whole");
     let m = c
         .recv_timeout(Duration::from_secs(10))
         .unwrap()
         .expect("a record");
-    assert_eq!(check_payload(m.bytes().unwrap()), (9, 2));
+    assert_eq!(check_payload(m.bytes().unwrap()), (9, 2), "{what}");
     drop(m);
     assert!(
         c.recv_timeout(Duration::from_millis(100))
             .unwrap()
-            .is_none()
+            .is_none(),
+        "{what}: nothing after record 2"
     );
 }
 /// Issue 12 (chaos, seed 3): a durable consumer killed after it read a
@@ -268,29 +280,7 @@ fn durable_killed_after_reading_a_fragmented_message_gets_it_again() {
         assert_eq!(read_result_line(&mut child), "whole");
         unsafe_kill(child.id(), 9);
         child.wait().unwrap();
-        let mut c = s.consumer("d").unwrap();
-        let m = c
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap()
-            .expect("a record");
-        let got = m.to_vec().unwrap();
-        assert_eq!(
-            check_payload(&got),
-            (9, 1),
-            "{what}: record 1 again after the kill"
-        );
-        assert_eq!(got.len(), big_len, "{what}: record 1 whole");
-        let m = c
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap()
-            .expect("a record");
-        assert_eq!(check_payload(m.bytes().unwrap()), (9, 2), "{what}");
-        drop(m);
-        assert!(
-            c.recv_timeout(Duration::from_millis(100))
-                .unwrap()
-                .is_none()
-        );
+        expect_big_again(&s, big_len, what);
     }
 }
 
