@@ -88,6 +88,29 @@ fn tail(root: &Root, name: &str) -> u64 {
     root.stat(name)["tail"].as_u64().unwrap()
 }
 
+/// Start `put s --whole`, feed it 600 KiB of a record that never ends, and
+/// SIGKILL it once more than 500 KiB of fragments are in the stream: it
+/// dies holding the fragment lock, the message unfinished.
+fn kill_put_whole_mid_record(root: &Root) {
+    let mut put = root.cmd(&["put", "s", "--whole"]);
+    put.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut put = Bg::spawn(put);
+    let mut stdin = put.child.stdin.take().unwrap();
+    stdin.write_all(&vec![b'x'; 600 << 10]).unwrap();
+    stdin.flush().unwrap();
+    // The fragments are in the stream (the put holds the rest back).
+    let t0 = Instant::now();
+    while tail(root, "s") < 500 << 10 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "put wrote nothing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    put.signal(Signal::KILL);
+    put.wait(Duration::from_secs(30));
+    drop(stdin);
+}
+
 /// A `put --whole` SIGKILLed in the middle of a fragmented record: every
 /// kind of follower (subscriber, durable consumer, group member, `exec`)
 /// warns once, writes nothing of the record, and delivers the next one.
@@ -112,24 +135,7 @@ fn a_message_whose_producer_died_is_skipped_by_every_follower() {
     let mut exec = Tap::spawn(root.cmd(&["exec", "--in", "s", "--out", "o", "--", "cat"]));
     root.await_consumers("s", 4);
 
-    let mut put = root.cmd(&["put", "s", "--whole"]);
-    put.stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut put = Bg::spawn(put);
-    let mut stdin = put.child.stdin.take().unwrap();
-    let part = vec![b'x'; 600 << 10];
-    stdin.write_all(&part).unwrap();
-    stdin.flush().unwrap();
-    // The fragments are in the stream (the put holds the rest back).
-    let t0 = Instant::now();
-    while tail(&root, "s") < 500 << 10 {
-        assert!(t0.elapsed() < Duration::from_secs(60), "put wrote nothing");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    put.signal(Signal::KILL);
-    put.wait(Duration::from_secs(30));
-    drop(stdin);
+    kill_put_whole_mid_record(&root);
 
     root.ok_in(&["put", "s"], b"after\n");
     for (what, f) in &mut followers {
@@ -505,22 +511,7 @@ fn ls_and_stat_leave_a_crashed_stream_as_it_is() {
     let _w = Watchdog::new("read-only after crash", Duration::from_secs(240));
     let root = Root::new("rocrash");
     root.ok(&["create", "s", "--ring", "1M"]);
-    let mut put = root.cmd(&["put", "s", "--whole"]);
-    put.stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut put = Bg::spawn(put);
-    let mut stdin = put.child.stdin.take().unwrap();
-    stdin.write_all(&vec![b'x'; 600 << 10]).unwrap();
-    stdin.flush().unwrap();
-    let t0 = Instant::now();
-    while tail(&root, "s") < 500 << 10 {
-        assert!(t0.elapsed() < Duration::from_secs(60), "put wrote nothing");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    put.signal(Signal::KILL);
-    put.wait(Duration::from_secs(30));
-    drop(stdin);
+    kill_put_whole_mid_record(&root);
 
     let files = |root: &Root| -> Vec<(String, Vec<u8>)> {
         let mut v: Vec<_> = std::fs::read_dir(root.path().join("s"))
