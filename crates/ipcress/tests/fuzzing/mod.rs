@@ -101,7 +101,13 @@ impl Scratch {
         static N: AtomicU64 = AtomicU64::new(0);
         let p = scratch_base().join(format!("r{}", N.fetch_add(1, Ordering::Relaxed)));
         let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("scratch dir");
+        // Another thread's last Scratch may remove the base between the
+        // moment it is made and the moment `p` is made in it: try again.
+        let mut tries = 0;
+        while let Err(e) = std::fs::create_dir_all(&p) {
+            tries += 1;
+            assert!(tries < 100, "scratch dir {}: {e}", p.display());
+        }
         Scratch(p)
     }
 }
