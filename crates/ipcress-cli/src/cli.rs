@@ -237,6 +237,10 @@ pub struct ExecArgs {
     /// Length-prefixed records (u32 LE) on the program's stdin and stdout, not lines
     #[arg(long)]
     pub length_prefixed: bool,
+    /// The program answers every input record with exactly one output record:
+    /// acknowledge a record only once its answer is in B
+    #[arg(long)]
+    pub one_to_one: bool,
     /// Where a new group starts: start, end or a position
     #[arg(long, value_name = "start|end|POS", default_value = "start", value_parser = parse_from)]
     pub from: ipcress::From,

@@ -67,6 +67,24 @@ impl Shared {
     }
 }
 
+/// When a record handed to a worker counts as done (acknowledged to the
+/// group): once the worker has read it from its pipe, or, with
+/// `--one-to-one`, once its answer is in B.
+#[derive(Clone)]
+enum Done {
+    Read,
+    Answered(Arc<Answers>),
+}
+
+/// What a worker's collector tells its feeder with `--one-to-one`.
+#[derive(Default)]
+struct Answers {
+    /// Output records sent to B so far.
+    sent: AtomicU64,
+    /// The collector has finished (the worker closed its stdout).
+    finished: AtomicBool,
+}
+
 struct Worker {
     child: Child,
     feeder: JoinHandle<Result<(), MoveError>>,
@@ -103,10 +121,15 @@ pub fn run(ctx: &Ctx, a: ExecArgs) -> Result<()> {
 
     // Join the group and open the producers first: errors come before any
     // child runs.
+    let in_flight = if a.one_to_one {
+        IN_FLIGHT_ANSWERED
+    } else {
+        IN_FLIGHT
+    };
     let mut ends = Vec::new();
     for _ in 0..a.workers {
-        let mut members = Vec::with_capacity(IN_FLIGHT);
-        for _ in 0..IN_FLIGHT {
+        let mut members = Vec::with_capacity(in_flight);
+        for _ in 0..in_flight {
             members.push(
                 input
                     .group_from(&group, a.from)
@@ -146,13 +169,22 @@ pub fn run(ctx: &Ctx, a: ExecArgs) -> Result<()> {
         let stdout = child.stdout.take().expect("piped");
         let sh = shared.clone();
         let name = a.input.clone();
+        let done = if a.one_to_one {
+            Done::Answered(Arc::default())
+        } else {
+            Done::Read
+        };
+        let answers = match &done {
+            Done::Answered(x) => Some(x.clone()),
+            Done::Read => None,
+        };
         let feeder = std::thread::Builder::new()
             .name(format!("feeder-{i}"))
-            .spawn(move || feed(members, stdin, framing, &sh, &name))
+            .spawn(move || feed(members, stdin, framing, done, &sh, &name))
             .context("start a thread")?;
         let collector = std::thread::Builder::new()
             .name(format!("collector-{i}"))
-            .spawn(move || collect(stdout, producer, framing))
+            .spawn(move || collect(stdout, producer, framing, answers))
             .context("start a thread")?;
         workers.push(Worker {
             child,
@@ -232,12 +264,20 @@ fn finish(workers: Vec<Worker>, program: &str) -> Result<()> {
 /// One keeps the group's order (members hand out runs of records).
 const IN_FLIGHT: usize = 1;
 
+/// Members per worker with `--one-to-one`: records a worker may hold
+/// unanswered. More than one, or every record would wait for the answer
+/// to the one before it; the group's order is not kept across them.
+const IN_FLIGHT_ANSWERED: usize = 4;
+
 /// One record written to a worker's stdin and not acknowledged yet.
 struct InFlight {
     /// The member that holds it.
     member: usize,
     /// Bytes written to the pipe up to and including this record.
     end: u64,
+    /// How many records were written whole up to and including this one:
+    /// it is answered once that many answers are in B (`--one-to-one`).
+    seq: u64,
 }
 
 /// Feeder: the worker's members of the group on A -> child's stdin.
@@ -251,16 +291,24 @@ struct InFlight {
 /// unacknowledged: their members are never closed (closing would
 /// acknowledge) and the group hands the records to another member once
 /// this process is gone (docs/CLI.md).
+///
+/// With `--one-to-one` (`Done::Answered`) a record is acknowledged only
+/// once the collector has sent as many answers to B as records were
+/// written up to it, so a record the worker read but had not answered when
+/// it, or `exec`, died goes back to the group too.
 fn feed(
     mut members: Vec<Consumer>,
     stdin: ChildStdin,
     framing: Framing,
+    done: Done,
     sh: &Shared,
     stream: &str,
 ) -> Result<(), MoveError> {
     let mut pipe = Pipe {
         w: stdin,
         written: 0,
+        records: 0,
+        done,
     };
     let mut inflight: VecDeque<InFlight> = VecDeque::new();
     let mut rec = Vec::with_capacity(64 << 10);
@@ -328,10 +376,15 @@ fn feed(
                 .store(sh.started.elapsed().as_millis() as u64, Relaxed);
             let r = pipe.write(&rec);
             rec.clear();
+            // A record not written whole is never acknowledged.
+            let whole = r.is_ok();
+            if whole {
+                pipe.records += 1;
+            }
             inflight.push_back(InFlight {
                 member: free,
-                // A record not written whole is never acknowledged.
-                end: if r.is_ok() { pipe.written } else { u64::MAX },
+                end: if whole { pipe.written } else { u64::MAX },
+                seq: if whole { pipe.records } else { u64::MAX },
             });
             r?;
         }
@@ -340,17 +393,36 @@ fn feed(
         // Let the other workers wind down too.
         sh.stop.store(true, Relaxed);
     }
-    // Give the worker a moment to read what it has, acknowledge that, and
-    // leave the rest to the group.
-    let t0 = Instant::now();
-    let mut waits = 0;
-    while !inflight.is_empty() && t0.elapsed() < DRAIN_WAIT {
-        if pipe.ack_read(&mut members, &mut inflight).is_err() || pipe.wait_read(waits).is_err() {
-            break;
+    let pipe = match &pipe.done {
+        Done::Read => {
+            // Give the worker a moment to read what it has, acknowledge
+            // that, and leave the rest to the group.
+            let t0 = Instant::now();
+            let mut waits = 0;
+            while !inflight.is_empty() && t0.elapsed() < DRAIN_WAIT {
+                if pipe.ack_read(&mut members, &mut inflight).is_err()
+                    || pipe.wait_read(waits).is_err()
+                {
+                    break;
+                }
+                waits += 1;
+            }
+            let _ = pipe.ack_read(&mut members, &mut inflight);
+            Some(pipe)
         }
-        waits += 1;
-    }
-    let _ = pipe.ack_read(&mut members, &mut inflight);
+        Done::Answered(answers) => {
+            // End of input: the worker answers what it has and exits;
+            // every answer it gives is in B once the collector finishes.
+            let answers = answers.clone();
+            let records = pipe.records;
+            drop(pipe);
+            while !answers.finished.load(Acquire) && answers.sent.load(Acquire) < records {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let _ = ack_answered(&answers, &mut members, &mut inflight);
+            None
+        }
+    };
     let unread: Vec<usize> = inflight.iter().map(|f| f.member).collect();
     for (i, mut m) in members.into_iter().enumerate() {
         if unread.contains(&i) {
@@ -361,18 +433,38 @@ fn feed(
             let _ = m.commit();
         }
     }
-    drop(pipe); // closes the child's stdin
+    drop(pipe); // closes the child's stdin (if not closed yet)
     result
+}
+
+/// Acknowledge, in order, every record whose answer is in B.
+fn ack_answered(
+    answers: &Answers,
+    members: &mut [Consumer],
+    inflight: &mut VecDeque<InFlight>,
+) -> Result<(), MoveError> {
+    let sent = answers.sent.load(Acquire);
+    while let Some(f) = inflight.front() {
+        if f.seq > sent {
+            break;
+        }
+        members[f.member].commit().map_err(MoveError::Stream)?;
+        inflight.pop_front();
+    }
+    Ok(())
 }
 
 /// How long a stopping feeder waits for its worker to read what it was
 /// given before it leaves the rest unacknowledged.
 const DRAIN_WAIT: Duration = Duration::from_secs(1);
 
-/// The write end of a worker's stdin, with the bytes written to it.
+/// The write end of a worker's stdin, with the bytes and records written
+/// to it and when they count as done.
 struct Pipe {
     w: ChildStdin,
     written: u64,
+    records: u64,
+    done: Done,
 }
 
 impl Pipe {
@@ -399,7 +491,8 @@ impl Pipe {
         Ok(self.written.saturating_sub(queued))
     }
 
-    /// Acknowledge every record the worker has read.
+    /// Acknowledge every record the worker has read (or, with
+    /// `--one-to-one`, answered).
     fn ack_read(
         &self,
         members: &mut [Consumer],
@@ -407,6 +500,9 @@ impl Pipe {
     ) -> Result<(), MoveError> {
         if inflight.is_empty() {
             return Ok(());
+        }
+        if let Done::Answered(answers) = &self.done {
+            return ack_answered(answers, members, inflight);
         }
         let read = self.read_by_worker()?;
         while let Some(f) = inflight.front() {
@@ -457,13 +553,23 @@ fn lagged_or(e: Error, stream: &str) -> Result<(), MoveError> {
 }
 
 /// Collector: child's stdout -> producer on B, until the child closes it.
+/// With `--one-to-one` it counts the answers sent for the feeder.
 fn collect(
     stdout: ChildStdout,
     mut producer: Producer,
     framing: Framing,
+    answers: Option<Arc<Answers>>,
 ) -> Result<u64, MoveError> {
     let mut r = BufReader::with_capacity(256 << 10, stdout);
     // Never interrupted: whatever the child wrote is kept.
     let never = AtomicBool::new(false);
-    send_records(&mut r, framing, &mut producer, &never, &mut || {})
+    let r = send_records(&mut r, framing, &mut producer, &never, &mut || {
+        if let Some(a) = &answers {
+            a.sent.fetch_add(1, Release);
+        }
+    });
+    if let Some(a) = &answers {
+        a.finished.store(true, Release);
+    }
+    r
 }

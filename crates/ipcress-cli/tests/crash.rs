@@ -502,6 +502,106 @@ fn a_killed_exec_loses_no_record() {
     group_delivers_set(&root, rest);
 }
 
+/// Issue 12 item 9: with `--one-to-one`, a record counts as done only once
+/// its answer is in B. `exec` is SIGKILLed while its worker has answered
+/// two records and read a third it never answers (it stops itself): the
+/// third goes back to the group with every record not answered, each
+/// exactly once. (Without `--one-to-one` a record read is done: the third
+/// would be lost.)
+#[test]
+fn a_killed_one_to_one_exec_gives_back_what_was_not_answered() {
+    let _w = Watchdog::new("one-to-one exec killed", Duration::from_secs(180));
+    let root = Root::new("exec-1to1-killed");
+    root.ok(&["create", "a", "--ring", "1M"]);
+    root.ok(&["create", "b", "--ring", "1M"]);
+    root.ok_in(&["put", "a"], &numbered(50));
+    let mut exec = Tap::spawn(root.cmd(&[
+        "exec",
+        "--in",
+        "a",
+        "--out",
+        "b",
+        "--group",
+        "e",
+        "--one-to-one",
+        "--",
+        "sh",
+        "-c",
+        "read l && echo \"got $l\" && read l && echo \"got $l\" && read l && kill -STOP $$",
+    ]));
+    let t0 = Instant::now();
+    while String::from_utf8_lossy(&root.ok(&["get", "b"]))
+        .lines()
+        .count()
+        < 2
+    {
+        assert!(
+            exec.bg.child.try_wait().unwrap().is_none(),
+            "exec ended: {}",
+            exec.err()
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the worker never answered"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Let the feeder see the answers (it looks every millisecond or so).
+    std::thread::sleep(Duration::from_secs(1));
+    exec.bg.signal(Signal::KILL);
+    exec.bg.wait(Duration::from_secs(30));
+    let answered: Vec<String> = String::from_utf8(root.ok(&["get", "b"]))
+        .unwrap()
+        .lines()
+        .map(|l| l.trim_start_matches("got ").to_string())
+        .collect();
+    assert_eq!(answered.len(), 2, "{answered:?}");
+    let rest: Vec<String> = (0..50)
+        .map(|i| format!("r{i}"))
+        .filter(|r| !answered.contains(r))
+        .collect();
+    group_delivers_set(&root, rest);
+}
+
+/// `--one-to-one` end to end: every record answered once, in B, and the
+/// group has nothing left.
+#[test]
+fn one_to_one_exec_answers_every_record_once() {
+    let _w = Watchdog::new("one-to-one exec", Duration::from_secs(180));
+    let root = Root::new("exec-1to1");
+    root.ok(&["create", "a", "--ring", "1M"]);
+    root.ok(&["create", "b", "--ring", "1M"]);
+    root.ok_in(&["put", "a"], &numbered(500));
+    root.ok(&[
+        "exec",
+        "--in",
+        "a",
+        "--out",
+        "b",
+        "--group",
+        "e",
+        "--workers",
+        "2",
+        "--one-to-one",
+        "--count",
+        "500",
+        "--",
+        "sed",
+        "-u",
+        "s/^/got /",
+    ]);
+    let mut got: Vec<String> = String::from_utf8(root.ok(&["get", "b"]))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = (0..500).map(|i| format!("got r{i}")).collect();
+    want.sort();
+    assert_eq!(got, want);
+    group_delivers_set(&root, Vec::new());
+}
+
 /// Issue 12 (read-only commands write): after a `put --whole` is
 /// SIGKILLed holding the fragment lock, `ls` and `stat` change no byte of
 /// the stream, its meta file included; the repair is left to the next
