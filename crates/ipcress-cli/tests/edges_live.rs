@@ -191,3 +191,76 @@ fn rm_refuses_a_group_with_a_live_member() {
     let out = root.ok(&["get", "s", "--consumer", "d"]);
     assert_eq!(out, lines(50));
 }
+
+/// Issue 16: GNU `timeout` sends its signal to the command and then to its
+/// process group, so the command gets it twice at once. Two SIGTERMs 50 ms
+/// apart are one request: `exec` stops cleanly, its `grep` worker gets
+/// the end of its input, and the match it held in its buffer reaches B.
+/// (A second signal used to end `exec` at once, its worker with it, and
+/// the match was lost.)
+#[test]
+fn two_signals_close_together_are_one_request() {
+    let _w = Watchdog::new("two_signals_close_together_are_one_request", LIMIT);
+    let root = Root::new("twosig");
+    root.ok(&["create", "a", "--ring", "1M"]);
+    root.ok(&["create", "b", "--ring", "1M"]);
+    root.ok_in(&["put", "a"], b"one\nX marks the spot\ntwo\n");
+    let tail_a = root.stat("a")["tail"].as_u64().unwrap();
+    let mut exec = Bg::spawn({
+        let mut c = root.cmd(&[
+            "exec", "--in", "a", "--out", "b", "--group", "e", "--", "grep", "X",
+        ]);
+        c.stdout(Stdio::null()).stderr(Stdio::piped());
+        c
+    });
+    // Every record handed to grep (and read by it): the group is at the tail.
+    let t0 = std::time::Instant::now();
+    loop {
+        let st = root.stat("a");
+        let pos = st["consumers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["kind"] == "group" && c["name"] == "e")
+            .and_then(|c| c["position"].as_u64());
+        if pos == Some(tail_a) {
+            break;
+        }
+        assert!(t0.elapsed() < LIMIT, "exec never took the records: {st}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    exec.signal(Signal::TERM);
+    std::thread::sleep(Duration::from_millis(50));
+    exec.signal(Signal::TERM);
+    let st = exec.wait(LIMIT);
+    let err = exec.stderr();
+    assert_eq!(st.code(), Some(0), "exec: {st:?} {err}");
+    assert_eq!(root.ok(&["get", "b"]), b"X marks the spot\n");
+}
+
+/// Issue 16: a second signal a second or more after the first still ends
+/// a process at once (exit 130): here a `get -f` whose stdout nobody reads
+/// is stuck writing, and does not see the first.
+#[test]
+fn a_second_signal_later_still_forces_the_exit() {
+    let _w = Watchdog::new("a_second_signal_later_still_forces_the_exit", LIMIT);
+    let root = Root::new("forcesig");
+    root.ok(&["create", "s", "--ring", "1M"]);
+    root.ok_in(&["put", "s"], &lines(5000));
+    // stdout is a pipe nobody reads: get blocks in write once it is full.
+    let mut get = Bg::spawn({
+        let mut c = root.cmd(&["get", "s", "-f"]);
+        c.stdout(Stdio::piped()).stderr(Stdio::null());
+        c
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    get.signal(Signal::TERM);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert!(
+        get.child.try_wait().unwrap().is_none(),
+        "get ended on the first signal while stuck"
+    );
+    get.signal(Signal::TERM);
+    let st = get.wait(LIMIT);
+    assert_eq!(st.code(), Some(130), "{st:?}");
+}
