@@ -144,9 +144,10 @@ pub struct StatArgs {
     /// Prometheus text exposition format
     #[arg(long)]
     pub prometheus: bool,
-    /// Milliseconds between the two samples that give the rates (0: no rates)
-    #[arg(long, value_name = "MS", default_value_t = 1000)]
-    pub interval: u64,
+    /// Milliseconds between the two samples that give the rates (0: no rates;
+    /// default 1000 for the table, 0 for --json)
+    #[arg(long, value_name = "MS")]
+    pub interval: Option<u64>,
     /// Key file of encrypted streams
     #[arg(long, value_name = "FILE", env = "IPCRESS_KEY_FILE")]
     pub key: Option<PathBuf>,

@@ -202,8 +202,14 @@ pub fn run(ctx: &Ctx, a: StatArgs) -> Result<()> {
         .iter()
         .map(|n| ctx.inspect(n, key.as_ref()))
         .collect::<Result<Vec<_>>>()?;
-    // Prometheus computes rates itself: no sampling delay there.
-    let interval = if a.prometheus { 0 } else { a.interval };
+    // Prometheus computes rates itself, and a script asking for JSON wants
+    // the state now: rates (one interval of waiting) only when asked.
+    let interval = match a.interval {
+        _ if a.prometheus => 0,
+        Some(ms) => ms,
+        None if a.json => 0,
+        None => 1000,
+    };
     let before: Vec<Option<Sample>> = streams
         .iter()
         .map(|s| (interval > 0).then(|| sample(s)))

@@ -267,10 +267,11 @@ fn stat_json_and_prometheus_match_known_traffic() {
         serde_json::from_slice(&root.ok(&["stat", "s", "--json", "--interval", "50"])).unwrap();
     assert!(sampled["interval_ms"].as_u64().unwrap() >= 50);
     assert_eq!(sampled["bytes_per_sec"], 0.0);
-    // Without a name: an array of every stream.
-    let all: serde_json::Value =
-        serde_json::from_slice(&root.ok(&["stat", "--json", "--interval", "0"])).unwrap();
+    // Without a name: an array of every stream. Without `--interval`,
+    // JSON is the state now, not sampled (issue 16: no second of waiting).
+    let all: serde_json::Value = serde_json::from_slice(&root.ok(&["stat", "--json"])).unwrap();
     assert_eq!(all.as_array().unwrap().len(), 1);
+    assert_eq!(all[0]["interval_ms"], 0, "{all}");
 
     let prom = String::from_utf8(root.ok(&["stat", "s", "--prometheus"])).unwrap();
     let lines: Vec<&str> = prom.lines().collect();
