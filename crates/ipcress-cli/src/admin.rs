@@ -93,8 +93,7 @@ pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<()> {
         })
         .collect();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(());
+        return crate::print_out(&format!("{}\n", serde_json::to_string_pretty(&rows)?));
     }
     if rows.is_empty() {
         return Ok(());
@@ -119,8 +118,7 @@ pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<()> {
             ]),
         };
     }
-    println!("{}", trim_lines(&t.to_string()));
-    Ok(())
+    crate::print_out(&format!("{}\n", trim_lines(&t.to_string())))
 }
 
 /// comfy-table pads every cell; drop the trailing and leading blanks.

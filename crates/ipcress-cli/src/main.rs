@@ -141,6 +141,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// Write `text` to stdout. A reader that went away (`ipcress ls | head -1`)
+/// ends the command quietly with success, as it ends any Unix filter;
+/// other write errors are errors.
+pub fn print_out(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    match o.write_all(text.as_bytes()).and_then(|()| o.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(ExitWith {
+            code: 0,
+            message: String::new(),
+        }
+        .into()),
+        Err(e) => Err(anyhow::Error::new(e).context("write to stdout")),
+    }
+}
+
 /// Collapse a message onto one line.
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -185,8 +202,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Top(a) => top::run(&ctx, a),
         Cmd::Keygen(a) => {
             let key = Key::write_new(&a.file)?;
-            println!("{}", key.fingerprint());
-            Ok(())
+            print_out(&format!("{}\n", key.fingerprint()))
         }
         Cmd::Bridge(a) => bridge::run(&ctx, a),
         Cmd::Demo(a) => demo::run(a),

@@ -228,18 +228,13 @@ pub fn run(ctx: &Ctx, a: StatArgs) -> Result<()> {
         } else {
             serde_json::to_string_pretty(&stats)?
         };
-        println!("{text}");
+        crate::print_out(&format!("{text}\n"))
     } else if a.prometheus {
-        print!("{}", prometheus(&stats));
+        crate::print_out(&prometheus(&stats))
     } else {
-        for (i, st) in stats.iter().enumerate() {
-            if i > 0 {
-                println!();
-            }
-            print!("{}", table(st));
-        }
+        let tables: Vec<String> = stats.iter().map(table).collect();
+        crate::print_out(&tables.join("\n"))
     }
-    Ok(())
 }
 
 fn new_table() -> Table {

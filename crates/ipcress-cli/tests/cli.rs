@@ -706,3 +706,30 @@ fn which(prog: &str) -> Result<std::path::PathBuf, ()> {
         .find(|p| p.is_file())
         .ok_or(())
 }
+
+/// Issue 16: a reader that goes away (`ipcress ls | head -1`) ends the
+/// output quietly: exit 0, nothing on stderr, for every command that
+/// prints (it panicked with "failed printing to stdout: Broken pipe").
+#[test]
+fn a_closed_stdout_ends_output_quietly() {
+    let root = Root::new("epipe");
+    root.ok(&["create", "s", "--ring", "64K"]);
+    for args in [
+        &["ls"][..],
+        &["ls", "--json"],
+        &["stat", "--interval", "0"],
+        &["stat", "s", "--json"],
+        &["stat", "--prometheus"],
+    ] {
+        let mut cmd = root.cmd(args);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        // Closed before the command has opened the stream, let alone
+        // printed: its first write fails with EPIPE.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert_eq!(err, "", "{args:?}");
+    }
+}
