@@ -3,9 +3,13 @@
 use std::fs::File;
 use std::io::{self, BufReader, IsTerminal, Read};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use ipcress::{Policy, Stream};
 
 use crate::cli::PutArgs;
 use crate::framing::{MoveError, send_records};
@@ -51,6 +55,7 @@ pub fn run(ctx: &Ctx, a: PutArgs) -> Result<()> {
     p.interrupt_on(stop.clone());
     let framing = a.framing.framing();
     let bar = progress_bar(total);
+    let _watch = FullWatch::start(s.clone(), bar.clone());
     let mut records = 0u64;
     for input in inputs {
         let (label, reader): (String, Box<dyn Read>) = match input {
@@ -86,6 +91,102 @@ pub fn run(ctx: &Ctx, a: PutArgs) -> Result<()> {
     }
     bar.finish_with_message(format!("{records} records"));
     Ok(())
+}
+
+/// How long the stream may stay full, its tail still, before `put` says
+/// who holds it.
+const FULL_WARN_AFTER: Duration = Duration::from_secs(5);
+
+/// Watches, beside the writing thread, for a ring that stays full: a
+/// producer waits there for as long as the consumer holding the oldest
+/// byte does not read, which may be for ever (a durable consumer whose
+/// process is gone). Then it says once, on stderr, who that consumer is
+/// and how to release it. Dropped, it stops.
+struct FullWatch {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FullWatch {
+    fn start(s: Stream, bar: ProgressBar) -> FullWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("full-watch".into())
+            .spawn(move || {
+                let (mut last, mut since) = (s.tail(), Instant::now());
+                while !flag.load(Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                    let t = s.tail();
+                    if t != last {
+                        (last, since) = (t, Instant::now());
+                    } else if since.elapsed() >= FULL_WARN_AFTER {
+                        if let Some(line) = full_holder(&s) {
+                            bar.suspend(|| eprintln!("ipcress: warning: {line}"));
+                            return;
+                        }
+                        since = Instant::now();
+                    }
+                }
+            })
+            .ok();
+        FullWatch { stop, thread }
+    }
+}
+
+impl Drop for FullWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// If `s` is a Block ring that is full, the consumer that holds its oldest
+/// byte, as one line naming it; None otherwise.
+fn full_holder(s: &Stream) -> Option<String> {
+    let cap = s.capacity()?;
+    if s.policy() != Policy::Block {
+        return None;
+    }
+    let tail = s.tail();
+    let all = s.consumers();
+    let c = all
+        .iter()
+        .filter(|c| matches!(c.kind, "durable" | "subscriber" | "group"))
+        .min_by_key(|c| c.position)?;
+    // A group is read by its members.
+    let alive = match c.kind {
+        "group" => all
+            .iter()
+            .any(|m| m.kind == "member" && m.name == c.name && m.alive),
+        _ => c.alive,
+    };
+    let behind = tail.saturating_sub(c.position);
+    // Full: no room left for a record of a 64 KiB frame, say.
+    if behind + (64 << 10).min(cap / 2) < cap {
+        return None;
+    }
+    let who = match c.kind {
+        "subscriber" => format!("a subscriber (pid {})", c.pid),
+        "group" if alive => format!("group {} (its members are slow)", c.name),
+        "group" => format!("group {} (no member reads it)", c.name),
+        _ if alive => format!("durable consumer {} (pid {})", c.name, c.pid),
+        _ => format!("durable consumer {} (no process reads it)", c.name),
+    };
+    let fix = match c.kind {
+        "subscriber" => String::new(),
+        _ => format!(
+            "; `ipcress rm {} --consumer {}` removes it",
+            s.name(),
+            c.name
+        ),
+    };
+    Some(format!(
+        "stream {} is full: waiting for {who}, {behind} bytes behind{fix}",
+        s.name()
+    ))
 }
 
 /// A bar with rate and ETA on a terminal; nothing otherwise.

@@ -264,3 +264,36 @@ fn a_second_signal_later_still_forces_the_exit() {
     let st = get.wait(LIMIT);
     assert_eq!(st.code(), Some(130), "{st:?}");
 }
+
+/// Issue 16: a `put` that waits on a ring held full by a durable consumer
+/// nobody reads (`get --consumer slow --count 0` made it) says so on
+/// stderr, naming the consumer and how to remove it, instead of stalling
+/// without a word; SIGTERM still ends it.
+#[test]
+fn a_put_waiting_on_a_full_ring_names_the_consumer_holding_it() {
+    let _w = Watchdog::new("a_put_waiting_on_a_full_ring_names", LIMIT);
+    let root = Root::new("putfull");
+    root.ok(&["create", "s", "--ring", "64K"]);
+    root.ok(&["get", "s", "--consumer", "slow", "--count", "0"]);
+    let mut put = spawn_put(&root, lines(2000));
+    let err = put.child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufRead::lines(std::io::BufReader::new(err)) {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let line = rx.recv_timeout(LIMIT).expect("put said nothing");
+    assert_eq!(
+        line,
+        "ipcress: warning: stream s is full: waiting for durable consumer slow \
+         (no process reads it), 65520 bytes behind; \
+         `ipcress rm s --consumer slow` removes it"
+    );
+    put.signal(Signal::TERM);
+    let st = put.wait(LIMIT);
+    assert_eq!(st.code(), Some(130), "{st:?}");
+}
