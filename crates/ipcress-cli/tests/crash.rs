@@ -443,29 +443,18 @@ fn records_a_dead_worker_did_not_read_go_back_to_the_group() {
     group_delivers_exactly(&root, 1, 50);
 }
 
-/// `exec` SIGKILLed while its worker holds records it has read (and
-/// answered) and records it has not read: only the latter are delivered
-/// again, to the next reader of the group.
-#[test]
-fn a_killed_exec_loses_no_record() {
-    let _w = Watchdog::new("exec killed", Duration::from_secs(180));
-    let root = Root::new("exec-killed");
+/// Run `exec --in a --out b --group e [extra] -- sh -c SCRIPT` over 50
+/// records, wait until its worker has answered two of them, give the
+/// feeder a second to see that, and SIGKILL `exec`. Returns the two
+/// records answered.
+fn kill_exec_after_two_answers(root: &Root, extra: &[&str], script: &str) -> Vec<String> {
     root.ok(&["create", "a", "--ring", "1M"]);
     root.ok(&["create", "b", "--ring", "1M"]);
     root.ok_in(&["put", "a"], &numbered(50));
-    let mut exec = Tap::spawn(root.cmd(&[
-        "exec",
-        "--in",
-        "a",
-        "--out",
-        "b",
-        "--group",
-        "e",
-        "--",
-        "sh",
-        "-c",
-        "read l && echo \"got $l\" && read l && echo \"got $l\" && sleep 1000",
-    ]));
+    let mut args = vec!["exec", "--in", "a", "--out", "b", "--group", "e"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--", "sh", "-c", script]);
+    let mut exec = Tap::spawn(root.cmd(&args));
     // Members claim runs of records: which two the worker took is not
     // fixed, only that it answered two.
     let t0 = Instant::now();
@@ -485,7 +474,8 @@ fn a_killed_exec_loses_no_record() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Let the feeder see the reads (it looks every millisecond or so).
+    // Let the feeder see the reads and answers (it looks every
+    // millisecond or so).
     std::thread::sleep(Duration::from_secs(1));
     exec.bg.signal(Signal::KILL);
     exec.bg.wait(Duration::from_secs(30));
@@ -495,11 +485,30 @@ fn a_killed_exec_loses_no_record() {
         .map(|l| l.trim_start_matches("got ").to_string())
         .collect();
     assert_eq!(answered.len(), 2, "{answered:?}");
-    let rest: Vec<String> = (0..50)
+    answered
+}
+
+/// Records 0..50 except `answered`.
+fn all_but(answered: &[String]) -> Vec<String> {
+    (0..50)
         .map(|i| format!("r{i}"))
         .filter(|r| !answered.contains(r))
-        .collect();
-    group_delivers_set(&root, rest);
+        .collect()
+}
+
+/// `exec` SIGKILLed while its worker holds records it has read (and
+/// answered) and records it has not read: only the latter are delivered
+/// again, to the next reader of the group.
+#[test]
+fn a_killed_exec_loses_no_record() {
+    let _w = Watchdog::new("exec killed", Duration::from_secs(180));
+    let root = Root::new("exec-killed");
+    let answered = kill_exec_after_two_answers(
+        &root,
+        &[],
+        "read l && echo \"got $l\" && read l && echo \"got $l\" && sleep 1000",
+    );
+    group_delivers_set(&root, all_but(&answered));
 }
 
 /// Issue 12 item 9: with `--one-to-one`, a record counts as done only once
@@ -512,55 +521,12 @@ fn a_killed_exec_loses_no_record() {
 fn a_killed_one_to_one_exec_gives_back_what_was_not_answered() {
     let _w = Watchdog::new("one-to-one exec killed", Duration::from_secs(180));
     let root = Root::new("exec-1to1-killed");
-    root.ok(&["create", "a", "--ring", "1M"]);
-    root.ok(&["create", "b", "--ring", "1M"]);
-    root.ok_in(&["put", "a"], &numbered(50));
-    let mut exec = Tap::spawn(root.cmd(&[
-        "exec",
-        "--in",
-        "a",
-        "--out",
-        "b",
-        "--group",
-        "e",
-        "--one-to-one",
-        "--",
-        "sh",
-        "-c",
+    let answered = kill_exec_after_two_answers(
+        &root,
+        &["--one-to-one"],
         "read l && echo \"got $l\" && read l && echo \"got $l\" && read l && kill -STOP $$",
-    ]));
-    let t0 = Instant::now();
-    while String::from_utf8_lossy(&root.ok(&["get", "b"]))
-        .lines()
-        .count()
-        < 2
-    {
-        assert!(
-            exec.bg.child.try_wait().unwrap().is_none(),
-            "exec ended: {}",
-            exec.err()
-        );
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the worker never answered"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // Let the feeder see the answers (it looks every millisecond or so).
-    std::thread::sleep(Duration::from_secs(1));
-    exec.bg.signal(Signal::KILL);
-    exec.bg.wait(Duration::from_secs(30));
-    let answered: Vec<String> = String::from_utf8(root.ok(&["get", "b"]))
-        .unwrap()
-        .lines()
-        .map(|l| l.trim_start_matches("got ").to_string())
-        .collect();
-    assert_eq!(answered.len(), 2, "{answered:?}");
-    let rest: Vec<String> = (0..50)
-        .map(|i| format!("r{i}"))
-        .filter(|r| !answered.contains(r))
-        .collect();
-    group_delivers_set(&root, rest);
+    );
+    group_delivers_set(&root, all_but(&answered));
 }
 
 /// `--one-to-one` end to end: every record answered once, in B, and the

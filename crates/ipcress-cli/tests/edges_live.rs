@@ -24,9 +24,8 @@ fn lines(n: usize) -> Vec<u8> {
     v
 }
 
-/// Spawn `put s` fed with `input` from a thread (which stops quietly when
-/// put goes away).
-fn spawn_put(root: &Root, input: Vec<u8>) -> Bg {
+/// Spawn `put s` and return it with its stdin (stderr piped).
+fn spawn_put_piped(root: &Root) -> (Bg, std::process::ChildStdin) {
     let mut put = Bg::spawn({
         let mut c = root.cmd(&["put", "s"]);
         c.stdin(Stdio::piped())
@@ -34,7 +33,14 @@ fn spawn_put(root: &Root, input: Vec<u8>) -> Bg {
             .stderr(Stdio::piped());
         c
     });
-    let mut stdin = put.child.stdin.take().unwrap();
+    let stdin = put.child.stdin.take().unwrap();
+    (put, stdin)
+}
+
+/// Spawn `put s` fed with `input` from a thread (which stops quietly when
+/// put goes away).
+fn spawn_put(root: &Root, input: Vec<u8>) -> Bg {
+    let (put, mut stdin) = spawn_put_piped(root);
     std::thread::spawn(move || {
         let _ = stdin.write_all(&input);
     });
@@ -100,14 +106,7 @@ fn rm_refuses_a_stream_in_use() {
     let root = Root::new("rminuse");
     root.ok(&["create", "s", "--ring", "1M"]);
     root.ok(&["get", "s", "--consumer", "d", "--count", "0"]);
-    let mut put = Bg::spawn({
-        let mut c = root.cmd(&["put", "s"]);
-        c.stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        c
-    });
-    let mut stdin = put.child.stdin.take().unwrap();
+    let (mut put, mut stdin) = spawn_put_piped(&root);
     let all = lines(200);
     stdin.write_all(&all[..100 * 100]).unwrap();
     stdin.flush().unwrap();
