@@ -67,16 +67,9 @@ impl Shared {
     }
 }
 
-/// When a record handed to a worker counts as done (acknowledged to the
-/// group): once the worker has read it from its pipe, or, with
-/// `--one-to-one`, once its answer is in B.
-#[derive(Clone)]
-enum Done {
-    Read,
-    Answered(Arc<Answers>),
-}
-
-/// What a worker's collector tells its feeder with `--one-to-one`.
+/// What a worker's collector tells its feeder with `--one-to-one`: a
+/// record handed to the worker counts as done (is acknowledged to the
+/// group) once its answer is in B, not once the worker has read it.
 #[derive(Default)]
 struct Answers {
     /// Output records sent to B so far.
@@ -169,18 +162,11 @@ pub fn run(ctx: &Ctx, a: ExecArgs) -> Result<()> {
         let stdout = child.stdout.take().expect("piped");
         let sh = shared.clone();
         let name = a.input.clone();
-        let done = if a.one_to_one {
-            Done::Answered(Arc::default())
-        } else {
-            Done::Read
-        };
-        let answers = match &done {
-            Done::Answered(x) => Some(x.clone()),
-            Done::Read => None,
-        };
+        let answers: Option<Arc<Answers>> = a.one_to_one.then(Arc::default);
+        let told = answers.clone();
         let feeder = std::thread::Builder::new()
             .name(format!("feeder-{i}"))
-            .spawn(move || feed(members, stdin, framing, done, &sh, &name))
+            .spawn(move || feed(members, stdin, framing, told, &sh, &name))
             .context("start a thread")?;
         let collector = std::thread::Builder::new()
             .name(format!("collector-{i}"))
@@ -292,7 +278,7 @@ struct InFlight {
 /// acknowledge) and the group hands the records to another member once
 /// this process is gone (docs/CLI.md).
 ///
-/// With `--one-to-one` (`Done::Answered`) a record is acknowledged only
+/// With `--one-to-one` (`answers` given) a record is acknowledged only
 /// once the collector has sent as many answers to B as records were
 /// written up to it, so a record the worker read but had not answered when
 /// it, or `exec`, died goes back to the group too.
@@ -300,7 +286,7 @@ fn feed(
     mut members: Vec<Consumer>,
     stdin: ChildStdin,
     framing: Framing,
-    done: Done,
+    answers: Option<Arc<Answers>>,
     sh: &Shared,
     stream: &str,
 ) -> Result<(), MoveError> {
@@ -308,7 +294,7 @@ fn feed(
         w: stdin,
         written: 0,
         records: 0,
-        done,
+        answers,
     };
     let mut inflight: VecDeque<InFlight> = VecDeque::new();
     let mut rec = Vec::with_capacity(64 << 10);
@@ -393,8 +379,8 @@ fn feed(
         // Let the other workers wind down too.
         sh.stop.store(true, Relaxed);
     }
-    let pipe = match &pipe.done {
-        Done::Read => {
+    let pipe = match pipe.answers.clone() {
+        None => {
             // Give the worker a moment to read what it has, acknowledge
             // that, and leave the rest to the group.
             let t0 = Instant::now();
@@ -410,10 +396,9 @@ fn feed(
             let _ = pipe.ack_read(&mut members, &mut inflight);
             Some(pipe)
         }
-        Done::Answered(answers) => {
+        Some(answers) => {
             // End of input: the worker answers what it has and exits;
             // every answer it gives is in B once the collector finishes.
-            let answers = answers.clone();
             let records = pipe.records;
             drop(pipe);
             while !answers.finished.load(Acquire) && answers.sent.load(Acquire) < records {
@@ -464,7 +449,8 @@ struct Pipe {
     w: ChildStdin,
     written: u64,
     records: u64,
-    done: Done,
+    /// With `--one-to-one`: records count as done when answered.
+    answers: Option<Arc<Answers>>,
 }
 
 impl Pipe {
@@ -501,7 +487,7 @@ impl Pipe {
         if inflight.is_empty() {
             return Ok(());
         }
-        if let Done::Answered(answers) = &self.done {
+        if let Some(answers) = &self.answers {
             return ack_answered(answers, members, inflight);
         }
         let read = self.read_by_worker()?;

@@ -144,35 +144,29 @@ impl Drop for FullWatch {
 }
 
 /// If `s` is a Block ring that is full, the consumer that holds its oldest
-/// byte, as one line naming it; None otherwise.
+/// byte, as one line naming it; None otherwise. The consumers are read as
+/// `stat` shows them (a group is alive while a member is).
 fn full_holder(s: &Stream) -> Option<String> {
     let cap = s.capacity()?;
     if s.policy() != Policy::Block {
         return None;
     }
-    let tail = s.tail();
-    let all = s.consumers();
-    let c = all
+    let st = crate::stat::collect(s, None);
+    let c = st
+        .consumers
         .iter()
         .filter(|c| matches!(c.kind, "durable" | "subscriber" | "group"))
         .min_by_key(|c| c.position)?;
-    // A group is read by its members.
-    let alive = match c.kind {
-        "group" => all
-            .iter()
-            .any(|m| m.kind == "member" && m.name == c.name && m.alive),
-        _ => c.alive,
-    };
-    let behind = tail.saturating_sub(c.position);
+    let behind = c.lag_bytes;
     // Full: no room left for a record of a 64 KiB frame, say.
     if behind + (64 << 10).min(cap / 2) < cap {
         return None;
     }
     let who = match c.kind {
         "subscriber" => format!("a subscriber (pid {})", c.pid),
-        "group" if alive => format!("group {} (its members are slow)", c.name),
+        "group" if c.alive => format!("group {} (its members are slow)", c.name),
         "group" => format!("group {} (no member reads it)", c.name),
-        _ if alive => format!("durable consumer {} (pid {})", c.name, c.pid),
+        _ if c.alive => format!("durable consumer {} (pid {})", c.name, c.pid),
         _ => format!("durable consumer {} (no process reads it)", c.name),
     };
     let fix = match c.kind {
