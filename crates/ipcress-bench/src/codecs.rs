@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use ipcress::codec::{self, Cipher};
-use ipcress::{Checksum, Compression, From, Key, Policy, Stream, StreamOptions};
+use ipcress::{Checksum, Compression, Key, Policy, StartAt, Stream, StreamOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -762,7 +762,7 @@ pub fn child_main(args: &[String]) -> Result<()> {
             r
         }
         "consumer" => {
-            let mut c = stream.subscribe(From::Start)?;
+            let mut c = stream.subscribe(StartAt::Start)?;
             go(&mut lines, &mut out)?;
             let mut r = Report::default();
             while r.records < case.count {

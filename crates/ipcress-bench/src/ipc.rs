@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use ipcress::{Checksum, Compression, From, Policy, Stream, StreamOptions};
+use ipcress::{Checksum, Compression, Policy, StartAt, Stream, StreamOptions};
 
 use crate::spec::{Case, EndpointDesc, Transport, Wait};
 use crate::transport::{Channel, Endpoint, FnRx, FnTx, Rx, Tx};
@@ -76,7 +76,7 @@ pub fn tx(transport: Transport, _case: &Case, desc: &EndpointDesc) -> Result<Box
 
 pub fn rx(case: &Case, desc: &EndpointDesc) -> Result<Box<dyn Rx>> {
     let stream = open(desc)?;
-    let mut c = stream.subscribe(From::Start)?;
+    let mut c = stream.subscribe(StartAt::Start)?;
     let spin = case.wait == Wait::Spin;
     let mut scratch = vec![0u8; 64 << 10];
     // Hands a message's bytes to `f`: in place when whole, else fragment by

@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use ipcress::{Compression, From, Key, Policy, Stream, StreamOptions};
+use ipcress::{Compression, Key, Policy, StartAt, Stream, StreamOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -510,7 +510,7 @@ pub fn child_main(args: &[String]) -> Result<()> {
         "consumer" => {
             let mut c = match job.mode {
                 Mode::Group => stream.group(GROUP)?,
-                Mode::Subscribers => stream.subscribe(From::Start)?,
+                Mode::Subscribers => stream.subscribe(StartAt::Start)?,
             };
             let slot = stream.user_slot(&slot_name(job.index))?;
             slot.set(0, 0);

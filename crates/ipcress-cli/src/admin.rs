@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use comfy_table::{Table, presets};
-use ipcress::{Checksum, Key, Layout, Policy, Stream, StreamOptions};
+use ipcress::{Checksum, Key, Policy, Stream, StreamOptions};
 use serde::Serialize;
 
 use crate::cli::{ChecksumArg, CreateArgs, LsArgs, PolicyArg, RmArgs};
@@ -71,7 +71,7 @@ pub fn ls(ctx: &Ctx, a: LsArgs) -> Result<()> {
         .into_iter()
         .map(|name| match Stream::inspect_in(&ctx.root, &name) {
             Ok(s) => LsRow {
-                layout: Some(layout_name(s.layout())),
+                layout: Some(s.layout().as_str()),
                 capacity_bytes: s.capacity(),
                 segment_bytes: Some(s.segment_size()),
                 head: Some(s.head()),
@@ -127,13 +127,6 @@ pub fn trim_lines(s: &str) -> String {
         .map(|l| l.strip_prefix(' ').unwrap_or(l).trim_end())
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-pub fn layout_name(l: Layout) -> &'static str {
-    match l {
-        Layout::Ring => "ring",
-        Layout::Log => "log",
-    }
 }
 
 pub fn rm(ctx: &Ctx, a: RmArgs) -> Result<()> {

@@ -201,7 +201,7 @@ pub struct GetArgs {
     pub name: String,
     /// Where a new consumer starts: start, end or a position
     #[arg(long, value_name = "start|end|POS", default_value = "start", value_parser = parse_from)]
-    pub from: ipcress::From,
+    pub from: ipcress::StartAt,
     /// Follow: keep waiting for new records until interrupted
     #[arg(short, long)]
     pub follow: bool,
@@ -244,7 +244,7 @@ pub struct ExecArgs {
     pub one_to_one: bool,
     /// Where a new group starts: start, end or a position
     #[arg(long, value_name = "start|end|POS", default_value = "start", value_parser = parse_from)]
-    pub from: ipcress::From,
+    pub from: ipcress::StartAt,
     /// Stop after N input records in total
     #[arg(short = 'n', long, value_name = "N")]
     pub count: Option<u64>,

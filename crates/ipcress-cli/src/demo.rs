@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
 use hdrhistogram::Histogram;
-use ipcress::{From, Stream, StreamOptions};
+use ipcress::{StartAt, Stream, StreamOptions};
 
 use crate::cli::{DemoArgs, DemoStage, DemoStageArgs};
 use crate::{Ctx, explain};
@@ -518,7 +518,9 @@ fn fields(rec: &[u8]) -> Option<(u64, u64, &str)> {
 fn filter(ctx: &Ctx, input: &str, output: &str) -> Result<()> {
     let src = ctx.open(input, None)?;
     let dst = ctx.open(output, None)?;
-    let mut c = src.subscribe(From::Start).map_err(|e| explain(input, e))?;
+    let mut c = src
+        .subscribe(StartAt::Start)
+        .map_err(|e| explain(input, e))?;
     let mut p = dst.producer().map_err(|e| explain(output, e))?;
     let mut h = histogram();
     let mut seen = HashSet::new();
@@ -564,7 +566,9 @@ fn filter(ctx: &Ctx, input: &str, output: &str) -> Result<()> {
 
 fn sink(ctx: &Ctx, input: &str) -> Result<()> {
     let src = ctx.open(input, None)?;
-    let mut c = src.subscribe(From::Start).map_err(|e| explain(input, e))?;
+    let mut c = src
+        .subscribe(StartAt::Start)
+        .map_err(|e| explain(input, e))?;
     let mut h = histogram();
     let mut seen = HashSet::new();
     let (mut alerts, mut crit_sum) = (0u64, 0u64);

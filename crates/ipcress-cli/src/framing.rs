@@ -367,7 +367,7 @@ fn too_long(len: u64) -> MoveError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ipcress::{From, Stream, StreamOptions};
+    use ipcress::{StartAt, Stream, StreamOptions};
 
     struct Root(std::path::PathBuf);
     impl Drop for Root {
@@ -385,7 +385,7 @@ mod tests {
         )));
         // Larger than the input: one thread writes everything, then reads.
         let s = Stream::create_in(&root.0, "s", &StreamOptions::ring(1 << 20)).unwrap();
-        let mut c = s.subscribe(From::Start).unwrap();
+        let mut c = s.subscribe(StartAt::Start).unwrap();
         let mut p = s.producer().unwrap();
         let stop = AtomicBool::new(false);
         let n = send_records(&mut &input[..], framing, &mut p, &stop, &mut || {}).unwrap();

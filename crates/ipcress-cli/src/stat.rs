@@ -7,10 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use comfy_table::{Table, presets};
-use ipcress::{Checksum, Policy, Stream};
+use ipcress::Stream;
 use serde::Serialize;
 
-use crate::admin::layout_name;
 use crate::cli::StatArgs;
 use crate::units::{human_bytes, human_rate};
 use crate::{Ctx, load_key};
@@ -165,15 +164,9 @@ pub fn collect(s: &Stream, before: Option<Sample>) -> StreamStat {
     StreamStat {
         name: s.name().to_string(),
         id: s.id_hex(),
-        layout: layout_name(s.layout()),
-        policy: match s.policy() {
-            Policy::Block => "block",
-            Policy::Overwrite => "overwrite",
-        },
-        checksum: match s.checksum() {
-            Checksum::Crc32c => "crc32c",
-            Checksum::None => "none",
-        },
+        layout: s.layout().as_str(),
+        policy: s.policy().as_str(),
+        checksum: s.checksum().as_str(),
         compression: s.compression().to_string(),
         encrypted: s.encrypted(),
         capacity_bytes: s.capacity(),

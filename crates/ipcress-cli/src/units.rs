@@ -87,13 +87,16 @@ pub fn parse_mode(s: &str) -> Result<u32, String> {
 }
 
 /// Where a consumer starts.
-pub fn parse_from(s: &str) -> Result<ipcress::From, String> {
+pub fn parse_from(s: &str) -> Result<ipcress::StartAt, String> {
     match s {
-        "start" | "begin" | "beginning" => Ok(ipcress::From::Start),
-        "end" | "tail" => Ok(ipcress::From::End),
-        _ => s.parse::<u64>().map(ipcress::From::Position).map_err(|_| {
-            format!("bad start {s:?}: expected start, end or a position (a byte offset)")
-        }),
+        "start" | "begin" | "beginning" => Ok(ipcress::StartAt::Start),
+        "end" | "tail" => Ok(ipcress::StartAt::End),
+        _ => s
+            .parse::<u64>()
+            .map(ipcress::StartAt::Position)
+            .map_err(|_| {
+                format!("bad start {s:?}: expected start, end or a position (a byte offset)")
+            }),
     }
 }
 
@@ -203,9 +206,9 @@ mod tests {
         assert_eq!(parse_mode("0660"), Ok(0o660));
         assert_eq!(parse_mode("600"), Ok(0o600));
         assert!(parse_mode("0999").is_err());
-        assert_eq!(parse_from("start"), Ok(ipcress::From::Start));
-        assert_eq!(parse_from("end"), Ok(ipcress::From::End));
-        assert_eq!(parse_from("128"), Ok(ipcress::From::Position(128)));
+        assert_eq!(parse_from("start"), Ok(ipcress::StartAt::Start));
+        assert_eq!(parse_from("end"), Ok(ipcress::StartAt::End));
+        assert_eq!(parse_from("128"), Ok(ipcress::StartAt::Position(128)));
         assert!(parse_from("middle").is_err());
     }
 

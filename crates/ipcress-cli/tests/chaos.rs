@@ -33,7 +33,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use ipcress::{Compression, Error, From, Key, Stream, StreamOptions};
+use ipcress::{Compression, Error, Key, StartAt, Stream, StreamOptions};
 use rand::{Rng, SeedableRng};
 
 /// The streams of the run: (name, what it exercises).
@@ -246,9 +246,9 @@ fn child_main() {
             let mut c = if role == "member" {
                 s.group("g").unwrap()
             } else if rng.random_bool(0.5) {
-                s.subscribe(From::Start).unwrap()
+                s.subscribe(StartAt::Start).unwrap()
             } else {
-                s.subscribe(From::End).unwrap()
+                s.subscribe(StartAt::End).unwrap()
             };
             let mut last: HashMap<u32, u64> = HashMap::new();
             let mut stall = Stall(None);
@@ -876,7 +876,7 @@ fn chaos() {
             );
             // Every record went through exec (at least once).
             let out = open(root.path(), EXEC_OUT);
-            let mut sub = out.subscribe(From::Start).unwrap();
+            let mut sub = out.subscribe(StartAt::Start).unwrap();
             let through: HashSet<(u32, u64)> = drain(&out, &mut sub, "exec out")
                 .into_iter()
                 .map(|(_, id, seq)| (id, seq))

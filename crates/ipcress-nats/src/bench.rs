@@ -188,7 +188,7 @@ pub fn bench_bridge(cfg: &BenchConfig) -> anyhow::Result<BenchReport> {
 
     // What the runs moved: T holds every record once, and so does the
     // unbatched JetStream stream.
-    let mut c = dst.subscribe(ipcress::From::Start)?;
+    let mut c = dst.subscribe(ipcress::StartAt::Start)?;
     for i in 0..n {
         let m = c
             .recv_timeout(Duration::from_secs(10))?

@@ -41,7 +41,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use ipcress::format::F_END;
-use ipcress::{Consumer, From, Key, Stream, UserSlot};
+use ipcress::{Consumer, Key, StartAt, Stream, UserSlot};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -213,7 +213,7 @@ fn open_consumer(stream: &Stream, name: &str, guard: &UserSlot) -> anyhow::Resul
     let ahead = c.position();
     drop(c);
     stream.remove_consumer(name)?;
-    match stream.consumer_from(name, From::Position(acked)) {
+    match stream.consumer_from(name, StartAt::Position(acked)) {
         Ok(c) => {
             info!(
                 "bridge out: resuming at acknowledged position {acked} (consumer was at {ahead})"
@@ -225,7 +225,7 @@ fn open_consumer(stream: &Stream, name: &str, guard: &UserSlot) -> anyhow::Resul
                 "bridge out: acknowledged position {acked} is no longer retained ({e}): \
                  records up to the oldest retained one are not sent"
             );
-            let c = stream.consumer_from(name, From::Start)?;
+            let c = stream.consumer_from(name, StartAt::Start)?;
             guard.set(0, c.position() + 1);
             Ok(c)
         }

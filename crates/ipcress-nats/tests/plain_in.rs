@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use ipcress::{From, Key, Stream, StreamOptions};
+use ipcress::{Key, StartAt, Stream, StreamOptions};
 
 /// Message `i`: its index, then up to 700 bytes.
 fn message(i: u64) -> Vec<u8> {
@@ -18,7 +18,7 @@ fn message(i: u64) -> Vec<u8> {
 }
 
 fn check(t: &Stream, n: u64, what: &dyn Fn() -> String) {
-    let mut c = t.subscribe(From::Start).unwrap();
+    let mut c = t.subscribe(StartAt::Start).unwrap();
     for i in 0..n {
         let m = c
             .recv_timeout(Duration::from_secs(60))

@@ -63,7 +63,7 @@ fn split_records_with_bridge_out_killed() {
         out.start();
         assert!(t0.elapsed() < Duration::from_secs(120), "took too long");
     }
-    let mut c = dst.subscribe(ipcress::From::Start).unwrap();
+    let mut c = dst.subscribe(ipcress::StartAt::Start).unwrap();
     for i in 0..n {
         let m = c
             .recv_timeout(Duration::from_secs(60))

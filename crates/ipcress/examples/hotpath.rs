@@ -9,7 +9,7 @@
 //! batch after it is sent, so neither side ever waits. Divide the counts by
 //! N for the cost per message.
 
-use ipcress::{Checksum, From, Stream, StreamOptions};
+use ipcress::{Checksum, StartAt, Stream, StreamOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: u64 = std::env::args()
@@ -22,7 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::create_dir_all(&dir)?;
     let opts = StreamOptions::ring(1 << 20).checksum(Checksum::None);
     let stream = Stream::create_in(&dir, "hot", &opts)?;
-    let mut c = stream.subscribe(From::Start)?;
+    let mut c = stream.subscribe(StartAt::Start)?;
     let mut p = stream.producer()?;
     let msg = [7u8; 64];
     let batch = 4096;

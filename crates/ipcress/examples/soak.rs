@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ipcress::{Consumer, Error, From, Stream, StreamOptions};
+use ipcress::{Consumer, Error, StartAt, Stream, StreamOptions};
 
 const STREAM: &str = "soak";
 /// Producer ids.
@@ -225,7 +225,7 @@ fn main() {
             let mut rng = Rng(99);
             while !stop.load(Relaxed) {
                 let s = Stream::open_in(&root, STREAM).expect("open");
-                match s.subscribe(From::End) {
+                match s.subscribe(StartAt::End) {
                     Ok(mut sub) => {
                         for _ in 0..rng.below(50) {
                             match sub.recv_timeout(Duration::from_millis(20)) {

@@ -29,6 +29,7 @@ pub const ZSTD_DEFAULT_LEVEL: i32 = 3;
 
 /// Per-stream compression setting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Compression {
     #[default]
     /// Stored as written.
@@ -302,6 +303,7 @@ impl fmt::Debug for Key {
 
 /// Errors reading or creating a key file. Messages never contain key bytes.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyError {
     #[error("key file {}: {source}", path.display())]
     /// The key file could not be read or written.

@@ -17,7 +17,8 @@ use crate::sys::{self, SlotRef};
 
 /// Where a new consumer starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum From {
+#[non_exhaustive]
+pub enum StartAt {
     /// The oldest retained record.
     Start,
     /// The tail: only records written from now on.
@@ -28,6 +29,7 @@ pub enum From {
 
 /// How a consumer waits for data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Wait {
     /// Spin briefly, then sleep on a futex (lowest CPU).
     #[default]
@@ -161,11 +163,11 @@ impl Stream {
     /// Open or create the durable consumer `name` (new ones start at the
     /// oldest retained record).
     pub fn consumer(&self, name: &str) -> Result<Consumer> {
-        self.consumer_from(name, From::Start)
+        self.consumer_from(name, StartAt::Start)
     }
 
     /// Open the durable consumer `name`, creating it at `from` if new.
-    pub fn consumer_from(&self, name: &str, from: From) -> Result<Consumer> {
+    pub fn consumer_from(&self, name: &str, from: StartAt) -> Result<Consumer> {
         crate::stream::validate_name(name)?;
         let s = &self.inner;
         check_key(s)?;
@@ -189,7 +191,7 @@ impl Stream {
             None => {
                 let pos = start_position(s, from)?;
                 let (i, hold) = s.alloc_cslot(KIND_DURABLE, name, 0, pos)?;
-                fresh = !matches!(from, From::Position(_));
+                fresh = !matches!(from, StartAt::Position(_));
                 (i, hold)
             }
         };
@@ -203,7 +205,7 @@ impl Stream {
 
     /// An ephemeral subscriber starting at `from`; it holds producers back
     /// only while its process lives.
-    pub fn subscribe(&self, from: From) -> Result<Consumer> {
+    pub fn subscribe(&self, from: StartAt) -> Result<Consumer> {
         let s = &self.inner;
         check_key(s)?;
         let pos = start_position(s, from)?;
@@ -216,7 +218,7 @@ impl Stream {
             c.pos = resume_position(s, head);
             c.publish(c.pos);
         }
-        if !matches!(from, From::Position(_)) {
+        if !matches!(from, StartAt::Position(_)) {
             c.set_fresh();
         }
         Ok(c)
@@ -225,11 +227,11 @@ impl Stream {
     /// Join group `group` (created at the oldest retained record if new):
     /// each message goes to exactly one member.
     pub fn group(&self, group: &str) -> Result<Consumer> {
-        self.group_from(group, From::Start)
+        self.group_from(group, StartAt::Start)
     }
 
     /// Join group `group`, creating it at `from` if new.
-    pub fn group_from(&self, group: &str, from: From) -> Result<Consumer> {
+    pub fn group_from(&self, group: &str, from: StartAt) -> Result<Consumer> {
         crate::stream::validate_name(group)?;
         let s = &self.inner;
         check_key(s)?;
@@ -354,7 +356,7 @@ fn resume_position(s: &Inner, head: u64) -> u64 {
     r.min(tail).max(head)
 }
 
-fn start_position(s: &Inner, from: From) -> Result<u64> {
+fn start_position(s: &Inner, from: StartAt) -> Result<u64> {
     let head = s.head();
     let tail = s.tail();
     let oldest = if head == 0 {
@@ -363,9 +365,9 @@ fn start_position(s: &Inner, from: From) -> Result<u64> {
         resume_position(s, head)
     };
     match from {
-        From::Start => Ok(oldest),
-        From::End => Ok(tail),
-        From::Position(p) => {
+        StartAt::Start => Ok(oldest),
+        StartAt::End => Ok(tail),
+        StartAt::Position(p) => {
             if p < oldest || p > tail || p % ALIGN as u64 != 0 {
                 Err(Error::InvalidOptions(format!(
                     "position {p} is not retained (oldest {oldest}, tail {tail})"

@@ -6,10 +6,10 @@
 //! ephemeral subscribers, or members of a group that share the work.
 //!
 //! ```
-//! use ipcress::{Stream, StreamOptions, From};
+//! use ipcress::{Stream, StreamOptions, StartAt};
 //! # let dir = std::env::temp_dir().join(format!("ipcress-doc-{}", std::process::id()));
 //! let stream = Stream::create_in(&dir, "events", &StreamOptions::ring(1 << 20))?;
-//! let mut consumer = stream.subscribe(From::Start)?;
+//! let mut consumer = stream.subscribe(StartAt::Start)?;
 //! let mut producer = stream.producer()?;
 //! producer.send(b"hello")?;
 //! let msg = consumer.recv()?;
@@ -33,7 +33,7 @@ mod stream;
 mod sys;
 
 pub use codec::{Compression, Key, KeyError};
-pub use consumer::{Consumer, From, Message, MessageReader, UserSlot, Wait};
+pub use consumer::{Consumer, Message, MessageReader, StartAt, UserSlot, Wait};
 pub use error::{Error, Result};
 pub use producer::{Grant, MessageWriter, Producer, RawFrame, RawGrant};
 pub use stream::{

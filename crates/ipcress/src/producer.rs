@@ -959,6 +959,7 @@ impl Producer {
 }
 
 /// A claimed raw frame; see [`Producer::reserve_raw`].
+#[must_use = "a grant or writer dropped without commit or finish aborts its record"]
 pub struct RawGrant<'a> {
     p: &'a mut Producer,
     claim: Option<Claim>,
@@ -994,6 +995,7 @@ impl Drop for RawGrant<'_> {
 }
 
 /// A frame claimed in shared memory, filled in place.
+#[must_use = "a grant or writer dropped without commit or finish aborts its record"]
 pub struct Grant<'a> {
     p: &'a mut Producer,
     claim: Option<Claim>,
@@ -1068,6 +1070,7 @@ impl Drop for Grant<'_> {
 }
 
 /// Streams one message of any size into the stream as fragments.
+#[must_use = "a grant or writer dropped without commit or finish aborts its record"]
 pub struct MessageWriter<'a> {
     p: &'a mut Producer,
     buf: Vec<u8>,

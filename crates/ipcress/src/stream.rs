@@ -17,6 +17,7 @@ use crate::sys::{self, Mapping, SlotRef};
 
 /// How the stream keeps its data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Layout {
     /// One preallocated file of N segments reused in place.
     Ring,
@@ -26,6 +27,7 @@ pub enum Layout {
 
 /// What producers do when the ring is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Policy {
     /// Never overwrite what a holding consumer has not read; wait.
     #[default]
@@ -36,6 +38,7 @@ pub enum Policy {
 
 /// Per-record integrity check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Checksum {
     /// CRC-32C over header and payload (default).
     #[default]
@@ -43,6 +46,29 @@ pub enum Checksum {
     /// No checksum (zero-copy bulk path).
     None,
 }
+
+macro_rules! named_enum {
+    ($t:ty { $($v:ident => $n:literal),* $(,)? }) => {
+        impl $t {
+            /// The name the CLI and `stat` use.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$v => $n),*
+                }
+            }
+        }
+
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+named_enum!(Layout { Ring => "ring", Log => "log" });
+named_enum!(Policy { Block => "block", Overwrite => "overwrite" });
+named_enum!(Checksum { Crc32c => "crc32c", None => "none" });
 
 /// Options fixed when a stream is created.
 #[derive(Clone, Debug)]

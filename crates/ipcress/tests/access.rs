@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use ipcress::{Error, From, Stream, StreamOptions};
+use ipcress::{Error, StartAt, Stream, StreamOptions};
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
@@ -56,7 +56,7 @@ fn child_main() {
         }
         "consume" => match Stream::open_in(&root, &env("STREAM")) {
             Ok(s) => {
-                let mut c = s.subscribe(From::Start).unwrap();
+                let mut c = s.subscribe(StartAt::Start).unwrap();
                 let m = c.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
                 println!(
                     "RESULT read {}",

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::*;
-use ipcress::{Checksum, Error, From, Policy, Stream, StreamOptions};
+use ipcress::{Checksum, Error, Policy, StartAt, Stream, StreamOptions};
 
 fn layouts() -> Vec<(&'static str, StreamOptions)> {
     vec![
@@ -20,7 +20,7 @@ fn send_and_receive_in_order() {
     for (tag, opts) in layouts() {
         let root = TempRoot::new(tag);
         let s = Stream::create_in(root.path(), "s", &opts).unwrap();
-        let mut c = s.subscribe(From::Start).unwrap();
+        let mut c = s.subscribe(StartAt::Start).unwrap();
         let mut p = s.producer().unwrap();
         for i in 0..1000u64 {
             let len = 12 + (i as usize * 37) % 900;
@@ -37,7 +37,7 @@ fn empty_message_and_reserve() {
     for (tag, opts) in layouts() {
         let root = TempRoot::new(tag);
         let s = Stream::create_in(root.path(), "s", &opts).unwrap();
-        let mut c = s.subscribe(From::Start).unwrap();
+        let mut c = s.subscribe(StartAt::Start).unwrap();
         let mut p = s.producer().unwrap();
         p.send(b"").unwrap();
         let mut g = p.reserve(5).unwrap();
@@ -61,7 +61,7 @@ fn fragmented_message_streams_through_small_ring() {
     let root = TempRoot::new("frag");
     let s = Stream::create_in(root.path(), "s", &StreamOptions::ring(1 << 16)).unwrap();
     let s2 = s.clone();
-    let mut c = s.subscribe(From::Start).unwrap();
+    let mut c = s.subscribe(StartAt::Start).unwrap();
     let total: usize = 3 << 20; // 48x the ring
     let t = std::thread::spawn(move || {
         let mut p = s2.producer().unwrap();
@@ -136,7 +136,7 @@ fn overwrite_policy_reports_lag() {
     let root = TempRoot::new("ovw");
     let opts = StreamOptions::ring(1 << 14).policy(Policy::Overwrite);
     let s = Stream::create_in(root.path(), "s", &opts).unwrap();
-    let mut c = s.subscribe(From::Start).unwrap();
+    let mut c = s.subscribe(StartAt::Start).unwrap();
     let mut p = s.producer().unwrap();
     for i in 0..200 {
         p.try_send(&payload(1, i, 500)).unwrap();
@@ -220,7 +220,7 @@ fn codecs_round_trip() {
             if enc {
                 s = s.with_key(&Key::from_bytes([7u8; 32])).unwrap();
             }
-            let mut c = s.subscribe(From::Start).unwrap();
+            let mut c = s.subscribe(StartAt::Start).unwrap();
             let mut p = s.producer().unwrap();
             let line =
                 b"2026-11-21T10:00:00Z INFO request served path=/api/v1/items status=200 ms=12"
@@ -248,7 +248,7 @@ fn checksum_detects_damage() {
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[pos as usize + 16 + 3] ^= 0x40;
     std::fs::write(&path, &bytes).unwrap();
-    let mut c = s.subscribe(From::Start).unwrap();
+    let mut c = s.subscribe(StartAt::Start).unwrap();
     match c.recv() {
         Err(Error::Corrupt { position, .. }) => assert_eq!(position, pos),
         other => panic!("expected Corrupt, got {other:?}"),
@@ -326,7 +326,7 @@ fn group_members_racing_on_a_small_ring() {
 fn paced_reader_on_a_large_ring_sees_no_false_corruption() {
     let root = TempRoot::new("lap");
     let s = Stream::create_in(root.path(), "s", &StreamOptions::ring(1 << 20)).unwrap();
-    let mut c = s.subscribe(From::Start).unwrap();
+    let mut c = s.subscribe(StartAt::Start).unwrap();
     let mut p = s.producer().unwrap();
     for i in 0..60_000u64 {
         p.send(&payload(1, i, 12 + (i as usize % 50))).unwrap();

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
-use ipcress::{From, Stream, StreamOptions};
+use ipcress::{StartAt, Stream, StreamOptions};
 
 /// Shared-memory pages this process has mapped, in KiB (RssShmem).
 fn rss_shmem_kib() -> u64 {
@@ -28,7 +28,7 @@ fn child_main() {
     match role.as_str() {
         // A short-lived producer and reader: one record each way.
         "one_record" => {
-            let mut c = s.subscribe(From::Start).unwrap();
+            let mut c = s.subscribe(StartAt::Start).unwrap();
             let mut p = s.producer().unwrap();
             p.send(b"x").unwrap();
             assert_eq!(c.recv().unwrap().bytes().unwrap(), b"x");
@@ -37,7 +37,7 @@ fn child_main() {
         // Two laps of the ring: every record comes back intact.
         "laps" => {
             let cap = s.capacity().unwrap();
-            let mut c = s.subscribe(From::End).unwrap();
+            let mut c = s.subscribe(StartAt::End).unwrap();
             let mut p = s.producer().unwrap();
             let rec = vec![0x5au8; 60_000];
             let n = (2 * cap / rec.len() as u64) as usize;

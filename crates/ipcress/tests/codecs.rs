@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
-use ipcress::{Compression, Error, From, Key, Stream, StreamOptions};
+use ipcress::{Compression, Error, Key, StartAt, Stream, StreamOptions};
 
 const KEY: [u8; 32] = [0x42; 32];
 
@@ -78,7 +78,7 @@ fn every_codec_combination_round_trips_across_processes() {
     wait_with_watchdog(child, Duration::from_secs(120));
     for (i, (c, e)) in combos().into_iter().enumerate() {
         let s = open_with_key(root.path(), &format!("s{i}"));
-        let mut con = s.subscribe(From::Start).unwrap();
+        let mut con = s.subscribe(StartAt::Start).unwrap();
         for m in messages() {
             assert_eq!(
                 con.recv().unwrap().to_vec().unwrap(),
@@ -138,7 +138,7 @@ fn any_flipped_byte_fails_exactly_that_record() {
         let (s, [a, b, c]) = three_records(&root);
         assert_eq!(b - a, 48, "layout");
         flip(&root, "t", b + byte, 0x01);
-        let mut con = s.subscribe(From::Start).unwrap();
+        let mut con = s.subscribe(StartAt::Start).unwrap();
         assert_eq!(con.recv().unwrap().to_vec().unwrap(), b"first record....");
         match con.recv().map(|m| m.position()) {
             Err(Error::Decode {
@@ -175,7 +175,7 @@ fn moved_or_replayed_frames_fail_authentication() {
     // Recompute nothing else: the CRC covers header and ciphertext only, so
     // it still matches; the AEAD nonce (stream id, position) does not.
     std::fs::write(&path, &data).unwrap();
-    let mut con = s.subscribe(From::Position(c)).unwrap();
+    let mut con = s.subscribe(StartAt::Position(c)).unwrap();
     match con.recv() {
         Err(Error::Decode {
             position, reason, ..
@@ -196,7 +196,7 @@ fn wrong_key_missing_key_and_open_key_file() {
         .unwrap()
         .with_key(&Key::from_bytes([1; 32]))
         .unwrap();
-    let mut con = s.subscribe(From::Start).unwrap();
+    let mut con = s.subscribe(StartAt::Start).unwrap();
     match con.recv() {
         Err(e @ Error::Decode { .. }) => {
             let msg = e.to_string();
@@ -210,7 +210,7 @@ fn wrong_key_missing_key_and_open_key_file() {
     }
     // Missing key.
     let s = Stream::open_in(root.path(), "t").unwrap();
-    match s.subscribe(From::Start) {
+    match s.subscribe(StartAt::Start) {
         Err(Error::KeyRequired { stream }) => assert_eq!(stream, "t"),
         other => panic!("expected KeyRequired, got {:?}", other.map(|_| ())),
     }

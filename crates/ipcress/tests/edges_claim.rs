@@ -12,7 +12,7 @@ use std::process::Child;
 use std::time::Duration;
 
 use common::*;
-use ipcress::{Error, From, Policy, Stream, StreamOptions};
+use ipcress::{Error, Policy, StartAt, Stream, StreamOptions};
 
 const WATCHDOG: Duration = Duration::from_secs(120);
 
@@ -84,7 +84,7 @@ fn child_main() {
                 s = s.with_key(&ipcress::Key::from_bytes(KEY)).unwrap();
             }
             let n: u64 = env("COUNT").parse().unwrap();
-            let mut c = s.subscribe(From::Start).unwrap();
+            let mut c = s.subscribe(StartAt::Start).unwrap();
             for i in 0..n {
                 let m = c.recv_timeout(Duration::from_secs(30)).unwrap().unwrap();
                 assert_eq!(check_payload(&m.to_vec().unwrap()), (1, i));
@@ -115,7 +115,7 @@ fn grant_survives(policy: Policy, subscriber: bool) {
     let root = TempRoot::new("grant");
     let cap = 1u64 << 16;
     let s = Stream::create_in(root.path(), "s", &StreamOptions::ring(cap).policy(policy)).unwrap();
-    let _sub = subscriber.then(|| s.subscribe(From::Start).unwrap());
+    let _sub = subscriber.then(|| s.subscribe(StartAt::Start).unwrap());
     let go = root.path().join("go");
     let envs = vec![
         ("ROOT", root.path().display().to_string()),
@@ -253,7 +253,7 @@ fn three_records(root: &Path) -> (Stream, Vec<u64>) {
 }
 
 fn read_all(s: &Stream, n: u64) {
-    let mut c = s.subscribe(From::Start).unwrap();
+    let mut c = s.subscribe(StartAt::Start).unwrap();
     for i in 0..n {
         let m = c
             .recv_timeout(Duration::from_secs(30))
@@ -270,19 +270,19 @@ fn position_inside_a_record_is_refused() {
     let (s, pos) = three_records(root.path());
     let data = std::fs::read(root.path().join("s/data")).unwrap();
     for p in [8, 16, 512, pos[1] + 8, pos[2] - 8] {
-        let Err(e) = s.subscribe(From::Position(p)) else {
+        let Err(e) = s.subscribe(StartAt::Position(p)) else {
             panic!("{p}: a position inside a record was accepted");
         };
         assert!(
             matches!(&e, Error::InvalidOptions(m) if m.contains("inside a record")),
             "{p}: {e}"
         );
-        assert!(s.consumer_from("d", From::Position(p)).is_err(), "{p}");
-        assert!(s.group_from("g", From::Position(p)).is_err(), "{p}");
+        assert!(s.consumer_from("d", StartAt::Position(p)).is_err(), "{p}");
+        assert!(s.group_from("g", StartAt::Position(p)).is_err(), "{p}");
     }
     // Frame boundaries are accepted.
     for (i, &p) in pos.iter().enumerate() {
-        let mut c = s.subscribe(From::Position(p)).unwrap();
+        let mut c = s.subscribe(StartAt::Position(p)).unwrap();
         let m = c.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
         assert_eq!(check_payload(m.bytes().unwrap()), (1, i as u64));
     }
@@ -298,7 +298,7 @@ fn unblocker_never_writes_inside_a_record() {
     use ipcress::format::{cslot, meta};
     let root = TempRoot::new("midsaved");
     let (s, pos) = three_records(root.path());
-    drop(s.consumer_from("d", From::Position(pos[1])).unwrap());
+    drop(s.consumer_from("d", StartAt::Position(pos[1])).unwrap());
     let slot = s.consumers().iter().find(|c| c.name == "d").unwrap().slot;
     drop(s);
     let meta_path = root.path().join("s/meta");
@@ -347,7 +347,7 @@ fn log_recovery_keeps_records_after_a_dead_producers_hole() {
         let _ = holder.wait();
         // Nobody has the log open now: this open recovers it.
         let s = Stream::open_in(root.path(), "s").unwrap();
-        let mut c = s.subscribe(From::Start).unwrap();
+        let mut c = s.subscribe(StartAt::Start).unwrap();
         for i in 0..count {
             let m = c
                 .recv_timeout(Duration::from_secs(30))
@@ -471,7 +471,7 @@ fn a_header_two_to_the_sixteen_laps_old_is_not_taken_for_new() {
 
     let s = Stream::open_in(root.path(), "s").unwrap();
     assert_eq!((s.head(), s.tail()), (later, later));
-    let mut c = s.subscribe(From::Position(later)).unwrap();
+    let mut c = s.subscribe(StartAt::Position(later)).unwrap();
     match c.recv_timeout(Duration::from_millis(300)) {
         Ok(None) => {}
         Ok(Some(m)) => panic!(

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use common::*;
-use ipcress::{Error, From, Stream, StreamOptions};
+use ipcress::{Error, StartAt, Stream, StreamOptions};
 
 /// Longest any scenario may take before it counts as "waits forever".
 const WATCHDOG: Duration = Duration::from_secs(60);
@@ -302,7 +302,7 @@ fn more_producers_than_slots_is_an_error() {
     drop(ps.pop());
     let mut p = s.producer().unwrap();
     p.send(b"x").unwrap();
-    let mut c = s.subscribe(From::Start).unwrap();
+    let mut c = s.subscribe(StartAt::Start).unwrap();
     assert_eq!(c.recv().unwrap().bytes(), Some(&b"x"[..]));
 }
 

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::TempRoot;
-use ipcress::{From, Stream, StreamOptions};
+use ipcress::{StartAt, Stream, StreamOptions};
 
 fn data(k: u64) -> Vec<u8> {
     (0..300u64 << 10)
@@ -18,7 +18,7 @@ fn data(k: u64) -> Vec<u8> {
 fn two_fragmented_messages_through_a_one_mib_ring() {
     let root = TempRoot::new("frag1m");
     let s = Stream::create_in(root.path(), "s", &StreamOptions::ring(1 << 20)).unwrap();
-    let mut c = s.subscribe(From::Start).unwrap();
+    let mut c = s.subscribe(StartAt::Start).unwrap();
     let s2 = s.clone();
     let t = std::thread::spawn(move || {
         let mut p = s2.producer().unwrap();

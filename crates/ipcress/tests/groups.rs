@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
-use ipcress::{Compression, Error, From, Key, Stream, StreamOptions};
+use ipcress::{Compression, Error, Key, StartAt, Stream, StreamOptions};
 use rand::{Rng, SeedableRng};
 
 const WATCHDOG: Duration = Duration::from_secs(300);
@@ -215,7 +215,7 @@ fn small_segment_ring(root: &TempRoot) -> Stream {
 fn durable_killed_mid_message_gets_it_again_whole() {
     let root = TempRoot::new("durmid");
     let s = small_segment_ring(&root);
-    drop(s.consumer_from("d", From::Start).unwrap());
+    drop(s.consumer_from("d", StartAt::Start).unwrap());
     write_small_big_small(&s, 24 << 10);
     let mut e = base_env(&root, "s");
     e.push(("HALF", (12 << 10).to_string()));
@@ -273,7 +273,7 @@ fn durable_killed_after_reading_a_fragmented_message_gets_it_again() {
         ),
     ];
     for (what, s, big_len) in streams {
-        drop(s.consumer_from("d", From::Start).unwrap());
+        drop(s.consumer_from("d", StartAt::Start).unwrap());
         write_small_big_small(&s, big_len);
         let name = if what == "ring" { "s" } else { "zlog" };
         let mut child = spawn_child("durable_whole_message", &base_env(&root, name));

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use ipcress::format::{self, meta};
-use ipcress::{Error, From, Stream, StreamOptions};
+use ipcress::{Error, StartAt, Stream, StreamOptions};
 
 /// Assert the error's Display is one non-empty line, and return it.
 fn line(e: &Error) -> String {
@@ -140,7 +140,7 @@ fn meta_with_wrong_magic_version_checksum_or_ranges() {
     patch(&m, meta::HEAD, &(u64::MAX - 3).to_le_bytes());
     patch(&m, meta::TAIL, &(u64::MAX >> 1).to_le_bytes());
     let s = Stream::open_in(root.path(), "s").unwrap();
-    let mut c = s.subscribe(From::Start).unwrap();
+    let mut c = s.subscribe(StartAt::Start).unwrap();
     match c.try_recv() {
         Ok(None) => {}
         Ok(Some(m)) => panic!("read a record at {} past the end", m.position()),
@@ -223,7 +223,7 @@ fn frame_lengths_past_the_segment_end() {
         let mut w = std::fs::read(&file).unwrap()[off..off + 8].to_vec();
         w[..4].copy_from_slice(&0x00FF_FFF0u32.to_le_bytes());
         patch(&file, off, &w);
-        let mut c = s.subscribe(From::Start).unwrap();
+        let mut c = s.subscribe(StartAt::Start).unwrap();
         let m = c.recv().unwrap();
         assert_eq!(m.position(), a);
         check_payload(m.bytes().unwrap());
@@ -310,7 +310,7 @@ fn log_segment_replaced_by_a_symlink() {
     assert!(matches!(e, Error::Corrupt { .. }), "{e:?}");
     assert!(line(&e).contains("symbolic link"), "{e}");
     // Every record sent before the link is readable.
-    let mut c = s.subscribe(From::Start).unwrap();
+    let mut c = s.subscribe(StartAt::Start).unwrap();
     for i in 0..n {
         assert_eq!(check_payload(c.recv().unwrap().bytes().unwrap()).1, i);
     }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
-use ipcress::{From, Stream, StreamOptions};
+use ipcress::{StartAt, Stream, StreamOptions};
 
 #[test]
 fn child_main() {
@@ -43,7 +43,7 @@ fn write_in_child(root: &TempRoot, from: u64, to: u64) -> u64 {
     results(&out.stdout)[0].parse().unwrap()
 }
 
-fn read_all(s: &Stream, from: From) -> Vec<(u64, u64)> {
+fn read_all(s: &Stream, from: StartAt) -> Vec<(u64, u64)> {
     let mut c = s.subscribe(from).unwrap();
     let mut v = Vec::new();
     while let Some(m) = c.try_recv().unwrap() {
@@ -60,12 +60,12 @@ fn log_persists_and_replays_across_processes() {
     write_in_child(&root, 5000, 10000);
     // Every process is closed; reopen and replay from the start.
     let s = Stream::open_in(root.path(), "log").unwrap();
-    let all = read_all(&s, From::Start);
+    let all = read_all(&s, StartAt::Start);
     assert_eq!(all.len(), 10000);
     assert!(all.iter().enumerate().all(|(i, &(_, seq))| seq == i as u64));
     // Replay from a middle position.
     let (mid_pos, mid_seq) = all[6543];
-    let tail = read_all(&s, From::Position(mid_pos));
+    let tail = read_all(&s, StartAt::Position(mid_pos));
     assert_eq!(tail.len(), 10000 - 6543);
     assert_eq!(tail[0], (mid_pos, mid_seq));
     // Segment files exist on disk.
@@ -105,12 +105,12 @@ fn retention_drops_old_segments() {
     let first_kept = u64::from_str_radix(segs[0].trim_end_matches(".seg"), 16).unwrap();
     assert_eq!(s.head(), first_kept * (16 << 10));
     // The retained records read back in order, ending at the last one.
-    let all = read_all(&s, From::Start);
+    let all = read_all(&s, StartAt::Start);
     assert!(!all.is_empty());
     assert!(all.windows(2).all(|w| w[1].1 == w[0].1 + 1));
     assert_eq!(all.last().unwrap().1, 2999);
     // A consumer positioned before the head is told it lagged.
-    let mut c = s.subscribe(From::Start).unwrap();
+    let mut c = s.subscribe(StartAt::Start).unwrap();
     assert!(c.try_recv().unwrap().is_some());
 }
 
@@ -136,7 +136,7 @@ fn truncated_last_segment_recovers_to_last_valid_frame() {
     f.set_len(cut).unwrap();
     drop(f);
     let s = Stream::open_in(root.path(), "log").unwrap();
-    let all = read_all(&s, From::Start);
+    let all = read_all(&s, StartAt::Start);
     assert!(all.len() < 2000 && all.len() > 1000, "{}", all.len());
     assert!(all.iter().enumerate().all(|(i, &(_, seq))| seq == i as u64));
     // The tail is right after the last valid frame, inside the cut.
@@ -148,7 +148,7 @@ fn truncated_last_segment_recovers_to_last_valid_frame() {
     for seq in n..n + 100 {
         p.send(&payload(1, seq, 50)).unwrap();
     }
-    let again = read_all(&s, From::Start);
+    let again = read_all(&s, StartAt::Start);
     assert_eq!(again.len() as u64, n + 100);
     assert!(
         again
@@ -177,7 +177,10 @@ fn recovery_forgets_the_segments_it_removes() {
     let tail = write_in_child(&root, 100, 1500);
     assert!(tail > 4 * (64 << 10), "the records reach segment 4");
     let s = Stream::open_in(root.path(), "log").unwrap();
-    let got: Vec<u64> = read_all(&s, From::Start).into_iter().map(|r| r.1).collect();
+    let got: Vec<u64> = read_all(&s, StartAt::Start)
+        .into_iter()
+        .map(|r| r.1)
+        .collect();
     assert_eq!(
         got.len(),
         1500,

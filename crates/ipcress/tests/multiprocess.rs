@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::time::Duration;
 
 use common::*;
-use ipcress::{From, Stream, StreamOptions};
+use ipcress::{StartAt, Stream, StreamOptions};
 use rand::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
@@ -120,7 +120,7 @@ fn child_main() {
         }
         "big_reader" => {
             let s = open();
-            let mut c = s.subscribe(From::Start).unwrap();
+            let mut c = s.subscribe(StartAt::Start).unwrap();
             let m = c.recv().unwrap();
             let mut r = m.reader();
             let mut h = Sha256::new();
@@ -207,7 +207,7 @@ fn producer_killed_between_claim_and_commit_is_unblocked() {
     let root = TempRoot::new("unblock");
     let opts = StreamOptions::ring(1 << 20).unblock_timeout(Duration::from_millis(200));
     let s = Stream::create_in(root.path(), "s", &opts).unwrap();
-    let mut c = s.subscribe(From::Start).unwrap();
+    let mut c = s.subscribe(StartAt::Start).unwrap();
     let mut hang = spawn_child("claim_and_hang", &base_env(&root, "s"));
     let line = read_result_line(&mut hang);
     assert!(line.starts_with("claimed "), "{line}");

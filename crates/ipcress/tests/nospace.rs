@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use ipcress::{Error, From, Stream, StreamOptions};
+use ipcress::{Error, StartAt, Stream, StreamOptions};
 
 const SEGMENT: u64 = 256 << 10;
 
@@ -116,7 +116,7 @@ fn full_tmpfs_is_no_space_never_sigbus() {
     assert_eq!(s.tail(), tail);
 
     // Everything committed before the error is there, exactly once.
-    let mut c = s.subscribe(From::Start).unwrap();
+    let mut c = s.subscribe(StartAt::Start).unwrap();
     for i in 0..n {
         let m = c.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
         assert_eq!(check_payload(m.bytes().unwrap()), (1, i));

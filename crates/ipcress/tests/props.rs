@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 
 use common::TempRoot;
-use ipcress::{Checksum, Compression, Error, From, Stream, StreamOptions};
+use ipcress::{Checksum, Compression, Error, StartAt, Stream, StreamOptions};
 use proptest::prelude::*;
 
 fn messages() -> impl Strategy<Value = Vec<Vec<u8>>> {
@@ -47,7 +47,7 @@ proptest! {
             .checksum(if crc { Checksum::Crc32c } else { Checksum::None })
             .compression(comp);
         let s = Stream::create_in(root.path(), "s", &opts).unwrap();
-        let mut c = s.subscribe(From::Start).unwrap();
+        let mut c = s.subscribe(StartAt::Start).unwrap();
         let mut p = s.producer().unwrap();
         let max = s.max_message_len();
         for m in &msgs {
@@ -88,7 +88,7 @@ proptest! {
             b[0] ^= x;
             f.write_all_at(&b, off).unwrap();
         }
-        let mut c = s.subscribe(From::Start).unwrap();
+        let mut c = s.subscribe(StartAt::Start).unwrap();
         for _ in 0..msgs.len() + 4 {
             match c.try_recv() {
                 Ok(Some(m)) => {

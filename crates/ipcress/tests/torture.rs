@@ -18,7 +18,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::*;
-use ipcress::{Error, From, Stream, StreamOptions};
+use ipcress::{Error, StartAt, Stream, StreamOptions};
 use rand::{Rng, SeedableRng};
 
 const DURABLES: [&str; 2] = ["d0", "d1"];
@@ -139,9 +139,9 @@ fn child_main() {
             let mut c = if role == "member" {
                 s.group("g").unwrap()
             } else if rng.random_bool(0.5) {
-                s.subscribe(From::Start).unwrap()
+                s.subscribe(StartAt::Start).unwrap()
             } else {
-                s.subscribe(From::End).unwrap()
+                s.subscribe(StartAt::End).unwrap()
             };
             let mut last: HashMap<u32, u64> = HashMap::new();
             let mut lagged = 0u32;
@@ -495,7 +495,7 @@ fn torture_kill_producers_and_consumers() {
         .iter()
         .map(|d| (d.to_string(), s.consumer(d).unwrap()))
         .collect();
-    cs.push(("fresh".into(), s.subscribe(From::Start).unwrap()));
+    cs.push(("fresh".into(), s.subscribe(StartAt::Start).unwrap()));
     let fresh_start = cs.last().unwrap().1.position();
     let finals = read_to_tail(&s, &mut cs);
     // Every hole has been passed: no dead producer's claim is left.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ipcress::{From, Stream};
+use ipcress::{StartAt, Stream};
 
 /// The nats-server binary, or None (with a note) when it is not installed.
 /// Under CI (`CI=true`) a missing binary fails the test.
@@ -340,7 +340,7 @@ pub fn volume(n: u64) -> u64 {
 /// first difference, on an extra record, or after `timeout`.
 pub fn verify(t: &Stream, n: u64, timeout: Duration, what: &dyn Fn() -> String) {
     let deadline = Instant::now() + timeout;
-    let mut c = t.subscribe(From::Start).unwrap();
+    let mut c = t.subscribe(StartAt::Start).unwrap();
     let mut i = 0u64;
     while i < n {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use ipcress::codec::{self, Cipher};
 use ipcress::format::{self, *};
-use ipcress::{Checksum, Compression, Consumer, Error, From, Key, Policy, Stream, StreamOptions};
+use ipcress::{
+    Checksum, Compression, Consumer, Error, Key, Policy, StartAt, Stream, StreamOptions,
+};
 
 /// The targets by name (the name is the corpus directory).
 #[allow(clippy::type_complexity)]
@@ -471,7 +473,7 @@ fn exercise_stream(root: &Path, mode: ReadMode, patient: bool) {
     };
     std::hint::black_box((s.tail(), s.head(), s.consumers().len(), s.producer_totals()));
     let _ = s.find_user_slot("u").map(|u| u.get(0));
-    match s.subscribe(From::Start) {
+    match s.subscribe(StartAt::Start) {
         Ok(mut c) => {
             drain(&mut c, mode, patient);
         }
@@ -489,7 +491,7 @@ fn exercise_stream(root: &Path, mode: ReadMode, patient: bool) {
         }
         Err(e) => one_line(&e),
     }
-    for from in [From::End, From::Position(s.tail())] {
+    for from in [StartAt::End, StartAt::Position(s.tail())] {
         match s.subscribe(from) {
             Ok(mut c) => match c.recv_raw_timeout(Duration::ZERO) {
                 Ok(_) => {}
