@@ -20,22 +20,24 @@
 //! ```
 #![warn(missing_docs)]
 
+// The layers, bottom up; each uses only those above it in this list.
+mod api;
 pub mod codec;
-mod consumer;
 mod error;
-#[doc(hidden)]
 pub mod format;
-mod producer;
-mod recovery;
-mod shm;
+mod protocol;
 mod storage;
-mod stream;
+mod sync;
 mod sys;
 
+pub use api::grant::{Grant, MessageWriter, RawGrant};
+pub use api::message::{Message, MessageReader};
+pub use api::slots::UserSlot;
+pub use api::stream::{Stream, default_root, validate_name};
 pub use codec::{Compression, Key, KeyError};
-pub use consumer::{Consumer, Message, MessageReader, StartAt, UserSlot, Wait};
 pub use error::{Error, Result};
-pub use producer::{Grant, MessageWriter, Producer, RawFrame, RawGrant};
-pub use stream::{
-    Checksum, ConsumerInfo, Layout, Policy, Stream, StreamOptions, default_root, validate_name,
-};
+pub use protocol::claim::Producer;
+pub use protocol::options::{Checksum, Layout, Policy, StreamOptions};
+pub use protocol::raw::RawFrame;
+pub use protocol::read::{Consumer, StartAt, Wait};
+pub use protocol::registry::ConsumerInfo;

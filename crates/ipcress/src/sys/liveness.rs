@@ -220,7 +220,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "ipcress-liveness-{}-{:x}",
             std::process::id(),
-            crate::stream::random_u64()
+            crate::sys::random_u64()
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("meta");

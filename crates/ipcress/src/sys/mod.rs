@@ -204,3 +204,9 @@ pub(crate) fn lock(file: &File, kind: Lock) {
         libc::flock(file.as_raw_fd(), op);
     }
 }
+
+pub(crate) fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    u64::from_le_bytes(b)
+}

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
-use crate::shm::Region;
+use crate::sync::Region;
 use crate::sys::{self, Mapping};
 
 /// One mapped segment: `region` is exactly `segment_size` bytes.
@@ -221,11 +221,7 @@ fn seg_of(index: u64, m: &Arc<Mapping>) -> Seg {
 /// Create a segment file atomically: reserve a temporary file, then link it
 /// into place, so that nobody ever maps a short file.
 fn create_segment(dir: &Path, path: &Path, seg_size: u64, mode: u32) -> Result<File> {
-    let tmp = dir.join(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        crate::stream::random_u64()
-    ));
+    let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), sys::random_u64()));
     let f = create_file(&tmp, seg_size, mode);
     let f = match f {
         Ok(f) => f,

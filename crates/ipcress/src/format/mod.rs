@@ -12,13 +12,21 @@ pub const HEADER_LEN: usize = 16;
 pub const ALIGN: usize = 8;
 
 // Frame flags (bits 0..16 of header word A).
+/// The frame is committed: its length, flags and payload are final.
 pub const F_COMMITTED: u16 = 0x0001;
+/// Padding: no record, readers skip `total` bytes.
 pub const F_PADDING: u16 = 0x0002;
+/// First fragment of a message.
 pub const F_BEGIN: u16 = 0x0004;
+/// Last fragment of a message (a whole message has `F_BEGIN | F_END`).
 pub const F_END: u16 = 0x0008;
+/// The payload is compressed with the stream's compression.
 pub const F_COMPRESSED: u16 = 0x0010;
+/// The payload is sealed with the stream's key.
 pub const F_ENCRYPTED: u16 = 0x0020;
+/// Padding left by an aborted or dead claim (with `F_PADDING`).
 pub const F_ABORTED: u16 = 0x0040;
+/// Word B carries the CRC-32C of the frame.
 pub const F_CHECKSUM: u16 = 0x0080;
 /// Encrypted frame carried from another stream (by a bridge): the payload
 /// starts with the origin stream id (16 bytes) and position (8 bytes, LE)
@@ -26,6 +34,7 @@ pub const F_CHECKSUM: u16 = 0x0080;
 pub const F_FOREIGN: u16 = 0x0100;
 /// An 8-byte padding frame: word A alone (with `F_PADDING`), no word B.
 pub const F_PAD8: u16 = 0x0200;
+/// Every flag this version knows; a header with others is damaged.
 pub const F_KNOWN: u16 = 0x03FF;
 /// Flags bound into the AEAD associated data (they survive bridging).
 pub const F_AAD_MASK: u16 = F_BEGIN | F_END | F_COMPRESSED | F_ENCRYPTED;
@@ -102,10 +111,13 @@ pub const fn b_check(b: u64) -> u32 {
 /// The fields of a header word A.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WordA {
+    /// Bits 0..16: the `F_*` flags.
     pub flags: u16,
+    /// Bits 16..64: the lap the header was written in.
     pub lap: u64,
 }
 
+/// Split a word A into its fields.
 #[inline]
 pub const fn split_a(a: u64) -> WordA {
     WordA {
@@ -141,7 +153,14 @@ pub enum Slot {
     /// Nothing committed here in this lap yet.
     Empty,
     /// A committed frame: payload length, flags, total frame length.
-    Frame { len: u32, flags: u16, total: u64 },
+    Frame {
+        /// Payload length.
+        len: u32,
+        /// The `F_*` flags.
+        flags: u16,
+        /// Frame length, header and padding included.
+        total: u64,
+    },
 }
 
 /// Validate the header words `a` (loaded first, with acquire ordering) and
@@ -207,49 +226,79 @@ pub const META_LEN: usize =
 
 pub mod meta {
     //! Offsets inside the meta file.
+    /// Magic word (u64).
     pub const MAGIC: usize = 0;
+    /// Format version (u32).
     pub const VERSION: usize = 8;
+    /// Layout (u32).
     pub const LAYOUT: usize = 12;
+    /// log2 of the segment size (u32).
     pub const SEGMENT_SHIFT: usize = 16;
+    /// Segments in a ring (u32).
     pub const SEGMENT_COUNT: usize = 20;
+    /// Policy (u32).
     pub const POLICY: usize = 24;
+    /// Checksum kind (u32).
     pub const CHECKSUM: usize = 28;
+    /// Compression kind (u32).
     pub const COMPRESSION: usize = 32;
+    /// Compression level (i32).
     pub const COMPRESSION_LEVEL: usize = 36;
+    /// Encryption on (u32).
     pub const ENCRYPTION: usize = 40;
+    /// Log retention by size (u64, 0 = none).
     pub const RETAIN_BYTES: usize = 48;
+    /// Log retention by age in ms (u64, 0 = none).
     pub const RETAIN_AGE_MS: usize = 56;
+    /// How long a durable consumer may hold a ring back (u64 ms, 0 = for ever).
     pub const DURABLE_TIMEOUT_MS: usize = 64;
+    /// How long a claim may stay open before its holder is checked (u64 ms).
     pub const UNBLOCK_TIMEOUT_MS: usize = 72;
+    /// Stream id (16 random bytes).
     pub const STREAM_ID: usize = 80;
+    /// Creation time (u64 ms since the epoch).
     pub const CREATED_MS: usize = 96;
+    /// Key check value of an encrypted stream (16 bytes).
     pub const KEY_CHECK: usize = 104;
     /// CRC-32C of bytes 0..OPTIONS_CRC.
     pub const OPTIONS_CRC: usize = 124;
 
     // Shared words, each on its own 128-byte pair of cache lines.
+    /// Tail: next position to claim (u64).
     pub const TAIL: usize = 128;
+    /// Head: oldest position still valid (u64).
     pub const HEAD: usize = 256;
+    /// Futex word bumped when data arrives and someone waits.
     pub const DATA_SEQ: usize = 384;
+    /// Consumers waiting on `DATA_SEQ`.
     pub const DATA_WAITERS: usize = 388;
+    /// Futex word bumped when space frees and someone waits.
     pub const SPACE_SEQ: usize = 512;
+    /// Producers waiting on `SPACE_SEQ`.
     pub const SPACE_WAITERS: usize = 516;
+    /// Fragment lock: owner word of the producer writing a fragmented message.
     pub const FRAG_LOCK: usize = 640;
     /// Registry generation: bumped whenever a consumer slot is taken or freed.
     pub const EPOCH: usize = 768;
     /// Owner word of the lock that serialises creating named slots.
     pub const REG_LOCK: usize = 896;
 
+    /// Offset of the first consumer slot.
     pub const CONSUMERS: usize = 4096;
 }
 
 /// Bit 63 of the tail word: a fragmented message is being written.
 pub const TAIL_LOCK: u64 = 1 << 63;
 
+/// Consumer slots in the meta file.
 pub const CONSUMER_SLOTS: usize = 128;
+/// Bytes per consumer slot.
 pub const CONSUMER_SLOT_LEN: usize = 256;
+/// Producer slots in the meta file.
 pub const PRODUCER_SLOTS: usize = 64;
+/// Bytes per producer slot.
 pub const PRODUCER_SLOT_LEN: usize = 64;
+/// Offset of the first producer slot.
 pub const PRODUCERS: usize = meta::CONSUMERS + CONSUMER_SLOTS * CONSUMER_SLOT_LEN;
 
 pub mod lock {
@@ -276,13 +325,21 @@ pub mod cslot {
     pub const OWNER: usize = 0;
     /// 0 = being set up, 1 = ready.
     pub const STATE: usize = 8;
+    /// Slot kind (`KIND_*`, u32).
     pub const KIND: usize = 12;
+    /// Member: index of its group's slot (u32).
     pub const GROUP: usize = 16;
+    /// Length of the name (u32).
     pub const NAME_LEN: usize = 20;
+    /// Last sign of life (u64 ms).
     pub const HEARTBEAT_MS: usize = 24;
+    /// Name bytes.
     pub const NAME: usize = 32;
+    /// Longest name.
     pub const NAME_MAX: usize = 128;
+    /// Messages counted (u64).
     pub const MESSAGES: usize = 160;
+    /// When the slot was taken (u64 ms).
     pub const CREATED_MS: usize = 168;
     /// Hot line.
     pub const POSITION: usize = 192;
@@ -295,36 +352,52 @@ pub mod cslot {
     /// Member: owner word of the member that released this slot's run
     /// because it could not decode a record (it does not take it back).
     pub const RELEASER: usize = 224;
+    /// User slot: first application word.
     pub const USER: usize = 224;
+    /// User slot: number of application words.
     pub const USER_WORDS: usize = 4;
 }
 
 pub mod pslot {
     //! Offsets inside a producer slot.
+    /// Owner word: pid | start time << 32; 0 = free.
     pub const OWNER: usize = 0;
     /// Position + 1 of the claim in progress, 0 when idle, [`CLAIMING`]
     /// between the start of a claim and the tail add's result.
     pub const CLAIM: usize = 8;
     /// Value of `CLAIM` while the position is not known yet.
     pub const CLAIMING: u64 = u64::MAX;
+    /// Length of the claim in progress.
     pub const CLAIM_LEN: usize = 16;
+    /// Messages written (u64).
     pub const MESSAGES: usize = 24;
+    /// Bytes written (u64).
     pub const BYTES: usize = 32;
 }
 
+/// Consumer slot kind: a durable named consumer.
 pub const KIND_DURABLE: u32 = 1;
+/// Consumer slot kind: an ephemeral subscriber.
 pub const KIND_SUBSCRIBER: u32 = 2;
+/// Consumer slot kind: a group (its shared word and position).
 pub const KIND_GROUP: u32 = 3;
+/// Consumer slot kind: a member of a group.
 pub const KIND_MEMBER: u32 = 4;
+/// Consumer slot kind: a user slot (application words, holds nothing back).
 pub const KIND_USER: u32 = 5;
 
+/// Meta `LAYOUT`: a ring.
 pub const LAYOUT_RING: u32 = 1;
+/// Meta `LAYOUT`: a log of segment files.
 pub const LAYOUT_LOG: u32 = 2;
+/// Meta `POLICY`: producers wait for consumers.
 pub const POLICY_BLOCK: u32 = 1;
+/// Meta `POLICY`: producers overwrite, readers may lag.
 pub const POLICY_OVERWRITE: u32 = 2;
 
 /// The smallest and largest segment sizes (log2).
 pub const MIN_SEGMENT_SHIFT: u32 = 12;
+/// Largest segment size (log2).
 pub const MAX_SEGMENT_SHIFT: u32 = 30;
 /// Largest number of segments in a ring.
 pub const MAX_SEGMENTS: u32 = 1 << 16;

@@ -1,0 +1,234 @@
+//! A received message: borrowed from shared memory, or streamed fragment
+//! by fragment.
+
+use std::io;
+use std::sync::atomic::Ordering::*;
+
+use crate::error::{Error, Result};
+use crate::format::*;
+use crate::protocol::read::*;
+
+/// One message. It borrows the consumer: the next `recv` needs it back.
+pub struct Message<'a> {
+    pub(crate) c: &'a mut Consumer,
+    pub(crate) d: Delivered,
+}
+
+impl std::fmt::Debug for Message<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("position", &self.d.pos)
+            .field("fragmented", &self.is_fragmented())
+            .finish()
+    }
+}
+
+impl<'a> Message<'a> {
+    /// The record's position in the stream.
+    #[inline]
+    pub fn position(&self) -> u64 {
+        self.d.pos
+    }
+
+    /// Whether the message spans several fragments (read it with
+    /// [`reader`](Self::reader) or [`to_vec`](Self::to_vec)).
+    #[inline]
+    pub fn is_fragmented(&self) -> bool {
+        self.d.flags & F_END == 0
+    }
+
+    /// The bytes of a message that fits in one frame. Borrowed from shared
+    /// memory when the stream neither compresses nor encrypts nor overwrites.
+    #[inline]
+    pub fn bytes(&self) -> Option<&[u8]> {
+        if self.is_fragmented() {
+            return None;
+        }
+        Some(self.first_fragment())
+    }
+
+    #[inline]
+    fn first_fragment(&self) -> &[u8] {
+        match &self.d.body {
+            // SAFETY: Block policy; this consumer's published position (or
+            // its group claim) is at or below the frame, so producers do not
+            // overwrite it while the message lives.
+            Body::Mapped { seg, off, len } => unsafe { seg.region.slice(*off, *len) },
+            Body::Buffer => &self.c.buf,
+        }
+    }
+
+    /// The whole message, reassembled.
+    pub fn to_vec(self) -> Result<Vec<u8>> {
+        if !self.is_fragmented() {
+            return Ok(self.first_fragment().to_vec());
+        }
+        let mut v = Vec::new();
+        let mut r = self.reader();
+        io::Read::read_to_end(&mut r, &mut v).map_err(|e| match e.downcast::<Error>() {
+            Ok(e) => e,
+            Err(e) => Error::io("read message", e),
+        })?;
+        Ok(v)
+    }
+
+    /// Read the message as a stream of bytes, fragment by fragment, without
+    /// reassembling it in memory.
+    pub fn reader(self) -> MessageReader<'a> {
+        let first = self.first_fragment().to_vec();
+        let end = !self.is_fragmented();
+        MessageReader {
+            start: self.d.pos,
+            c: self.c,
+            cur: first,
+            at: 0,
+            done: end,
+            failed: None,
+        }
+    }
+}
+
+/// `io::Read` over a (possibly fragmented) message.
+///
+/// A read fails with an `io::Error` that carries the library's [`Error`]
+/// (`io::Error::get_ref` / `into_inner`, then downcast). Two of them mean
+/// the message was skipped and the consumer goes on, like a lapped one:
+/// [`Error::Aborted`] (its producer died in the middle of it) and
+/// [`Error::Lagged`] (Overwrite policy: it was overwritten while read).
+/// Either way the consumer is already past the message and its next
+/// `recv` returns the next one. After any error, every further read fails
+/// too (the bytes that would follow belong to no message).
+pub struct MessageReader<'a> {
+    pub(crate) c: &'a mut Consumer,
+    pub(crate) start: u64,
+    pub(crate) cur: Vec<u8>,
+    pub(crate) at: usize,
+    pub(crate) done: bool,
+    /// The error that ended this reader, repeated by every later read.
+    pub(crate) failed: Option<(io::ErrorKind, String)>,
+}
+
+impl MessageReader<'_> {
+    /// Fetch the next fragment into `cur`. Ok(false) at the end.
+    fn next_fragment(&mut self) -> Result<bool> {
+        let c = &mut *self.c;
+        let mut spins = 0u32;
+        loop {
+            let p = c.pos;
+            if c.s.head_word().load(Acquire) > p {
+                return Err(c.lagged(p));
+            }
+            match c.peek(p)? {
+                Peek::Empty => {
+                    c.check_hole(p)?;
+                    if c.fragments_abandoned(p)? {
+                        c.close_open(p);
+                        return Err(Error::Aborted {
+                            position: self.start,
+                        });
+                    }
+                    spins += 1;
+                    if spins < SPINS {
+                        std::hint::spin_loop();
+                    } else {
+                        spins = 0;
+                        c.park(None)?;
+                    }
+                }
+                Peek::Frame {
+                    seg,
+                    off,
+                    len,
+                    flags,
+                    total,
+                } => {
+                    c.stuck = None;
+                    if flags & F_PADDING != 0 || (flags & F_ABORTED != 0 && flags & F_END == 0) {
+                        c.fragment_read(p, total, flags);
+                        c.pos = p + total;
+                        continue;
+                    }
+                    if flags & F_BEGIN != 0 {
+                        // The writer died mid-message; the next message
+                        // starts here.
+                        c.close_open(p);
+                        return Err(Error::Aborted {
+                            position: self.start,
+                        });
+                    }
+                    if flags & F_ABORTED != 0 {
+                        c.fragment_read(p, total, flags);
+                        c.pos = p + total;
+                        c.msg_start = None;
+                        return Err(Error::Aborted {
+                            position: self.start,
+                        });
+                    }
+                    let body = match c.decode(p, &seg, off, len, flags) {
+                        Ok(b) => b,
+                        Err(e) if matches!(c.kind, Kind::Member { .. }) => {
+                            return Err(c.undecodable(p, e));
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    self.cur.clear();
+                    match body {
+                        // SAFETY: as in Message::first_fragment.
+                        Body::Mapped { seg, off, len } => self
+                            .cur
+                            .extend_from_slice(unsafe { seg.region.slice(off, len) }),
+                        Body::Buffer => self.cur.extend_from_slice(&c.buf),
+                    }
+                    self.at = 0;
+                    c.pos = p + total;
+                    if let Kind::Member { .. } = c.kind {
+                        c.fragment_read(p, total, flags);
+                    }
+                    if flags & F_END != 0 {
+                        self.done = true;
+                        // A member's run is acknowledged by its next
+                        // `recv`, read whole or not. A durable consumer's
+                        // saved position stays at the message's start
+                        // until then too: read to its end is not yet
+                        // processed (a kill here delivers it again).
+                        if let Kind::Member { .. } = c.kind {
+                            c.msg_start = None;
+                        }
+                    }
+                    if c.auto_commit && matches!(c.kind, Kind::Durable | Kind::Subscriber) {
+                        // Saved at the message's start until the next
+                        // `recv` (or `commit`) moves on.
+                        let np = c.save_point();
+                        c.publish(np);
+                    }
+                    return Ok(true);
+                }
+            }
+        }
+    }
+}
+
+impl io::Read for MessageReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.at < self.cur.len() {
+                let n = out.len().min(self.cur.len() - self.at);
+                out[..n].copy_from_slice(&self.cur[self.at..self.at + n]);
+                self.at += n;
+                return Ok(n);
+            }
+            if let Some((kind, msg)) = &self.failed {
+                return Err(io::Error::new(*kind, msg.clone()));
+            }
+            if self.done || out.is_empty() {
+                return Ok(0);
+            }
+            if let Err(e) = self.next_fragment() {
+                self.failed = Some((io::ErrorKind::Other, e.to_string()));
+                self.cur.clear();
+                self.at = 0;
+                return Err(io::Error::other(e));
+            }
+        }
+    }
+}

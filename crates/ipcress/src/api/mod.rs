@@ -1,0 +1,10 @@
+//! What a Rust caller uses: `Stream`, its producers and consumers, grants,
+//! writers, messages and readers. Everything here is a thin layer over
+//! `protocol`; the rules live there.
+
+pub(crate) mod consumer;
+pub(crate) mod grant;
+pub(crate) mod message;
+pub(crate) mod producer;
+pub(crate) mod slots;
+pub(crate) mod stream;

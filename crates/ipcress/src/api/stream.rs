@@ -1,0 +1,385 @@
+//! `Stream`: create, open, remove and list streams, and what a stream is.
+
+use std::fs::{self, DirBuilder};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use crate::codec::{Cipher, Compression, Key};
+use crate::error::{Error, Result};
+use crate::format::{self, *};
+pub use crate::protocol::attach::validate_name;
+use crate::protocol::attach::*;
+use crate::protocol::options::*;
+use crate::protocol::shared::*;
+use crate::storage::{self, Storage};
+use crate::sync::Region;
+use crate::sys::{self, Mapping};
+
+/// Where streams live: `$IPCRESS_DIR`, else `/dev/shm/ipcress`.
+pub fn default_root() -> PathBuf {
+    std::env::var_os("IPCRESS_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/dev/shm/ipcress"))
+}
+
+/// A handle on a stream, cheap to clone and to share between threads.
+#[derive(Clone)]
+pub struct Stream {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("name", &self.inner.name)
+            .field("dir", &self.inner.dir)
+            .finish()
+    }
+}
+
+impl Stream {
+    /// Create stream `name` under the default root.
+    pub fn create(name: &str, opts: &StreamOptions) -> Result<Stream> {
+        Stream::create_in(&default_root(), name, opts)
+    }
+
+    /// Open stream `name` under the default root.
+    pub fn open(name: &str) -> Result<Stream> {
+        Stream::open_in(&default_root(), name)
+    }
+
+    /// Create stream `name` under `root`.
+    pub fn create_in(root: &Path, name: &str, opts: &StreamOptions) -> Result<Stream> {
+        validate_name(name)?;
+        let o = opts.resolve()?;
+        let dir_mode = if o.mode & 0o060 != 0 { 0o770 } else { 0o700 };
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(root)
+            .map_err(|e| Error::from_os(root, "create directory", e))?;
+        let dest = root.join(name);
+        if fs::symlink_metadata(&dest).is_ok() {
+            return Err(Error::AlreadyExists { name: name.into() });
+        }
+        sweep_temp_dirs(root);
+        // Locked while we live: a sweeper never takes it for abandoned.
+        let (tmp, _lock) = make_temp_dir(root, name, dir_mode)?;
+        // The mode asked for, whatever the umask (0770 must not become 0750).
+        if let Err(e) = fs::set_permissions(&tmp, fs::Permissions::from_mode(dir_mode)) {
+            let _ = fs::remove_dir(&tmp);
+            return Err(Error::from_os(&tmp, "chmod", e));
+        }
+        let made = write_new_stream(&tmp, &o);
+        let made = made.and_then(|()| {
+            // rename(2) of a directory onto an existing non-empty one fails.
+            match fs::rename(&tmp, &dest) {
+                Ok(()) => Ok(()),
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EEXIST) | Some(libc::ENOTEMPTY) | Some(libc::EISDIR)
+                    ) =>
+                {
+                    Err(Error::AlreadyExists { name: name.into() })
+                }
+                Err(e) => Err(Error::from_os(&dest, "rename into", e)),
+            }
+        });
+        if let Err(e) = made {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        Stream::open_in(root, name)
+    }
+
+    /// Open stream `name` under `root`.
+    pub fn open_in(root: &Path, name: &str) -> Result<Stream> {
+        Stream::open_with(root, name, false)
+    }
+
+    /// Open stream `name` under `root` only to look at it (`ls`, `stat`,
+    /// `top`): nothing of the stream is written, not even the repair of
+    /// what a crash left (that belongs to the next opener that reads or
+    /// writes records), and no lock is taken that would keep that opener
+    /// from repairing it. Producers and consumers cannot be made from it.
+    pub fn inspect_in(root: &Path, name: &str) -> Result<Stream> {
+        Stream::open_with(root, name, true)
+    }
+
+    fn open_with(root: &Path, name: &str, inspect: bool) -> Result<Stream> {
+        // A stream removed (and maybe made anew) while we waited for its
+        // lock: look again, a few times, at what the name holds now.
+        let gone = || Error::NotFound {
+            what: "stream",
+            name: name.into(),
+        };
+        for _ in 0..8 {
+            match Stream::open_once(root, name, inspect) {
+                Ok(Some(s)) => return Ok(s),
+                Ok(None) => continue,
+                // Its files went from under us: removed meanwhile.
+                Err(e)
+                    if !matches!(e, Error::InvalidName { .. })
+                        && fs::symlink_metadata(root.join(name)).is_err() =>
+                {
+                    return Err(gone());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(gone())
+    }
+
+    /// Open what `name` holds now; None if it was removed while we waited
+    /// for its lock.
+    fn open_once(root: &Path, name: &str, inspect: bool) -> Result<Option<Stream>> {
+        validate_name(name)?;
+        let dir = root.join(name);
+        let md = fs::symlink_metadata(&dir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound {
+                what: "stream",
+                name: name.into(),
+            },
+            _ => Error::from_os(&dir, "stat", e),
+        })?;
+        if !md.is_dir() {
+            return Err(Error::corrupt(
+                0,
+                format!(
+                    "{} is not a directory (symbolic links are refused)",
+                    dir.display()
+                ),
+            ));
+        }
+        let meta_path = dir.join("meta");
+        let file = storage::open_file(&meta_path, true)?;
+        let map = Mapping::map(&file, format::META_LEN, &meta_path)?;
+        let live = sys::Liveness::new(&meta_path, &file)?;
+        // SAFETY: the mapping is META_LEN bytes, page aligned, and lives in
+        // Inner next to the region for the region's whole life.
+        let meta = unsafe { Region::new(map.ptr(), map.len()) };
+        let opts = read_options(&meta)?;
+        let mut id = [0u8; 16];
+        meta.read(meta::STREAM_ID, &mut id);
+        let seg_shift = opts.segment_shift;
+        let seg_size = 1u64 << seg_shift;
+        let (capacity, lap_shift) = match opts.layout {
+            Layout::Ring => {
+                let cap = seg_size * opts.segment_count as u64;
+                (cap, cap.trailing_zeros())
+            }
+            Layout::Log => (u64::MAX, seg_shift),
+        };
+        // One bit per chunk: at least PREFAULT_CHUNK bytes, at most
+        // MAX_FAULT_CHUNKS chunks, at most the whole ring.
+        let fault_shift = match opts.layout {
+            Layout::Ring => PREFAULT_CHUNK
+                .trailing_zeros()
+                .max(lap_shift.saturating_sub(MAX_FAULT_CHUNKS.trailing_zeros()))
+                .min(lap_shift),
+            Layout::Log => 0,
+        };
+        let faulted = match opts.layout {
+            Layout::Ring => (0..(capacity >> fault_shift).div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            Layout::Log => Box::default(),
+        };
+        let storage = match opts.layout {
+            Layout::Ring => Storage::open_ring(&dir, opts.segment_count as u64, seg_size)?,
+            Layout::Log => Storage::open_log(&dir, seg_size, md.mode() & 0o660),
+        };
+        let inner = Inner {
+            name: name.to_string(),
+            dir,
+            meta,
+            _meta_map: map,
+            _meta_file: file,
+            opts,
+            storage,
+            id,
+            seg_shift,
+            seg_size,
+            capacity,
+            lap_shift,
+            cipher: None,
+            faulted,
+            faulted_count: AtomicU64::new(0),
+            fault_shift,
+            live,
+            inspect,
+        };
+        if inspect {
+            return Ok(Some(Stream {
+                inner: Arc::new(inner),
+            }));
+        }
+        // Whoever opens a stream that nobody else has open repairs it.
+        if sys::try_lock(&inner._meta_file, sys::Lock::Exclusive) {
+            if !same_inode(&inner._meta_file, &meta_path) {
+                return Ok(None);
+            }
+            crate::protocol::recovery::recover(&inner)?;
+        }
+        sys::lock(&inner._meta_file, sys::Lock::Shared);
+        // `remove_in` holds the exclusive lock while it removes the
+        // directory: if we waited for it, our meta file is no longer the
+        // stream's (the name is gone, or names a stream made since).
+        if !same_inode(&inner._meta_file, &meta_path) {
+            return Ok(None);
+        }
+        Ok(Some(Stream {
+            inner: Arc::new(inner),
+        }))
+    }
+
+    /// Give the key of an encrypted stream. Must be called before producers
+    /// and consumers are made.
+    pub fn with_key(self, key: &Key) -> Result<Stream> {
+        let mut inner = Arc::try_unwrap(self.inner).map_err(|_| {
+            Error::InvalidOptions("with_key must be called before the stream is shared".into())
+        })?;
+        if !inner.opts.encrypted {
+            return Err(Error::InvalidOptions(format!(
+                "stream {} is not encrypted",
+                inner.name
+            )));
+        }
+        inner.cipher = Some(Cipher::new(key, inner.id));
+        Ok(Stream {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Remove stream `name` under `root` and all its files.
+    pub fn remove_in(root: &Path, name: &str) -> Result<()> {
+        validate_name(name)?;
+        let dir = root.join(name);
+        let md = fs::symlink_metadata(&dir).map_err(|_| Error::NotFound {
+            what: "stream",
+            name: name.into(),
+        })?;
+        if !md.is_dir() {
+            // Never follow a link out of the root: remove the link itself.
+            return fs::remove_file(&dir).map_err(|e| Error::from_os(&dir, "remove", e));
+        }
+        // Every process that has the stream open holds a shared `flock` on
+        // its meta file (see `open_with`); the exclusive lock, held until
+        // the directory is gone, proves nobody does and keeps a new opener
+        // out. An opener that waited for it finds the meta file replaced
+        // and reports the stream gone. A directory without a meta file is
+        // no stream anyone can have open.
+        let meta_path = dir.join("meta");
+        let _lock = match storage::open_file(&meta_path, false) {
+            Ok(meta) => {
+                let mut tries = 0;
+                while !sys::try_lock(&meta, sys::Lock::Exclusive) {
+                    tries += 1;
+                    if tries >= REMOVE_LOCK_TRIES {
+                        return Err(Error::StreamInUse { name: name.into() });
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Some(meta)
+            }
+            // No meta file, or one `open_with` refuses too (a link): no
+            // process can have this stream open.
+            Err(_) => None,
+        };
+        fs::remove_dir_all(&dir).map_err(|e| Error::from_os(&dir, "remove", e))
+    }
+
+    /// Names of the streams under `root`, sorted. Temporary directories
+    /// left by a `create` that died are removed on the way.
+    pub fn list_in(root: &Path) -> Result<Vec<String>> {
+        sweep_temp_dirs(root);
+        let rd = match fs::read_dir(root) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::from_os(root, "list", e)),
+        };
+        let mut names: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| validate_name(n).is_ok() && !n.starts_with(TEMP_PREFIX))
+            .filter(|n| root.join(n).join("meta").exists())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The stream's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+    /// The stream's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+    /// The random 128-bit stream id.
+    pub fn id(&self) -> [u8; 16] {
+        self.inner.id
+    }
+    /// The stream id as 32 hex digits.
+    pub fn id_hex(&self) -> String {
+        self.inner.id.iter().map(|b| format!("{b:02x}")).collect()
+    }
+    /// Position just past the last claimed frame.
+    pub fn tail(&self) -> u64 {
+        self.inner.tail()
+    }
+    /// Oldest retained position.
+    pub fn head(&self) -> u64 {
+        self.inner.head()
+    }
+    /// Layout.
+    pub fn layout(&self) -> Layout {
+        self.inner.opts.layout
+    }
+    /// Policy.
+    pub fn policy(&self) -> Policy {
+        self.inner.opts.policy
+    }
+    /// Checksum setting.
+    pub fn checksum(&self) -> Checksum {
+        self.inner.opts.checksum
+    }
+    /// Compression setting.
+    pub fn compression(&self) -> Compression {
+        self.inner.opts.compression
+    }
+    /// Whether records are encrypted.
+    pub fn encrypted(&self) -> bool {
+        self.inner.opts.encrypted
+    }
+    /// Segment size in bytes.
+    pub fn segment_size(&self) -> u64 {
+        self.inner.seg_size
+    }
+    /// Ring capacity in bytes (None for a log).
+    pub fn capacity(&self) -> Option<u64> {
+        (self.inner.opts.layout == Layout::Ring).then_some(self.inner.capacity)
+    }
+    /// Largest payload that `send`/`reserve` accept in one frame.
+    pub fn max_message_len(&self) -> usize {
+        self.inner.max_payload()
+            - if self.inner.opts.encrypted {
+                crate::codec::TAG_LEN
+            } else {
+                0
+            }
+    }
+    /// Write mapped data back to disk (durable streams).
+    pub fn flush(&self) -> Result<()> {
+        self.inner.storage.flush()?;
+        self.inner
+            ._meta_map
+            .flush()
+            .map_err(|e| Error::io("msync meta", e))
+    }
+}

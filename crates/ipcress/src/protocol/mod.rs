@@ -1,0 +1,20 @@
+//! The protocol between processes, over the bytes of `format` and the
+//! memory of `storage`: claiming and publishing frames, reading and
+//! validating them, waiting and waking, the consumer registry, the group
+//! hand-out, the unblocker, recovery and retention. Nothing here makes a
+//! system call except through `sys`, or touches shared memory except
+//! through `sync`.
+
+pub(crate) mod attach;
+pub(crate) mod claim;
+pub(crate) mod decode;
+pub(crate) mod flow;
+pub(crate) mod group;
+pub(crate) mod options;
+pub(crate) mod raw;
+pub(crate) mod read;
+pub(crate) mod recovery;
+pub(crate) mod registry;
+pub(crate) mod shared;
+pub(crate) mod unblock;
+pub(crate) mod wait;

@@ -1,0 +1,88 @@
+//! Raw frames: stored bytes and flags as they are, for bridges that carry
+//! a stream elsewhere without opening its records.
+
+use std::sync::atomic::{Ordering::*, fence};
+
+use crate::error::{Error, Result};
+use crate::format::*;
+use crate::protocol::options::*;
+use crate::protocol::read::*;
+
+/// One stored frame exactly as written: possibly compressed and encrypted.
+/// Bridges move these between streams without decoding them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawFrame {
+    /// `F_BEGIN`, `F_END`, `F_COMPRESSED`, `F_ENCRYPTED` (other bits ignored).
+    pub flags: u16,
+    /// Stream id where the frame was first written (its nonce, if encrypted).
+    pub origin: [u8; 16],
+    /// Position where the frame was first written.
+    pub origin_position: u64,
+    /// The stored payload (ciphertext and tag when encrypted).
+    pub data: Vec<u8>,
+}
+
+impl Consumer {
+    /// The next stored frame at our position, if committed.
+    pub(crate) fn poll_raw(&mut self) -> Result<Option<(u64, RawFrame)>> {
+        loop {
+            let p = self.pos;
+            if self.s.head_word().load(Acquire) > p {
+                return Err(self.lagged(p));
+            }
+            match self.peek(p)? {
+                Peek::Frame {
+                    seg,
+                    off,
+                    len,
+                    flags,
+                    total,
+                } => {
+                    self.stuck = None;
+                    if flags & (F_PADDING | F_ABORTED) != 0 {
+                        self.pos = p + total;
+                        continue;
+                    }
+                    let mut data = vec![0u8; len as usize];
+                    if self.s.opts.policy == Policy::Overwrite {
+                        seg.region.read_racy(off + HEADER_LEN, &mut data);
+                    } else {
+                        seg.region.read(off + HEADER_LEN, &mut data);
+                    }
+                    let b = seg.region.u64_at(off + 8).load(Relaxed);
+                    fence(Acquire);
+                    if self.s.head_word().load(Relaxed) > p {
+                        return Err(self.lagged(p));
+                    }
+                    if flags & F_CHECKSUM != 0 && frame_crc(p, len, flags, &data) != b_check(b) {
+                        return Err(Error::corrupt(p, "checksum mismatch"));
+                    }
+                    let (origin, origin_position) = if flags & F_FOREIGN != 0 {
+                        let Some(origin) = split_origin(&data) else {
+                            return Err(Error::corrupt(p, "foreign frame shorter than its origin"));
+                        };
+                        data.drain(..ORIGIN_LEN);
+                        origin
+                    } else {
+                        (self.s.id, p)
+                    };
+                    self.pos = p + total;
+                    self.msgs += 1;
+                    return Ok(Some((
+                        p,
+                        RawFrame {
+                            flags: flags & F_AAD_MASK,
+                            origin,
+                            origin_position,
+                            data,
+                        },
+                    )));
+                }
+                Peek::Empty => {
+                    self.check_hole(p)?;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The state one process shares about an open stream: its mappings, the
+//! meta words, the cipher, and which pages this process has faulted in.
+
+use std::fs::{self};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+
+use crate::codec::Cipher;
+use crate::error::Result;
+use crate::format::{self, *};
+use crate::protocol::options::*;
+use crate::storage::{Seg, Storage};
+use crate::sync::Region;
+use crate::sys::{self, Mapping};
+
+/// Bytes a producer or consumer faults in ahead of where it works on a
+/// ring, at the least (`Inner::prefault_ahead`).
+pub(crate) const PREFAULT_CHUNK: u64 = 2 << 20;
+/// Chunks of a ring tracked per process, at most (larger rings use larger
+/// chunks).
+pub(crate) const MAX_FAULT_CHUNKS: u64 = 1 << 16;
+
+pub(crate) struct Inner {
+    /// Opened by `Stream::inspect_in`: looks, never writes.
+    pub inspect: bool,
+    pub name: String,
+    pub dir: PathBuf,
+    pub(crate) _meta_file: fs::File,
+    pub(crate) _meta_map: Mapping,
+    pub meta: Region,
+    pub opts: StreamOptions,
+    pub storage: Storage,
+    pub id: [u8; 16],
+    pub seg_shift: u32,
+    pub seg_size: u64,
+    /// Ring capacity in bytes; u64::MAX for a log.
+    pub capacity: u64,
+    pub lap_shift: u32,
+    pub cipher: Option<Cipher>,
+    /// Ring: which chunks of the ring this process has faulted in, one bit
+    /// per chunk of `1 << fault_shift` bytes (see `prefault_ahead`).
+    pub(crate) faulted: Box<[AtomicU64]>,
+    /// Chunks faulted in so far; all of them ends the bookkeeping.
+    pub(crate) faulted_count: AtomicU64,
+    pub(crate) fault_shift: u32,
+    /// Who holds which slot (OFD locks on the meta file's lock bytes).
+    pub live: sys::Liveness,
+}
+
+impl Inner {
+    /// Fault in the ring's pages from `from` (a position) to one chunk
+    /// past `to`, the chunks this process has not faulted in yet, and
+    /// return the position up to which claims and reads need not call
+    /// again (the end of the chunk holding `to - 1`; `u64::MAX` once the
+    /// whole ring is in, and for a log, whose segments are mapped as they
+    /// come). Producers and consumers call it only when they pass the
+    /// position it returned, so the first lap takes no page faults while
+    /// a process touches only a bounded window ahead of where it works:
+    /// attaching costs the same on a ring of any size (ARCHITECTURE.md).
+    pub fn prefault_ahead(&self, from: u64, to: u64) -> u64 {
+        let chunks = self.capacity >> self.fault_shift;
+        if self.faulted.is_empty() || self.faulted_count.load(Relaxed) >= chunks {
+            return u64::MAX;
+        }
+        // Saturating: a consumer's position may come from a damaged word.
+        let first = from >> self.fault_shift;
+        let last = to.max(from.saturating_add(1)).saturating_sub(1) >> self.fault_shift;
+        // Whole chunks, wrapping around the ring, at most once each.
+        for k in first..=last.saturating_add(1).min(first.saturating_add(chunks - 1)) {
+            let c = k % chunks;
+            let bit = 1u64 << (c % 64);
+            if self.faulted[(c / 64) as usize].fetch_or(bit, Relaxed) & bit == 0 {
+                self.storage
+                    .prefault(c << self.fault_shift, 1 << self.fault_shift);
+                self.faulted_count.fetch_add(1, Relaxed);
+            }
+        }
+        last.saturating_add(1).saturating_mul(1 << self.fault_shift)
+    }
+
+    #[inline]
+    pub fn tail_word(&self) -> &AtomicU64 {
+        self.meta.u64_at(meta::TAIL)
+    }
+    #[inline]
+    pub fn tail(&self) -> u64 {
+        self.tail_word().load(Acquire) & !format::TAIL_LOCK
+    }
+    #[inline]
+    pub fn head_word(&self) -> &AtomicU64 {
+        self.meta.u64_at(meta::HEAD)
+    }
+    #[inline]
+    pub fn head(&self) -> u64 {
+        self.head_word().load(Acquire)
+    }
+    #[inline]
+    pub fn gen_word(&self) -> &AtomicU64 {
+        self.meta.u64_at(meta::EPOCH)
+    }
+    #[inline]
+    pub fn data_seq(&self) -> &AtomicU32 {
+        self.meta.u32_at(meta::DATA_SEQ)
+    }
+    #[inline]
+    pub fn data_waiters(&self) -> &AtomicU32 {
+        self.meta.u32_at(meta::DATA_WAITERS)
+    }
+    #[inline]
+    pub fn space_seq(&self) -> &AtomicU32 {
+        self.meta.u32_at(meta::SPACE_SEQ)
+    }
+    #[inline]
+    pub fn space_waiters(&self) -> &AtomicU32 {
+        self.meta.u32_at(meta::SPACE_WAITERS)
+    }
+    #[inline]
+    pub fn frag_lock(&self) -> &AtomicU64 {
+        self.meta.u64_at(meta::FRAG_LOCK)
+    }
+    #[inline]
+    pub fn lap(&self, pos: u64) -> u64 {
+        format::lap_of(pos, self.lap_shift)
+    }
+    #[inline]
+    pub fn seg_index(&self, pos: u64) -> u64 {
+        pos >> self.seg_shift
+    }
+    #[inline]
+    pub fn seg_offset(&self, pos: u64) -> u64 {
+        pos & (self.seg_size - 1)
+    }
+    /// Largest stored payload of one frame: frames are at most half a
+    /// segment, so a claim that crossed a segment end always fits after it.
+    pub fn max_payload(&self) -> usize {
+        self.seg_size as usize / 2 - format::HEADER_LEN
+    }
+    pub fn checksummed(&self) -> bool {
+        self.opts.checksum == Checksum::Crc32c
+    }
+    pub fn is_ring(&self) -> bool {
+        self.opts.layout == Layout::Ring
+    }
+
+    /// Read the header at position `p` of `seg` (word A with acquire
+    /// ordering, then word B if it lies in the segment) and validate it.
+    /// Word B is returned too, for the CRC.
+    #[inline(always)]
+    pub fn read_header(&self, seg: &Seg, p: u64) -> (Result<format::Slot, &'static str>, u64) {
+        let off = self.seg_offset(p) as usize;
+        let a = seg.region.u64_at(off).load(Acquire);
+        let b = if off + format::HEADER_LEN <= self.seg_size as usize {
+            seg.region.u64_at(off + 8).load(Relaxed)
+        } else {
+            0
+        };
+        (
+            format::parse(a, b, p, self.lap(p), off as u64, self.seg_size),
+            b,
+        )
+    }
+
+    pub fn segment(&self, index: u64, create: bool) -> Result<Option<Seg>> {
+        self.storage.segment(index, create)
+    }
+
+    pub fn cslot(&self, i: usize) -> Region {
+        self.meta.sub(
+            meta::CONSUMERS + i * format::CONSUMER_SLOT_LEN,
+            format::CONSUMER_SLOT_LEN,
+        )
+    }
+    pub fn pslot(&self, i: usize) -> Region {
+        self.meta.sub(
+            format::PRODUCERS + i * format::PRODUCER_SLOT_LEN,
+            format::PRODUCER_SLOT_LEN,
+        )
+    }
+
+    /// Wake consumers parked on new data, if any.
+    #[inline(always)]
+    pub fn wake_data(&self) {
+        if self.data_waiters().load(SeqCst) != 0 {
+            self.data_seq().fetch_add(1, SeqCst);
+            sys::futex_wake_all(self.data_seq());
+        }
+    }
+
+    /// Wake producers parked on space, if any. Callers have published their
+    /// new position first.
+    #[inline]
+    pub fn wake_space(&self) {
+        std::sync::atomic::fence(SeqCst);
+        if self.space_waiters().load(Relaxed) != 0 {
+            self.space_seq().fetch_add(1, SeqCst);
+            sys::futex_wake_all(self.space_seq());
+        }
+    }
+}
