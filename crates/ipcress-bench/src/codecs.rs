@@ -630,7 +630,7 @@ fn ceiling(codec: Codec, data: Data, record: usize, bytes: u64) -> Result<(f64, 
         if codec.encrypted {
             let len = cipher
                 .open(i % n, &aad, &mut buf)
-                .map_err(|()| anyhow::anyhow!("ceiling: record {i} does not open"))?;
+                .map_err(|_| anyhow::anyhow!("ceiling: record {i} does not open"))?;
             buf.truncate(len);
         }
         let plain = if *z {

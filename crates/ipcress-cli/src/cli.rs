@@ -114,6 +114,7 @@ pub struct CreateArgs {
 
 fn parse_compression(s: &str) -> Result<Compression, String> {
     s.parse()
+        .map_err(|e: ipcress::codec::ParseCompressionError| e.to_string())
 }
 
 #[derive(Args, Debug)]

@@ -130,9 +130,11 @@ impl Consumer {
             let clen = (len as usize - skip) as u32;
             let aad = crate::protocol::claim::aad(clen, flags, opos);
             buf.drain(..skip);
-            let n = cipher.open_with(origin, opos, &aad, buf).map_err(|()| {
-                fail("authentication failed (wrong key, or the record was altered or moved)")
-            })?;
+            let n = cipher
+                .open_with(origin, opos, &aad, buf)
+                .map_err(|codec::OpenError| {
+                    fail("authentication failed (wrong key, or the record was altered or moved)")
+                })?;
             buf.truncate(n);
         } else if self.s.opts.encrypted {
             return Err(fail("record is not encrypted in an encrypted stream"));
