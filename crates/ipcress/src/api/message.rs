@@ -2,7 +2,6 @@
 //! by fragment.
 
 use std::io;
-use std::sync::atomic::Ordering::*;
 
 use crate::error::{Error, Result};
 use crate::format::*;
@@ -114,11 +113,8 @@ impl MessageReader<'_> {
         let c = &mut *self.c;
         let mut spins = 0u32;
         loop {
-            let p = c.pos;
-            if c.s.head_word().load(Acquire) > p {
-                return Err(c.lagged(p));
-            }
-            match c.peek(p)? {
+            let (p, peek) = c.peek_here()?;
+            match peek {
                 Peek::Empty => {
                     c.check_hole(p)?;
                     if c.fragments_abandoned(p)? {
@@ -142,7 +138,6 @@ impl MessageReader<'_> {
                     flags,
                     total,
                 } => {
-                    c.stuck = None;
                     if flags & F_PADDING != 0 || (flags & F_ABORTED != 0 && flags & F_END == 0) {
                         c.fragment_read(p, total, flags);
                         c.pos = p + total;

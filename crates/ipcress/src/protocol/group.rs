@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::protocol::read::*;
+use crate::sync::Region;
 use crate::sys::{self, SlotRef};
 
 /// The run of records a group member holds: claimed with one CAS on the
@@ -435,19 +436,25 @@ impl Consumer {
         }
     }
 
+    /// The group's slot and its word, as loaded, if it is open for our run's fragmented
+    /// message at `p`, with the run's tag.
+    fn open_for_us_at(&self, p: u64) -> Option<(Region, u64, u8)> {
+        let (Kind::Member { group, .. }, Some(r)) = (self.kind, self.run) else {
+            return None;
+        };
+        let gr = self.s.cslot(group);
+        let w = gr.u64_at(cslot::POSITION).load(Acquire);
+        let (next, open, t) = split_group(w);
+        (open && t as usize == r.slot + 1 && next == p).then_some((gr, w, t))
+    }
+
     /// A frame at `p` of a fragmented message of our run was read: if the
     /// group word is open for it at `p`, move it past (and close it after
     /// the last fragment); a message run longer than `hold_limit` releases
     /// the ring as it goes.
     pub(crate) fn fragment_read(&mut self, p: u64, total: u64, flags: u16) {
-        let (Kind::Member { group, .. }, Some(r)) = (self.kind, self.run) else {
-            return;
-        };
-        let gr = self.s.cslot(group);
-        let gw = gr.u64_at(cslot::POSITION);
-        let w = gw.load(Acquire);
-        let (next, open, t) = split_group(w);
-        if open && t as usize == r.slot + 1 && next == p {
+        if let Some((gr, w, t)) = self.open_for_us_at(p) {
+            let gw = gr.u64_at(cslot::POSITION);
             let last = flags & F_END != 0;
             if gw
                 .compare_exchange(w, group_word(p + total, !last, t), SeqCst, Relaxed)
@@ -472,14 +479,8 @@ impl Consumer {
     /// A fragmented message of our run ends early at `p` (its writer
     /// died): close the group word if it is open for us.
     pub(crate) fn close_open(&mut self, p: u64) {
-        let (Kind::Member { group, .. }, Some(r)) = (self.kind, self.run) else {
-            return;
-        };
-        let gr = self.s.cslot(group);
-        let gw = gr.u64_at(cslot::POSITION);
-        let w = gw.load(Acquire);
-        let (next, open, t) = split_group(w);
-        if open && t as usize == r.slot + 1 && next == p {
+        if let Some((gr, w, t)) = self.open_for_us_at(p) {
+            let gw = gr.u64_at(cslot::POSITION);
             let _ = gw.compare_exchange(w, group_word(p, false, t), SeqCst, Relaxed);
             self.s.wake_data();
         }

@@ -26,11 +26,8 @@ impl Consumer {
     /// The next stored frame at our position, if committed.
     pub(crate) fn poll_raw(&mut self) -> Result<Option<(u64, RawFrame)>> {
         loop {
-            let p = self.pos;
-            if self.s.head_word().load(Acquire) > p {
-                return Err(self.lagged(p));
-            }
-            match self.peek(p)? {
+            let (p, peek) = self.peek_here()?;
+            match peek {
                 Peek::Frame {
                     seg,
                     off,
@@ -38,7 +35,6 @@ impl Consumer {
                     flags,
                     total,
                 } => {
-                    self.stuck = None;
                     if flags & (F_PADDING | F_ABORTED) != 0 {
                         self.pos = p + total;
                         continue;

@@ -312,6 +312,21 @@ impl Consumer {
         Ok(Some(seg))
     }
 
+    /// The frame at our position and the position: the head must not
+    /// have passed it (else `Lagged`); a committed frame there ends any
+    /// wait on an uncommitted one.
+    pub(crate) fn peek_here(&mut self) -> Result<(u64, Peek)> {
+        let p = self.pos;
+        if self.s.head_word().load(Acquire) > p {
+            return Err(self.lagged(p));
+        }
+        let peek = self.peek(p)?;
+        if let Peek::Frame { .. } = peek {
+            self.stuck = None;
+        }
+        Ok((p, peek))
+    }
+
     /// Look at the frame at `p`, validating every field.
     #[inline(always)]
     pub(crate) fn peek(&mut self, p: u64) -> Result<Peek> {
@@ -449,11 +464,8 @@ impl Consumer {
             return self.poll_group();
         }
         loop {
-            let p = self.pos;
-            if self.s.head_word().load(Acquire) > p {
-                return Err(self.lagged(p));
-            }
-            match self.peek(p)? {
+            let (p, peek) = self.peek_here()?;
+            match peek {
                 Peek::Empty => {
                     self.check_hole(p)?;
                     return Ok(None);
@@ -465,7 +477,6 @@ impl Consumer {
                     flags,
                     total,
                 } => {
-                    self.stuck = None;
                     if flags & (F_PADDING | F_ABORTED) != 0 || flags & F_BEGIN == 0 {
                         // Padding, an aborted claim, or the rest of a
                         // message whose start we never read.
