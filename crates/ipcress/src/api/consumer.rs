@@ -1,6 +1,6 @@
 //! Making consumers, and what a caller does with one.
 
-use std::sync::atomic::Ordering::*;
+use crate::sync::atomic::Ordering::*;
 use std::time::{Duration, Instant};
 
 use crate::api::message::*;

@@ -1,7 +1,8 @@
 //! Making producers, and what a caller does with one.
 
+use crate::sync::atomic::Ordering::*;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::*};
+use std::sync::atomic::AtomicBool;
 
 use crate::api::grant::*;
 use crate::api::stream::*;

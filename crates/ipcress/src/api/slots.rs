@@ -1,7 +1,7 @@
 //! User slots: named words in the meta file for applications' own state.
 
+use crate::sync::atomic::Ordering::*;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::*;
 
 use crate::api::stream::*;
 use crate::error::Result;

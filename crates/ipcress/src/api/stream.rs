@@ -1,10 +1,10 @@
 //! `Stream`: create, open, remove and list streams, and what a stream is.
 
+use crate::sync::atomic::AtomicU64;
 use std::fs::{self, DirBuilder};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use crate::codec::{Cipher, Compression, Key};

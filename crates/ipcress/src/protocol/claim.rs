@@ -1,12 +1,14 @@
 //! Producers: claiming space with one add on the tail, writing the frame,
 //! and publishing it with the header's word A (FORMAT.md, "Frames").
 
+use crate::sync::atomic::Ordering::*;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::*, fence};
+use std::sync::atomic::AtomicBool;
 
 use crate::codec::{self, Compression};
 use crate::error::{Error, Result};
 use crate::format::*;
+use crate::protocol::frame;
 use crate::protocol::options::*;
 use crate::protocol::shared::*;
 use crate::storage::Seg;
@@ -66,10 +68,7 @@ impl Claim {
     #[inline(always)]
     fn new(s: &Inner, seg: Seg, pos: u64, total: u64) -> Claim {
         let off = s.seg_offset(pos) as usize;
-        let stale_a = seg.region.u64_at(off).load(Relaxed);
-        // Pairs with the reader's fence after copying (Overwrite
-        // validation): the head raised above is visible before our bytes.
-        fence(Release);
+        let stale_a = frame::stale_word(&seg.region, off);
         Claim {
             pos,
             seg,
@@ -185,17 +184,8 @@ impl Producer {
         } else {
             pos_check(c.pos)
         };
-        c.seg
-            .region
-            .u64_at(c.off + 8)
-            .store(word_b(len, crc), Relaxed);
-        let a = word_a(flags, self.s.lap(c.pos));
-        let published = c
-            .seg
-            .region
-            .u64_at(c.off)
-            .compare_exchange(c.stale_a, a, SeqCst, Relaxed)
-            .is_ok();
+        let lap = self.s.lap(c.pos);
+        let published = frame::publish(&c.seg.region, c.off, lap, len, flags, crc, c.stale_a);
         self.clear_claim();
         if !published {
             return Err(Error::Unblocked { position: c.pos });
@@ -206,8 +196,8 @@ impl Producer {
 
     /// Turn a claimed frame into an aborted one (readers skip it).
     pub(crate) fn abort_claim(&mut self, c: Claim) {
-        write_pad(
-            &c.seg,
+        frame::write_pad(
+            &c.seg.region,
             c.off,
             c.pos,
             c.total,
@@ -400,7 +390,7 @@ impl Producer {
         let seg = self.seg_for(pos)?;
         let off = self.s.seg_offset(pos) as usize;
         let stale = seg.region.u64_at(off).load(Relaxed);
-        write_pad(&seg, off, pos, len, self.s.lap(pos), stale, 0);
+        frame::write_pad(&seg.region, off, pos, len, self.s.lap(pos), stale, 0);
         Ok(())
     }
 }
@@ -425,39 +415,4 @@ pub(crate) fn aad(len: u32, flags: u16, pos: u64) -> [u8; 14] {
     a[..6].copy_from_slice(&header_bytes(len, flags & F_AAD_MASK));
     a[6..].copy_from_slice(&pos.to_le_bytes());
     a
-}
-
-/// Write a padding frame of `len` bytes at `off` (position `pos`, of lap
-/// `lap`) over the word A `stale` that a claim found there, unless someone
-/// already published a header there. Returns whether this call published
-/// it.
-///
-/// Only a claim's own producer, or whoever pads the claim of a producer
-/// found dead, calls this (the unblocker, recovery): nobody else can
-/// publish at `off` once word A is seen still `stale`, so word B may be
-/// written before the CAS that publishes the padding.
-pub(crate) fn write_pad(
-    seg: &Seg,
-    off: usize,
-    pos: u64,
-    len: u64,
-    lap: u64,
-    stale: u64,
-    extra: u16,
-) -> bool {
-    let flags = F_COMMITTED | F_PADDING | extra;
-    let word = seg.region.u64_at(off);
-    let a = if len == 8 {
-        word_a(flags | F_PAD8, lap)
-    } else {
-        // Published already (this call lost a race to another unblocker):
-        // its word B is not ours to touch.
-        if word.load(Acquire) != stale {
-            return false;
-        }
-        let b = word_b((len - HEADER_LEN as u64) as u32, pos_check(pos));
-        seg.region.u64_at(off + 8).store(b, Relaxed);
-        word_a(flags, lap)
-    };
-    word.compare_exchange(stale, a, SeqCst, Relaxed).is_ok()
 }

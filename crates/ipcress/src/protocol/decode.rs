@@ -1,7 +1,7 @@
 //! Turning a stored frame into the bytes the caller sees: checksum,
 //! decryption and decompression, with buffers reused from record to record.
 
-use std::sync::atomic::{Ordering::*, fence};
+use crate::sync::atomic::{Ordering::*, fence};
 
 use crate::codec::{self};
 use crate::error::{Error, Result};

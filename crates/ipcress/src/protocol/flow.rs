@@ -1,7 +1,7 @@
 //! Flow control: when a producer must wait for consumers or for earlier
 //! claims, how it sleeps, and the fragment lock.
 
-use std::sync::atomic::Ordering::*;
+use crate::sync::atomic::Ordering::*;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};

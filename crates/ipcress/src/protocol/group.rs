@@ -2,12 +2,13 @@
 //! word, acknowledged as a unit, adopted from dead members (FORMAT.md,
 //! "Groups").
 
-use std::sync::atomic::Ordering::*;
+use crate::sync::atomic::Ordering::*;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::format::*;
 use crate::protocol::read::*;
+use crate::protocol::run;
 use crate::sync::Region;
 use crate::sys::{self, SlotRef};
 
@@ -253,25 +254,11 @@ impl Consumer {
             // Intent, then the claim (FORMAT.md, "Groups").
             self.run_seq += 1;
             let seq = self.run_seq;
-            me.u64_at(cslot::RUN_BEGIN).store(next, SeqCst);
-            me.u64_at(cslot::RUN_END).store(p, SeqCst);
-            me.u64_at(cslot::RUN_STATE)
-                .store(run_state(seq, RUN_INTENT), SeqCst);
-            if gw
-                .compare_exchange(w, group_word(p, frag, tag), SeqCst, Relaxed)
-                .is_err()
-            {
-                me.u64_at(cslot::RUN_STATE)
-                    .store(run_state(seq, RUN_IDLE), SeqCst);
+            run::announce(&me, seq, next, p);
+            if !run::take(&me, &gr, seq, w, group_word(p, frag, tag)) {
                 continue;
             }
-            // A member that saw our claim may have recorded it already.
-            let _ = me.u64_at(cslot::RUN_STATE).compare_exchange(
-                run_state(seq, RUN_INTENT),
-                run_state(seq, RUN_HELD),
-                SeqCst,
-                Relaxed,
-            );
+            run::record(&me, seq);
             self.budget = if full {
                 (self.budget * 2).min(RUN_MAX)
             } else {
@@ -294,23 +281,8 @@ impl Consumer {
     /// succeeded: record it as held, so that a member that dies between its
     /// CAS and its own record loses nothing.
     pub(crate) fn help(&self, d: usize, next: u64) {
-        if d >= CONSUMER_SLOTS {
-            return;
-        }
-        let r = self.s.cslot(d);
-        let st = r.u64_at(cslot::RUN_STATE).load(SeqCst);
-        let (seq, k) = split_run_state(st);
-        if k != RUN_INTENT {
-            return;
-        }
-        let end = r.u64_at(cslot::RUN_END).load(SeqCst);
-        if r.u64_at(cslot::RUN_STATE).load(SeqCst) == st && end == next {
-            let _ = r.u64_at(cslot::RUN_STATE).compare_exchange(
-                st,
-                run_state(seq, RUN_HELD),
-                SeqCst,
-                Relaxed,
-            );
+        if d < CONSUMER_SLOTS {
+            run::help(&self.s.cslot(d), next);
         }
     }
 
@@ -349,18 +321,10 @@ impl Consumer {
         }
         // The group word first: a claim that succeeded before it is seen
         // in it, or was recorded as held by whoever moved it on.
-        let gr = self.s.cslot(group);
-        let gw = gr.u64_at(cslot::POSITION);
-        let (next, _, t) = split_group(gw.load(SeqCst));
-        let st = r.u64_at(cslot::RUN_STATE).load(SeqCst);
-        let (seq, k) = split_run_state(st);
-        let begin = r.u64_at(cslot::RUN_BEGIN).load(SeqCst);
-        let end = r.u64_at(cslot::RUN_END).load(SeqCst);
-        let held = k == RUN_HELD || (k == RUN_INTENT && t as usize == d + 1 && next == end);
-        if !held {
+        let Some((seq, begin, end)) = run::held_by(&r, &self.s.cslot(group), d) else {
             self.free_member_slot(d);
             return Ok(false);
-        }
+        };
         r.u64_at(cslot::RUN_STATE)
             .store(run_state(seq, RUN_HELD), SeqCst);
         r.u64_at(cslot::RELEASER).store(0, SeqCst);
@@ -408,9 +372,7 @@ impl Consumer {
             return;
         };
         self.msg_start = None;
-        let slot = self.s.cslot(r.slot);
-        slot.u64_at(cslot::RUN_STATE)
-            .store(run_state(r.seq, RUN_IDLE), SeqCst);
+        run::release(&self.s.cslot(r.slot), r.seq);
         let me = self.s.cslot(self.slot);
         me.u64_at(cslot::POSITION).store(self.pos, Relaxed);
         me.u64_at(cslot::MESSAGES).store(self.msgs, Relaxed);

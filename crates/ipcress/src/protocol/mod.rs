@@ -9,12 +9,16 @@ pub(crate) mod attach;
 pub(crate) mod claim;
 pub(crate) mod decode;
 pub(crate) mod flow;
+pub(crate) mod frame;
 pub(crate) mod group;
+#[cfg(all(test, loom))]
+mod loom;
 pub(crate) mod options;
 pub(crate) mod raw;
 pub(crate) mod read;
 pub(crate) mod recovery;
 pub(crate) mod registry;
+pub(crate) mod run;
 pub(crate) mod shared;
 pub(crate) mod unblock;
 pub(crate) mod wait;

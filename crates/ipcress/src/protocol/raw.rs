@@ -1,7 +1,7 @@
 //! Raw frames: stored bytes and flags as they are, for bridges that carry
 //! a stream elsewhere without opening its records.
 
-use std::sync::atomic::{Ordering::*, fence};
+use crate::sync::atomic::{Ordering::*, fence};
 
 use crate::error::{Error, Result};
 use crate::format::*;

@@ -2,8 +2,8 @@
 //! faulted-in pages, slow path with validation), lag, holes, and what it
 //! holds back from producers.
 
+use crate::sync::atomic::Ordering::*;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::*;
 use std::time::Instant;
 
 use crate::error::{Error, Result};

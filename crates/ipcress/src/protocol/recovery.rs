@@ -1,12 +1,12 @@
 //! Recovery when a stream is opened, and retention.
 
-use std::sync::atomic::Ordering::*;
+use crate::sync::atomic::Ordering::*;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::format::{self, *};
-use crate::protocol::claim::*;
 use crate::protocol::flow::*;
+use crate::protocol::frame;
 use crate::protocol::options::*;
 use crate::protocol::shared::*;
 use crate::protocol::unblock::*;
@@ -145,7 +145,7 @@ pub(crate) fn recover_log(s: &Inner) -> Result<()> {
         if let Some(g) = s.segment(s.seg_index(pos), false)? {
             let off = s.seg_offset(pos) as usize;
             let st = g.region.u64_at(off).load(Acquire);
-            write_pad(&g, off, pos, seg_end - pos, s.lap(pos), st, 0);
+            frame::write_pad(&g.region, off, pos, seg_end - pos, s.lap(pos), st, 0);
         }
         new_tail = seg_end;
     }
@@ -193,7 +193,7 @@ pub(crate) fn abort_hole(s: &Inner, p: u64, next: u64) -> Result<()> {
         if let Some(g) = s.segment(s.seg_index(q), false)? {
             let off = s.seg_offset(q) as usize;
             let stale = g.region.u64_at(off).load(Acquire);
-            write_pad(&g, off, q, end - q, s.lap(q), stale, F_ABORTED);
+            frame::write_pad(&g.region, off, q, end - q, s.lap(q), stale, F_ABORTED);
         }
         q = end;
     }

@@ -1,7 +1,7 @@
 //! The consumer registry: slots in the meta file, who holds them, where a
 //! new consumer starts, and the floor that producers may not pass.
 
-use std::sync::atomic::{Ordering::*, fence};
+use crate::sync::atomic::{Ordering::*, fence};
 
 use crate::error::{Error, Result};
 use crate::format::{self, *};
@@ -300,7 +300,7 @@ impl Inner {
         let mut take = |p: u64| floor = Some(floor.map_or(p, |f: u64| f.min(p)));
         let now = sys::now_ms();
         let mut group_live = [false; format::CONSUMER_SLOTS];
-        let mut members: Vec<(usize, u64)> = Vec::new();
+        let mut members: Vec<(usize, Option<u64>)> = Vec::new();
         // Group words first: a claim made after this read is at or above
         // it; one made before is visible in the member's slot below.
         let mut group_next = [u64::MAX; format::CONSUMER_SLOTS];
@@ -345,19 +345,16 @@ impl Inner {
                         }
                         // A claim in progress or a run not yet acknowledged
                         // (FORMAT.md, "Groups").
-                        let st = s.u64_at(cslot::RUN_STATE).load(SeqCst);
-                        let mut m = u64::MAX;
-                        if format::split_run_state(st).1 != format::RUN_IDLE {
-                            m = s.u64_at(cslot::RUN_BEGIN).load(SeqCst);
-                        }
-                        members.push((g, m));
+                        members.push((g, crate::protocol::run::floor_of(&s)));
                     }
                 }
                 _ => {}
             }
         }
         for (g, m) in members {
-            if group_live[g] && m != u64::MAX {
+            if group_live[g]
+                && let Some(m) = m
+            {
                 take(m);
             }
         }

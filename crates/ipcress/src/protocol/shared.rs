@@ -1,9 +1,9 @@
 //! The state one process shares about an open stream: its mappings, the
 //! meta words, the cipher, and which pages this process has faulted in.
 
+use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 use std::fs::{self};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 
 use crate::codec::Cipher;
 use crate::error::Result;
@@ -148,16 +148,7 @@ impl Inner {
     #[inline(always)]
     pub fn read_header(&self, seg: &Seg, p: u64) -> (Result<format::Slot, &'static str>, u64) {
         let off = self.seg_offset(p) as usize;
-        let a = seg.region.u64_at(off).load(Acquire);
-        let b = if off + format::HEADER_LEN <= self.seg_size as usize {
-            seg.region.u64_at(off + 8).load(Relaxed)
-        } else {
-            0
-        };
-        (
-            format::parse(a, b, p, self.lap(p), off as u64, self.seg_size),
-            b,
-        )
+        crate::protocol::frame::read(&seg.region, off, p, self.lap(p), self.seg_size)
     }
 
     pub fn segment(&self, index: u64, create: bool) -> Result<Option<Seg>> {
@@ -190,7 +181,7 @@ impl Inner {
     /// new position first.
     #[inline]
     pub fn wake_space(&self) {
-        std::sync::atomic::fence(SeqCst);
+        crate::sync::atomic::fence(SeqCst);
         if self.space_waiters().load(Relaxed) != 0 {
             self.space_seq().fetch_add(1, SeqCst);
             sys::futex_wake_all(self.space_seq());

@@ -1,12 +1,12 @@
 //! The unblocker: a claim whose producer died is completed as padding so
 //! that readers and producers move past it.
 
-use std::sync::atomic::Ordering::*;
+use crate::sync::atomic::Ordering::*;
 
 use crate::error::{Error, Result};
 use crate::format::*;
-use crate::protocol::claim::*;
 use crate::protocol::flow::*;
+use crate::protocol::frame;
 use crate::protocol::options::*;
 use crate::protocol::shared::*;
 use crate::storage::Seg;
@@ -144,8 +144,8 @@ pub(crate) fn unblock_one(
         }
         s.head_word().fetch_max(need, SeqCst);
     }
-    if !write_pad(
-        &seg,
+    if !frame::write_pad(
+        &seg.region,
         off,
         p,
         end.min(seg_end) - p,
@@ -162,8 +162,8 @@ pub(crate) fn unblock_one(
         && let Some(next) = s.segment(s.seg_index(seg_end), true)?
     {
         let st = next.region.u64_at(0).load(Acquire);
-        write_pad(
-            &next,
+        frame::write_pad(
+            &next.region,
             0,
             seg_end,
             end - seg_end,

@@ -1,7 +1,7 @@
 //! A consumer's waiting: spin, then sleep on the data futex; the
 //! periodic maintenance a waiting consumer does (unblocking, retention).
 
-use std::sync::atomic::{Ordering::*, fence};
+use crate::sync::atomic::{Ordering::*, fence};
 use std::time::{Duration, Instant};
 
 use crate::error::Result;

@@ -1,7 +1,24 @@
-//! The one way into memory that other processes share: [`Region`] hands
-//! out atomics and byte copies at offsets, and the atomic types the rest of
-//! the library uses come from here.
+//! The one way into memory that other processes share, and the one source
+//! of atomics for the rest of the library.
+//!
+//! [`Region`] hands out atomics and byte copies at offsets of a mapping.
+//! Built with `--cfg loom`, the atomics are loom's and a `Region` is an
+//! in-process model of shared memory ([`Region::model`]), so that the loom
+//! models in `protocol/` run the protocol's own functions, not a copy of
+//! them (docs/ARCHITECTURE.md, "Model checking").
 
+#[cfg(not(loom))]
+mod region;
+#[cfg(loom)]
+#[path = "region_loom.rs"]
 mod region;
 
 pub(crate) use region::Region;
+
+/// The atomics every module uses: `std`'s, or loom's under `cfg(loom)`.
+pub(crate) mod atomic {
+    #[cfg(loom)]
+    pub(crate) use loom::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
+    #[cfg(not(loom))]
+    pub(crate) use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
+}

@@ -2,7 +2,7 @@
 //! every byte copied in or out of one goes through [`Region`]; callers work
 //! with offsets, never with pointers.
 
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+use super::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 /// A window of mapped memory shared with other processes. It does not own the
 /// mapping: its creator keeps the mapping alive for as long as the region is

@@ -2,11 +2,11 @@
 //! (open file description locks, `liveness`), file locks and space
 //! reservation.
 
+use crate::sync::atomic::AtomicU32;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::OnceLock;
-use std::sync::atomic::AtomicU32;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
@@ -78,6 +78,7 @@ impl Mapping {
 
 /// Sleep until `*word != expected`, a wake, or the timeout. Works across
 /// processes (the futex is not private).
+#[cfg(not(loom))]
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
     let ts = timeout.map(|d| libc::timespec {
         tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
@@ -101,7 +102,19 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Durati
     }
 }
 
+/// Under loom a futex wait is a yield: every caller waits in a loop that
+/// looks again, so a wait that returns at once is a spurious wake-up.
+#[cfg(loom)]
+pub(crate) fn futex_wait(_word: &AtomicU32, _expected: u32, _timeout: Option<Duration>) {
+    loom::thread::yield_now();
+}
+
+/// Under loom nobody sleeps (see `futex_wait`), so there is nobody to wake.
+#[cfg(loom)]
+pub(crate) fn futex_wake_all(_word: &AtomicU32) {}
+
 /// Wake every process sleeping on `word`.
+#[cfg(not(loom))]
 pub(crate) fn futex_wake_all(word: &AtomicU32) {
     // SAFETY: `word` is a valid aligned u32; FUTEX_WAKE does not dereference
     // anything else.
