@@ -9,14 +9,13 @@ use std::time::Duration;
 
 use crate::codec::{Cipher, Compression, Key};
 use crate::error::{Error, Result};
-use crate::format::{self, *};
+use crate::format::*;
 pub use crate::protocol::attach::validate_name;
 use crate::protocol::attach::*;
 use crate::protocol::options::*;
 use crate::protocol::shared::*;
 use crate::storage::{self, Storage};
-use crate::sync::Region;
-use crate::sys::{self, Mapping};
+use crate::sys;
 
 /// Where streams live: `$IPCRESS_DIR`, else `/dev/shm/ipcress`.
 pub fn default_root() -> PathBuf {
@@ -157,12 +156,9 @@ impl Stream {
             ));
         }
         let meta_path = dir.join("meta");
-        let file = storage::open_file(&meta_path, true)?;
-        let map = Mapping::map(&file, format::META_LEN, &meta_path)?;
-        let live = sys::Liveness::new(&meta_path, &file)?;
-        // SAFETY: the mapping is META_LEN bytes, page aligned, and lives in
-        // Inner next to the region for the region's whole life.
-        let meta = unsafe { Region::new(map.ptr(), map.len()) };
+        let meta_map = storage::MetaMap::open(&meta_path)?;
+        let live = sys::Liveness::new(&meta_path, meta_map.file())?;
+        let meta = meta_map.region();
         let opts = read_options(&meta)?;
         let mut id = [0u8; 16];
         meta.read(meta::STREAM_ID, &mut id);
@@ -198,8 +194,7 @@ impl Stream {
             name: name.to_string(),
             dir,
             meta,
-            _meta_map: map,
-            _meta_file: file,
+            meta_map,
             opts,
             storage,
             id,
@@ -220,17 +215,17 @@ impl Stream {
             }));
         }
         // Whoever opens a stream that nobody else has open repairs it.
-        if sys::try_lock(&inner._meta_file, sys::Lock::Exclusive) {
-            if !same_inode(&inner._meta_file, &meta_path) {
+        if sys::try_lock(inner.meta_map.file(), sys::Lock::Exclusive) {
+            if !same_inode(inner.meta_map.file(), &meta_path) {
                 return Ok(None);
             }
             crate::protocol::recovery::recover(&inner)?;
         }
-        sys::lock(&inner._meta_file, sys::Lock::Shared);
+        sys::lock(inner.meta_map.file(), sys::Lock::Shared);
         // `remove_in` holds the exclusive lock while it removes the
         // directory: if we waited for it, our meta file is no longer the
         // stream's (the name is gone, or names a stream made since).
-        if !same_inode(&inner._meta_file, &meta_path) {
+        if !same_inode(inner.meta_map.file(), &meta_path) {
             return Ok(None);
         }
         Ok(Some(Stream {
@@ -378,7 +373,7 @@ impl Stream {
     pub fn flush(&self) -> Result<()> {
         self.inner.storage.flush()?;
         self.inner
-            ._meta_map
+            .meta_map
             .flush()
             .map_err(|e| Error::io("msync meta", e))
     }

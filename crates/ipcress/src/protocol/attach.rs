@@ -11,7 +11,7 @@ use crate::format::{self, *};
 use crate::protocol::options::*;
 use crate::storage::{self};
 use crate::sync::Region;
-use crate::sys::{self, Mapping};
+use crate::sys;
 
 /// Prefix of the directories `create` builds a stream in before it renames
 /// it into place: `.tmp-NAME-PID-RAND`.
@@ -101,10 +101,8 @@ pub(crate) fn sweep_temp_dirs(root: &Path) {
 
 pub(crate) fn write_new_stream(dir: &Path, o: &StreamOptions) -> Result<()> {
     let meta_path = dir.join("meta");
-    let f = storage::create_file(&meta_path, format::META_LEN as u64, o.mode)?;
-    let map = Mapping::map(&f, format::META_LEN, &meta_path)?;
-    // SAFETY: fresh private mapping of META_LEN bytes, alive for this scope.
-    let m = unsafe { Region::new(map.ptr(), map.len()) };
+    let meta_map = storage::MetaMap::create(&meta_path, o.mode)?;
+    let m = meta_map.region();
     let mut h = [0u8; meta::OPTIONS_CRC + 4];
     let mut put = |off: usize, b: &[u8]| h[off..off + b.len()].copy_from_slice(b);
     put(meta::MAGIC, &format::MAGIC.to_le_bytes());
@@ -155,7 +153,7 @@ pub(crate) fn write_new_stream(dir: &Path, o: &StreamOptions) -> Result<()> {
     let crc = crc32c::crc32c(&h[..meta::OPTIONS_CRC]);
     h[meta::OPTIONS_CRC..].copy_from_slice(&crc.to_le_bytes());
     m.write(0, &h);
-    map.flush().map_err(|e| Error::io("msync meta", e))?;
+    meta_map.flush().map_err(|e| Error::io("msync meta", e))?;
     if o.layout == Layout::Ring {
         let len = (o.segment_count as u64) << o.segment_shift;
         storage::create_file(&dir.join("data"), len, o.mode)?;

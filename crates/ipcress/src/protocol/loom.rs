@@ -215,26 +215,30 @@ impl Group {
         }
     }
 
-    /// One claim attempt of member `d` for `len` bytes from the group word,
-    /// as `Consumer::claim_run` does it: help the last claimer, announce,
-    /// take, and record unless `dies` (the member is killed between its
-    /// compare-and-swap and its record). Returns the run taken.
-    fn claim(&self, d: usize, len: u64, dies: bool) -> Option<(u64, u64)> {
+    /// Member `d` claims a run of `len` bytes from the group word, as
+    /// `Consumer::claim_run` does: help the last claimer, announce, take,
+    /// and record unless `dies` (the member is killed between its
+    /// compare-and-swap and its record). A lost race is tried again, at
+    /// most `tries` times. Returns the run taken.
+    fn claim(&self, d: usize, len: u64, dies: bool, tries: u64) -> Option<(u64, u64)> {
         let me = &self.slots[d];
         let tag = d as u8 + 1;
-        let w = self.word.u64_at(cslot::POSITION).load(Acquire);
-        let (next, _, t) = split_group(w);
-        if t != 0 && t != tag {
-            run::help(&self.slots[t as usize - 1], next);
+        for seq in 1..=tries {
+            let w = self.word.u64_at(cslot::POSITION).load(Acquire);
+            let (next, _, t) = split_group(w);
+            if t != 0 && t != tag {
+                run::help(&self.slots[t as usize - 1], next);
+            }
+            run::announce(me, seq, next, next + len);
+            if !run::take(me, &self.word, seq, w, group_word(next + len, false, tag)) {
+                continue;
+            }
+            if !dies {
+                run::record(me, seq);
+            }
+            return Some((next, next + len));
         }
-        run::announce(me, 1, next, next + len);
-        if !run::take(me, &self.word, 1, w, group_word(next + len, false, tag)) {
-            return None;
-        }
-        if !dies {
-            run::record(me, 1);
-        }
-        Some((next, next + len))
+        None
     }
 }
 
@@ -248,8 +252,8 @@ fn loom_group_hand_out_with_a_member_dying_mid_claim() {
     model("group_hand_out_with_a_member_dying_mid_claim", || {
         let g = Arc::new(Group::new(2));
         let g2 = g.clone();
-        let dying = thread::spawn(move || g2.claim(0, 32, true));
-        let live = g.claim(1, 16, false);
+        let dying = thread::spawn(move || g2.claim(0, 32, true, 1));
+        let live = g.claim(1, 16, false, 2);
         let dead = dying.join().unwrap();
         let found = run::held_by(&g.slots[0], &g.word, 0);
         assert_eq!(found.map(|(_, b, e)| (b, e)), dead, "the dead member's run");
@@ -257,9 +261,10 @@ fn loom_group_hand_out_with_a_member_dying_mid_claim() {
         if let (Some(a), Some(b)) = (dead, live) {
             assert!(a.1 <= b.0 || b.1 <= a.0, "runs overlap: {a:?} {b:?}");
         }
-        assert!(dead.is_some() || live.is_some(), "somebody takes a run");
+        assert!(live.is_some(), "a live member that tries again takes a run");
         if let Some((_, e)) = live {
-            run::release(&g.slots[1], 1);
+            let (seq, _) = split_run_state(g.slots[1].u64_at(cslot::RUN_STATE).load(Acquire));
+            run::release(&g.slots[1], seq);
             assert_eq!(run::floor_of(&g.slots[1]), None);
             let (next, _, _) = split_group(g.word.u64_at(cslot::POSITION).load(Acquire));
             assert!(next >= e);

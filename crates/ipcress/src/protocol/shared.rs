@@ -2,7 +2,6 @@
 //! meta words, the cipher, and which pages this process has faulted in.
 
 use crate::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
-use std::fs::{self};
 use std::path::PathBuf;
 
 use crate::codec::Cipher;
@@ -11,7 +10,7 @@ use crate::format::{self, *};
 use crate::protocol::options::*;
 use crate::storage::{Seg, Storage};
 use crate::sync::Region;
-use crate::sys::{self, Mapping};
+use crate::sys;
 
 /// Bytes a producer or consumer faults in ahead of where it works on a
 /// ring, at the least (`Inner::prefault_ahead`).
@@ -25,8 +24,8 @@ pub(crate) struct Inner {
     pub inspect: bool,
     pub name: String,
     pub dir: PathBuf,
-    pub(crate) _meta_file: fs::File,
-    pub(crate) _meta_map: Mapping,
+    /// The meta file and its mapping, which `meta` points into.
+    pub(crate) meta_map: crate::storage::MetaMap,
     pub meta: Region,
     pub opts: StreamOptions,
     pub storage: Storage,

@@ -244,3 +244,46 @@ fn create_segment(dir: &Path, path: &Path, seg_size: u64, mode: u32) -> Result<F
         Err(e) => Err(Error::from_os(path, "create", e)),
     }
 }
+
+/// A stream's meta file, open and mapped. Its [`Region`] may be used for
+/// as long as this value lives (the stream's `Inner` keeps it).
+pub(crate) struct MetaMap {
+    file: File,
+    map: Mapping,
+    region: Region,
+}
+
+impl MetaMap {
+    /// Create the meta file at `path` (exclusively, with `mode`) and map it.
+    pub(crate) fn create(path: &Path, mode: u32) -> Result<MetaMap> {
+        let file = create_file(path, crate::format::META_LEN as u64, mode)?;
+        MetaMap::map(file, path)
+    }
+
+    /// Open the meta file at `path` for reading and writing, and map it.
+    pub(crate) fn open(path: &Path) -> Result<MetaMap> {
+        MetaMap::map(open_file(path, true)?, path)
+    }
+
+    fn map(file: File, path: &Path) -> Result<MetaMap> {
+        let map = Mapping::map(&file, crate::format::META_LEN, path)?;
+        // SAFETY: the mapping is META_LEN bytes and page aligned, and it
+        // lives in this value next to the region; users of the region keep
+        // this value (in the stream's `Inner`) for as long as they use it.
+        let region = unsafe { Region::new(map.ptr(), map.len()) };
+        Ok(MetaMap { file, map, region })
+    }
+
+    pub(crate) fn region(&self) -> Region {
+        self.region
+    }
+
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Write the mapped meta file back to disk.
+    pub(crate) fn flush(&self) -> std::io::Result<()> {
+        self.map.flush()
+    }
+}

@@ -41,6 +41,7 @@ impl Region {
 
     /// `len` bytes of zeroed model memory, for one loom execution (it is
     /// leaked: executions are many but small).
+    #[cfg_attr(not(test), allow(dead_code))] // the loom models are tests
     pub(crate) fn model(len: usize) -> Region {
         assert!(len.is_multiple_of(8));
         let mem = Box::leak(Box::new(Memory {
