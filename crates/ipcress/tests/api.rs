@@ -1,4 +1,6 @@
-//! Public-API conformance, run over both storage layouts.
+//! Public-API conformance, written once and run over every storage
+//! backend: a ring on files, a log of segment files, and a ring in this
+//! process's memory (`Stream::create_in_memory`).
 
 mod common;
 
@@ -8,18 +10,57 @@ use std::time::Duration;
 use common::*;
 use ipcress::{Checksum, Error, Policy, StartAt, Stream, StreamOptions};
 
-fn layouts() -> Vec<(&'static str, StreamOptions)> {
-    vec![
-        ("ring", StreamOptions::ring(1 << 16)),
-        ("log", StreamOptions::log(1 << 14)),
-    ]
+/// Where a test's stream lives.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Ring,
+    Log,
+    Memory,
+}
+
+use Backend::*;
+
+/// Every backend.
+const ALL: [Backend; 3] = [Ring, Log, Memory];
+/// The backends of fixed capacity (a log grows instead of filling up).
+const RINGS: [Backend; 2] = [Ring, Memory];
+
+impl Backend {
+    /// Stream "s" of this backend: a ring of `size` bytes (a log of
+    /// segments of a quarter of it), with `tune` applied to its options.
+    fn create(
+        self,
+        root: &TempRoot,
+        size: u64,
+        tune: impl Fn(StreamOptions) -> StreamOptions,
+    ) -> Stream {
+        match self {
+            Ring => Stream::create_in(root.path(), "s", &tune(StreamOptions::ring(size))),
+            Log => Stream::create_in(root.path(), "s", &tune(StreamOptions::log(size / 4))),
+            Memory => Stream::create_in_memory("s", &tune(StreamOptions::ring(size))),
+        }
+        .unwrap()
+    }
+
+    fn tag(self) -> &'static str {
+        match self {
+            Ring => "ring",
+            Log => "log",
+            Memory => "memory",
+        }
+    }
+}
+
+fn same(o: StreamOptions) -> StreamOptions {
+    o
 }
 
 #[test]
 fn send_and_receive_in_order() {
-    for (tag, opts) in layouts() {
+    for b in ALL {
+        let tag = b.tag();
         let root = TempRoot::new(tag);
-        let s = Stream::create_in(root.path(), "s", &opts).unwrap();
+        let s = b.create(&root, 1 << 16, same);
         let mut c = s.subscribe(StartAt::Start).unwrap();
         let mut p = s.producer().unwrap();
         for i in 0..1000u64 {
@@ -34,9 +75,10 @@ fn send_and_receive_in_order() {
 
 #[test]
 fn empty_message_and_reserve() {
-    for (tag, opts) in layouts() {
+    for b in ALL {
+        let tag = b.tag();
         let root = TempRoot::new(tag);
-        let s = Stream::create_in(root.path(), "s", &opts).unwrap();
+        let s = b.create(&root, 1 << 16, same);
         let mut c = s.subscribe(StartAt::Start).unwrap();
         let mut p = s.producer().unwrap();
         p.send(b"").unwrap();
@@ -58,8 +100,14 @@ fn empty_message_and_reserve() {
 
 #[test]
 fn fragmented_message_streams_through_small_ring() {
+    for b in RINGS {
+        fragmented_message_streams_through(b);
+    }
+}
+
+fn fragmented_message_streams_through(b: Backend) {
     let root = TempRoot::new("frag");
-    let s = Stream::create_in(root.path(), "s", &StreamOptions::ring(1 << 16)).unwrap();
+    let s = b.create(&root, 1 << 16, same);
     let s2 = s.clone();
     let mut c = s.subscribe(StartAt::Start).unwrap();
     let total: usize = 3 << 20; // 48x the ring
@@ -111,8 +159,14 @@ fn fragmented_message_streams_through_small_ring() {
 
 #[test]
 fn block_policy_try_send_full_then_space() {
+    for b in RINGS {
+        block_policy_try_send_full_then_space_in(b);
+    }
+}
+
+fn block_policy_try_send_full_then_space_in(b: Backend) {
     let root = TempRoot::new("full");
-    let s = Stream::create_in(root.path(), "s", &StreamOptions::ring(1 << 14)).unwrap();
+    let s = b.create(&root, 1 << 14, same);
     let mut c = s.consumer("d").unwrap();
     let mut p = s.producer().unwrap();
     let mut n = 0u64;
@@ -133,9 +187,14 @@ fn block_policy_try_send_full_then_space() {
 
 #[test]
 fn overwrite_policy_reports_lag() {
+    for b in RINGS {
+        overwrite_policy_reports_lag_in(b);
+    }
+}
+
+fn overwrite_policy_reports_lag_in(b: Backend) {
     let root = TempRoot::new("ovw");
-    let opts = StreamOptions::ring(1 << 14).policy(Policy::Overwrite);
-    let s = Stream::create_in(root.path(), "s", &opts).unwrap();
+    let s = b.create(&root, 1 << 14, |o| o.policy(Policy::Overwrite));
     let mut c = s.subscribe(StartAt::Start).unwrap();
     let mut p = s.producer().unwrap();
     for i in 0..200 {
@@ -158,9 +217,10 @@ fn overwrite_policy_reports_lag() {
 
 #[test]
 fn durable_consumer_resumes() {
-    for (tag, opts) in layouts() {
+    for b in ALL {
+        let tag = b.tag();
         let root = TempRoot::new(tag);
-        let s = Stream::create_in(root.path(), "s", &opts).unwrap();
+        let s = b.create(&root, 1 << 16, same);
         let mut p = s.producer().unwrap();
         {
             let _c = s.consumer("worker").unwrap();
@@ -189,8 +249,14 @@ fn durable_consumer_resumes() {
 
 #[test]
 fn groups_share_work_exactly_once() {
+    for b in ALL {
+        groups_share_work_exactly_once_in(b);
+    }
+}
+
+fn groups_share_work_exactly_once_in(b: Backend) {
     let root = TempRoot::new("grp");
-    let s = Stream::create_in(root.path(), "s", &StreamOptions::ring(1 << 16)).unwrap();
+    let s = b.create(&root, 1 << 16, same);
     let mut a = s.group("g").unwrap();
     let mut b = s.group("g").unwrap();
     let mut p = s.producer().unwrap();
@@ -210,13 +276,14 @@ fn groups_share_work_exactly_once() {
 #[test]
 fn codecs_round_trip() {
     use ipcress::{Compression, Key};
-    for comp in [Compression::None, Compression::Lz4, Compression::Zstd(3)] {
-        for enc in [false, true] {
+    for (b, comp, enc) in ALL.into_iter().flat_map(|b| {
+        [Compression::None, Compression::Lz4, Compression::Zstd(3)]
+            .into_iter()
+            .flat_map(move |c| [(b, c, false), (b, c, true)])
+    }) {
+        {
             let root = TempRoot::new("codec");
-            let opts = StreamOptions::ring(1 << 16)
-                .compression(comp)
-                .encrypted(enc);
-            let mut s = Stream::create_in(root.path(), "s", &opts).unwrap();
+            let mut s = b.create(&root, 1 << 16, |o| o.compression(comp).encrypted(enc));
             if enc {
                 s = s.with_key(&Key::from_bytes([7u8; 32])).unwrap();
             }
@@ -230,7 +297,11 @@ fn codecs_round_trip() {
                 p.send(m).unwrap();
             }
             for m in &msgs {
-                assert_eq!(&c.recv().unwrap().to_vec().unwrap(), m, "{comp} enc={enc}");
+                assert_eq!(
+                    &c.recv().unwrap().to_vec().unwrap(),
+                    m,
+                    "{b:?} {comp} enc={enc}"
+                );
             }
         }
     }
@@ -268,6 +339,16 @@ fn names_are_validated() {
         Stream::open_in(root.path(), "nope"),
         Err(Error::NotFound { .. })
     ));
+    for bad in ["", "a/b", "sp ace"] {
+        assert!(matches!(
+            Stream::create_in_memory(bad, &StreamOptions::ring(1 << 14)),
+            Err(Error::InvalidName { .. })
+        ));
+    }
+    assert!(matches!(
+        Stream::create_in_memory("log", &StreamOptions::log(1 << 14)),
+        Err(Error::InvalidOptions(_))
+    ));
 }
 
 /// Two member threads racing on a small ring: every record exactly once and
@@ -275,10 +356,16 @@ fn names_are_validated() {
 /// which producers read group words and member claims).
 #[test]
 fn group_members_racing_on_a_small_ring() {
+    for b in RINGS {
+        group_members_racing_on_a_small_ring_in(b);
+    }
+}
+
+fn group_members_racing_on_a_small_ring_in(b: Backend) {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
     let root = TempRoot::new("grprace");
-    let s = Stream::create_in(root.path(), "s", &StreamOptions::ring(1 << 16)).unwrap();
+    let s = b.create(&root, 1 << 16, same);
     const N: u64 = 100_000;
     let seen = Arc::new(Mutex::new(vec![0u8; N as usize]));
     let torn = Arc::new(AtomicU64::new(0));
@@ -324,8 +411,14 @@ fn group_members_racing_on_a_small_ring() {
 /// the previous lap for a damaged header.
 #[test]
 fn paced_reader_on_a_large_ring_sees_no_false_corruption() {
+    for b in RINGS {
+        paced_reader_sees_no_false_corruption_in(b);
+    }
+}
+
+fn paced_reader_sees_no_false_corruption_in(b: Backend) {
     let root = TempRoot::new("lap");
-    let s = Stream::create_in(root.path(), "s", &StreamOptions::ring(1 << 20)).unwrap();
+    let s = b.create(&root, 1 << 20, same);
     let mut c = s.subscribe(StartAt::Start).unwrap();
     let mut p = s.producer().unwrap();
     for i in 0..60_000u64 {

@@ -125,7 +125,7 @@ impl MessageReader<'_> {
                     }
                     spins += 1;
                     if spins < SPINS {
-                        std::hint::spin_loop();
+                        crate::sync::spin_loop();
                     } else {
                         spins = 0;
                         c.park(None)?;

@@ -4,6 +4,8 @@
 
 pub(crate) mod consumer;
 pub(crate) mod grant;
+#[cfg(all(test, loom))]
+mod loom;
 pub(crate) mod message;
 pub(crate) mod producer;
 pub(crate) mod slots;

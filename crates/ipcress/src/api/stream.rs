@@ -1,6 +1,5 @@
 //! `Stream`: create, open, remove and list streams, and what a stream is.
 
-use crate::sync::atomic::AtomicU64;
 use std::fs::{self, DirBuilder};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -9,7 +8,6 @@ use std::time::Duration;
 
 use crate::codec::{Cipher, Compression, Key};
 use crate::error::{Error, Result};
-use crate::format::*;
 pub use crate::protocol::attach::validate_name;
 use crate::protocol::attach::*;
 use crate::protocol::options::*;
@@ -96,6 +94,47 @@ impl Stream {
         Stream::open_in(root, name)
     }
 
+    /// Create a ring in this process's memory: no files, no other process
+    /// can open it, and it is gone with its last handle. Everything else
+    /// behaves as in a ring on files (the tests run one conformance suite
+    /// over rings, logs and in-memory rings).
+    ///
+    /// ```
+    /// use ipcress::{StartAt, Stream, StreamOptions};
+    /// let stream = Stream::create_in_memory("scratch", &StreamOptions::ring(1 << 16))?;
+    /// let mut consumer = stream.subscribe(StartAt::Start)?;
+    /// stream.producer()?.send(b"in memory")?;
+    /// assert_eq!(consumer.recv()?.to_vec()?, b"in memory");
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
+    pub fn create_in_memory(name: &str, opts: &StreamOptions) -> Result<Stream> {
+        validate_name(name)?;
+        let o = opts.resolve()?;
+        if o.layout != Layout::Ring {
+            return Err(Error::InvalidOptions(
+                "a stream in memory is a ring (StreamOptions::ring)".into(),
+            ));
+        }
+        let meta_map = storage::MetaMap::in_memory();
+        init_meta(&meta_map.region(), &o)?;
+        let inner = Inner::assemble(
+            name,
+            PathBuf::new(),
+            meta_map,
+            sys::Liveness::in_process(),
+            false,
+            |o| {
+                Ok(Storage::in_memory(
+                    o.segment_count as u64,
+                    1 << o.segment_shift,
+                ))
+            },
+        )?;
+        Ok(Stream {
+            inner: Arc::new(inner),
+        })
+    }
+
     /// Open stream `name` under `root`.
     pub fn open_in(root: &Path, name: &str) -> Result<Stream> {
         Stream::open_with(root, name, false)
@@ -157,75 +196,36 @@ impl Stream {
         }
         let meta_path = dir.join("meta");
         let meta_map = storage::MetaMap::open(&meta_path)?;
-        let live = sys::Liveness::new(&meta_path, meta_map.file())?;
-        let meta = meta_map.region();
-        let opts = read_options(&meta)?;
-        let mut id = [0u8; 16];
-        meta.read(meta::STREAM_ID, &mut id);
-        let seg_shift = opts.segment_shift;
-        let seg_size = 1u64 << seg_shift;
-        let (capacity, lap_shift) = match opts.layout {
-            Layout::Ring => {
-                let cap = seg_size * opts.segment_count as u64;
-                (cap, cap.trailing_zeros())
+        let meta_file = meta_map.file().expect("opened from its file");
+        let live = sys::Liveness::new(&meta_path, meta_file)?;
+        let mode = md.mode() & 0o660;
+        let inner = Inner::assemble(name, dir, meta_map, live, inspect, |opts| {
+            let seg_size = 1u64 << opts.segment_shift;
+            match opts.layout {
+                Layout::Ring => {
+                    Storage::open_ring(&root.join(name), opts.segment_count as u64, seg_size)
+                }
+                Layout::Log => Ok(Storage::open_log(&root.join(name), seg_size, mode)),
             }
-            Layout::Log => (u64::MAX, seg_shift),
-        };
-        // One bit per chunk: at least PREFAULT_CHUNK bytes, at most
-        // MAX_FAULT_CHUNKS chunks, at most the whole ring.
-        let fault_shift = match opts.layout {
-            Layout::Ring => PREFAULT_CHUNK
-                .trailing_zeros()
-                .max(lap_shift.saturating_sub(MAX_FAULT_CHUNKS.trailing_zeros()))
-                .min(lap_shift),
-            Layout::Log => 0,
-        };
-        let faulted = match opts.layout {
-            Layout::Ring => (0..(capacity >> fault_shift).div_ceil(64))
-                .map(|_| AtomicU64::new(0))
-                .collect(),
-            Layout::Log => Box::default(),
-        };
-        let storage = match opts.layout {
-            Layout::Ring => Storage::open_ring(&dir, opts.segment_count as u64, seg_size)?,
-            Layout::Log => Storage::open_log(&dir, seg_size, md.mode() & 0o660),
-        };
-        let inner = Inner {
-            name: name.to_string(),
-            dir,
-            meta,
-            meta_map,
-            opts,
-            storage,
-            id,
-            seg_shift,
-            seg_size,
-            capacity,
-            lap_shift,
-            cipher: None,
-            faulted,
-            faulted_count: AtomicU64::new(0),
-            fault_shift,
-            live,
-            inspect,
-        };
+        })?;
+        let meta_file = inner.meta_map.file().expect("opened from its file");
         if inspect {
             return Ok(Some(Stream {
                 inner: Arc::new(inner),
             }));
         }
         // Whoever opens a stream that nobody else has open repairs it.
-        if sys::try_lock(inner.meta_map.file(), sys::Lock::Exclusive) {
-            if !same_inode(inner.meta_map.file(), &meta_path) {
+        if sys::try_lock(meta_file, sys::Lock::Exclusive) {
+            if !same_inode(meta_file, &meta_path) {
                 return Ok(None);
             }
             crate::protocol::recovery::recover(&inner)?;
         }
-        sys::lock(inner.meta_map.file(), sys::Lock::Shared);
+        sys::lock(meta_file, sys::Lock::Shared);
         // `remove_in` holds the exclusive lock while it removes the
         // directory: if we waited for it, our meta file is no longer the
         // stream's (the name is gone, or names a stream made since).
-        if !same_inode(inner.meta_map.file(), &meta_path) {
+        if !same_inode(meta_file, &meta_path) {
             return Ok(None);
         }
         Ok(Some(Stream {

@@ -396,7 +396,12 @@ pub const POLICY_BLOCK: u32 = 1;
 pub const POLICY_OVERWRITE: u32 = 2;
 
 /// The smallest and largest segment sizes (log2).
+#[cfg(not(loom))]
 pub const MIN_SEGMENT_SHIFT: u32 = 12;
+/// The smallest segment size (log2) under loom: the models use rings of a
+/// few frames.
+#[cfg(loom)]
+pub const MIN_SEGMENT_SHIFT: u32 = 6;
 /// Largest segment size (log2).
 pub const MAX_SEGMENT_SHIFT: u32 = 30;
 /// Largest number of segments in a ring.

@@ -102,7 +102,18 @@ pub(crate) fn sweep_temp_dirs(root: &Path) {
 pub(crate) fn write_new_stream(dir: &Path, o: &StreamOptions) -> Result<()> {
     let meta_path = dir.join("meta");
     let meta_map = storage::MetaMap::create(&meta_path, o.mode)?;
-    let m = meta_map.region();
+    init_meta(&meta_map.region(), o)?;
+    meta_map.flush().map_err(|e| Error::io("msync meta", e))?;
+    if o.layout == Layout::Ring {
+        let len = (o.segment_count as u64) << o.segment_shift;
+        storage::create_file(&dir.join("data"), len, o.mode)?;
+    }
+    Ok(())
+}
+
+/// Write the options header of a new stream (with a fresh random id) into
+/// the zeroed meta block `m`.
+pub(crate) fn init_meta(m: &Region, o: &StreamOptions) -> Result<()> {
     let mut h = [0u8; meta::OPTIONS_CRC + 4];
     let mut put = |off: usize, b: &[u8]| h[off..off + b.len()].copy_from_slice(b);
     put(meta::MAGIC, &format::MAGIC.to_le_bytes());
@@ -153,11 +164,6 @@ pub(crate) fn write_new_stream(dir: &Path, o: &StreamOptions) -> Result<()> {
     let crc = crc32c::crc32c(&h[..meta::OPTIONS_CRC]);
     h[meta::OPTIONS_CRC..].copy_from_slice(&crc.to_le_bytes());
     m.write(0, &h);
-    meta_map.flush().map_err(|e| Error::io("msync meta", e))?;
-    if o.layout == Layout::Ring {
-        let len = (o.segment_count as u64) << o.segment_shift;
-        storage::create_file(&dir.join("data"), len, o.mode)?;
-    }
     Ok(())
 }
 

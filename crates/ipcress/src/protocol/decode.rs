@@ -24,8 +24,10 @@ impl Consumer {
     ) -> Result<Body> {
         let body = off + HEADER_LEN;
         let len_us = len as usize;
-        let copy =
-            self.s.opts.policy == Policy::Overwrite || flags & (F_COMPRESSED | F_ENCRYPTED) != 0;
+        // (Model memory cannot be borrowed: under loom every record is copied.)
+        let copy = self.s.opts.policy == Policy::Overwrite
+            || flags & (F_COMPRESSED | F_ENCRYPTED) != 0
+            || cfg!(loom);
         if !copy {
             if flags & F_CHECKSUM != 0 {
                 // SAFETY: Block policy: this consumer's published position is

@@ -1,10 +1,9 @@
 //! Loom models of the protocol, over the protocol's own functions
-//! (`frame.rs`, `run.rs`) on model memory ([`Region::model`]). Run with
+//! (`frame.rs`, `run.rs`) on model memory ([`Region::model`]); the models
+//! of whole producers and consumers are in `api/loom.rs`. Run with
 //! `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p ipcress
 //! --lib --release loom`; each model prints how many executions it
 //! explored (docs/ARCHITECTURE.md, "Model checking").
-
-use std::sync::atomic::{AtomicUsize, Ordering as StdOrdering};
 
 use loom::sync::Arc;
 use loom::thread;
@@ -13,20 +12,7 @@ use crate::format::*;
 use crate::protocol::{frame, run};
 use crate::sync::Region;
 use crate::sync::atomic::Ordering::*;
-
-/// Run `f` under loom and print how many executions it took.
-fn model(name: &str, f: impl Fn() + Sync + Send + 'static) {
-    let runs = std::sync::Arc::new(AtomicUsize::new(0));
-    let counted = runs.clone();
-    loom::model(move || {
-        counted.fetch_add(1, StdOrdering::Relaxed);
-        f()
-    });
-    println!(
-        "loom model {name}: {} executions",
-        runs.load(StdOrdering::Relaxed)
-    );
-}
+use crate::sync::loom_model::model;
 
 /// A ring of two 64-byte segments with its tail word, as the producer
 /// and readers see it.

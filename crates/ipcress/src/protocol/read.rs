@@ -407,6 +407,10 @@ impl Consumer {
     /// is left to the slow path.
     #[inline(always)]
     pub(crate) fn poll_fast(&mut self) -> Option<Delivered> {
+        if cfg!(loom) {
+            // Model memory cannot be borrowed (`sync/region_loom.rs`).
+            return None;
+        }
         let p = self.pos;
         let seg = self.seg.as_ref()?;
         if p.wrapping_sub(self.win_lo) >= self.win_len

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use crate::codec::Cipher;
 use crate::error::Result;
 use crate::format::{self, *};
+use crate::protocol::attach::read_options;
 use crate::protocol::options::*;
 use crate::storage::{Seg, Storage};
 use crate::sync::Region;
@@ -47,6 +48,67 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// The state of a stream whose meta block `meta_map` holds valid
+    /// options (they are read and checked here), with its data in the
+    /// storage `storage` makes for those options.
+    pub(crate) fn assemble(
+        name: &str,
+        dir: PathBuf,
+        meta_map: crate::storage::MetaMap,
+        live: sys::Liveness,
+        inspect: bool,
+        storage: impl FnOnce(&StreamOptions) -> Result<Storage>,
+    ) -> Result<Inner> {
+        let meta = meta_map.region();
+        let opts = read_options(&meta)?;
+        let mut id = [0u8; 16];
+        meta.read(meta::STREAM_ID, &mut id);
+        let seg_shift = opts.segment_shift;
+        let seg_size = 1u64 << seg_shift;
+        let (capacity, lap_shift) = match opts.layout {
+            Layout::Ring => {
+                let cap = seg_size * opts.segment_count as u64;
+                (cap, cap.trailing_zeros())
+            }
+            Layout::Log => (u64::MAX, seg_shift),
+        };
+        // One bit per chunk: at least PREFAULT_CHUNK bytes, at most
+        // MAX_FAULT_CHUNKS chunks, at most the whole ring.
+        let fault_shift = match opts.layout {
+            Layout::Ring => PREFAULT_CHUNK
+                .trailing_zeros()
+                .max(lap_shift.saturating_sub(MAX_FAULT_CHUNKS.trailing_zeros()))
+                .min(lap_shift),
+            Layout::Log => 0,
+        };
+        let faulted = match opts.layout {
+            Layout::Ring => (0..(capacity >> fault_shift).div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            Layout::Log => Box::default(),
+        };
+        let storage = storage(&opts)?;
+        Ok(Inner {
+            name: name.to_string(),
+            dir,
+            meta,
+            meta_map,
+            opts,
+            storage,
+            id,
+            seg_shift,
+            seg_size,
+            capacity,
+            lap_shift,
+            cipher: None,
+            faulted,
+            faulted_count: AtomicU64::new(0),
+            fault_shift,
+            live,
+            inspect,
+        })
+    }
+
     /// Fault in the ring's pages from `from` (a position) to one chunk
     /// past `to`, the chunks this process has not faulted in yet, and
     /// return the position up to which claims and reads need not call

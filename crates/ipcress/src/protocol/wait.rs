@@ -27,7 +27,7 @@ impl Consumer {
             }
             spins += 1;
             if self.wait == Wait::Spin || spins < SPINS {
-                std::hint::spin_loop();
+                crate::sync::spin_loop();
                 if spins.is_multiple_of(1024) {
                     self.maintenance();
                 }

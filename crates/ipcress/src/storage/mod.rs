@@ -30,6 +30,12 @@ pub(crate) enum Storage {
         count: u64,
         seg_size: u64,
     },
+    /// A ring in this process's memory (`Stream::create_in_memory`).
+    Memory {
+        mem: crate::sync::Memory,
+        count: u64,
+        seg_size: u64,
+    },
     Log {
         dir: PathBuf,
         seg_size: u64,
@@ -97,6 +103,16 @@ impl Storage {
         })
     }
 
+    /// A ring of `count` segments of `seg_size` bytes in this process's
+    /// memory, zeroed.
+    pub(crate) fn in_memory(count: u64, seg_size: u64) -> Storage {
+        Storage::Memory {
+            mem: crate::sync::Memory::zeroed((count * seg_size) as usize),
+            count,
+            seg_size,
+        }
+    }
+
     pub(crate) fn open_log(dir: &Path, seg_size: u64, mode: u32) -> Storage {
         Storage::Log {
             dir: dir.to_path_buf(),
@@ -123,6 +139,18 @@ impl Storage {
                 Ok(Some(Seg {
                     index,
                     region: whole.sub(off as usize, *seg_size as usize),
+                    _map: None,
+                }))
+            }
+            Storage::Memory {
+                mem,
+                count,
+                seg_size,
+            } => {
+                let off = (index % count) * seg_size;
+                Ok(Some(Seg {
+                    index,
+                    region: mem.region().sub(off as usize, *seg_size as usize),
                     _map: None,
                 }))
             }
@@ -193,6 +221,7 @@ impl Storage {
     pub(crate) fn flush(&self) -> Result<()> {
         let maps: Vec<Arc<Mapping>> = match self {
             Storage::Ring { map, .. } => vec![map.clone()],
+            Storage::Memory { .. } => Vec::new(),
             Storage::Log { cache, .. } => cache
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -245,12 +274,17 @@ fn create_segment(dir: &Path, path: &Path, seg_size: u64, mode: u32) -> Result<F
     }
 }
 
-/// A stream's meta file, open and mapped. Its [`Region`] may be used for
-/// as long as this value lives (the stream's `Inner` keeps it).
+/// A stream's meta file, open and mapped (or, for an in-memory stream, a
+/// block of this process's memory). Its [`Region`] may be used for as long
+/// as this value lives (the stream's `Inner` keeps it).
 pub(crate) struct MetaMap {
-    file: File,
-    map: Mapping,
+    backing: MetaBacking,
     region: Region,
+}
+
+enum MetaBacking {
+    File { file: File, map: Mapping },
+    Memory(#[allow(dead_code)] crate::sync::Memory),
 }
 
 impl MetaMap {
@@ -265,25 +299,44 @@ impl MetaMap {
         MetaMap::map(open_file(path, true)?, path)
     }
 
+    /// A zeroed meta block in this process's memory.
+    pub(crate) fn in_memory() -> MetaMap {
+        let mem = crate::sync::Memory::zeroed(crate::format::META_LEN);
+        MetaMap {
+            region: mem.region(),
+            backing: MetaBacking::Memory(mem),
+        }
+    }
+
     fn map(file: File, path: &Path) -> Result<MetaMap> {
         let map = Mapping::map(&file, crate::format::META_LEN, path)?;
         // SAFETY: the mapping is META_LEN bytes and page aligned, and it
         // lives in this value next to the region; users of the region keep
         // this value (in the stream's `Inner`) for as long as they use it.
         let region = unsafe { Region::new(map.ptr(), map.len()) };
-        Ok(MetaMap { file, map, region })
+        Ok(MetaMap {
+            backing: MetaBacking::File { file, map },
+            region,
+        })
     }
 
     pub(crate) fn region(&self) -> Region {
         self.region
     }
 
-    pub(crate) fn file(&self) -> &File {
-        &self.file
+    /// The meta file, if the stream has one.
+    pub(crate) fn file(&self) -> Option<&File> {
+        match &self.backing {
+            MetaBacking::File { file, .. } => Some(file),
+            MetaBacking::Memory(_) => None,
+        }
     }
 
     /// Write the mapped meta file back to disk.
     pub(crate) fn flush(&self) -> std::io::Result<()> {
-        self.map.flush()
+        match &self.backing {
+            MetaBacking::File { map, .. } => map.flush(),
+            MetaBacking::Memory(_) => Ok(()),
+        }
     }
 }

@@ -13,6 +13,16 @@ mod region;
 #[path = "region_loom.rs"]
 mod region;
 
+#[cfg(not(loom))]
+mod memory;
+#[cfg(loom)]
+#[path = "memory_loom.rs"]
+mod memory;
+
+#[cfg(all(test, loom))]
+pub(crate) mod loom_model;
+
+pub(crate) use memory::Memory;
 pub(crate) use region::Region;
 
 /// The atomics every module uses: `std`'s, or loom's under `cfg(loom)`.
@@ -21,4 +31,14 @@ pub(crate) mod atomic {
     pub(crate) use loom::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
     #[cfg(not(loom))]
     pub(crate) use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
+}
+
+/// One turn of a spin-wait: a hint to the processor, or under loom a
+/// yield, so that the model lets the thread being waited for run.
+#[inline(always)]
+pub(crate) fn spin_loop() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    std::hint::spin_loop();
 }

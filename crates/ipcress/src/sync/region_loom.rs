@@ -1,15 +1,34 @@
 //! `Region` under loom: the same interface as `region.rs`, over memory the
 //! loom model owns. Words, half-words and bytes are kept apart (the
-//! protocol never reads one offset at two widths); bytes are atomics with
-//! relaxed ordering, so a reader that is not ordered after a writer's
-//! release can see old bytes, and the model's assertions catch it.
+//! protocol never reads one offset at two widths), each made when first
+//! touched, so a model of a whole stream costs only what it uses. Bytes are
+//! atomics with relaxed ordering, so a reader that is not ordered after a
+//! writer can see old bytes, and the model's assertions catch it.
+
+use std::collections::HashMap;
+
+// A loom mutex, so that making a cell happens before every later use of it
+// by another thread (loom checks that an atomic's creation is ordered
+// before its loads).
+use loom::sync::Mutex;
 
 use super::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 struct Memory {
-    words: Box<[AtomicU64]>,
-    halves: Box<[AtomicU32]>,
-    bytes: Box<[AtomicU8]>,
+    words: Mutex<HashMap<usize, &'static AtomicU64>>,
+    halves: Mutex<HashMap<usize, &'static AtomicU32>>,
+    bytes: Mutex<HashMap<usize, &'static AtomicU8>>,
+}
+
+/// The atomic at `at` in `map`, made (zero) on first use. Leaked: a model
+/// execution is small, and loom makes many of them.
+fn cell<T: 'static>(
+    map: &Mutex<HashMap<usize, &'static T>>,
+    at: usize,
+    new: fn() -> T,
+) -> &'static T {
+    let mut m = map.lock().unwrap_or_else(|p| p.into_inner());
+    m.entry(at).or_insert_with(|| Box::leak(Box::new(new())))
 }
 
 /// A window of modelled shared memory.
@@ -39,15 +58,13 @@ impl Region {
         unimplemented!("mapped memory is not modelled under loom")
     }
 
-    /// `len` bytes of zeroed model memory, for one loom execution (it is
-    /// leaked: executions are many but small).
-    #[cfg_attr(not(test), allow(dead_code))] // the loom models are tests
+    /// `len` bytes of zeroed model memory, for one loom execution.
     pub(crate) fn model(len: usize) -> Region {
         assert!(len.is_multiple_of(8));
         let mem = Box::leak(Box::new(Memory {
-            words: (0..len / 8).map(|_| AtomicU64::new(0)).collect(),
-            halves: (0..len / 4).map(|_| AtomicU32::new(0)).collect(),
-            bytes: (0..len).map(|_| AtomicU8::new(0)).collect(),
+            words: Mutex::new(HashMap::new()),
+            halves: Mutex::new(HashMap::new()),
+            bytes: Mutex::new(HashMap::new()),
         }));
         Region { mem, base: 0, len }
     }
@@ -71,17 +88,23 @@ impl Region {
     }
 
     pub(crate) fn u64_at(&self, off: usize) -> &'static AtomicU64 {
-        &self.mem.words[self.check(off, 8, 8) / 8]
+        cell(&self.mem.words, self.check(off, 8, 8), || AtomicU64::new(0))
     }
 
     pub(crate) fn u32_at(&self, off: usize) -> &'static AtomicU32 {
-        &self.mem.halves[self.check(off, 4, 4) / 4]
+        cell(&self.mem.halves, self.check(off, 4, 4), || {
+            AtomicU32::new(0)
+        })
+    }
+
+    fn u8_at(&self, at: usize) -> &'static AtomicU8 {
+        cell(&self.mem.bytes, at, || AtomicU8::new(0))
     }
 
     pub(crate) fn read(&self, off: usize, dst: &mut [u8]) {
         let at = self.check(off, dst.len(), 1);
         for (i, d) in dst.iter_mut().enumerate() {
-            *d = self.mem.bytes[at + i].load(Relaxed);
+            *d = self.u8_at(at + i).load(Relaxed);
         }
     }
 
@@ -92,7 +115,7 @@ impl Region {
     pub(crate) fn write(&self, off: usize, src: &[u8]) {
         let at = self.check(off, src.len(), 1);
         for (i, s) in src.iter().enumerate() {
-            self.mem.bytes[at + i].store(*s, Relaxed);
+            self.u8_at(at + i).store(*s, Relaxed);
         }
     }
 

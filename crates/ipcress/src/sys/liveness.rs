@@ -10,10 +10,12 @@
 //! Every holder opens its own file description, so holders in one process
 //! exclude each other too (locks of one description never conflict).
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
 use crate::format::{self, lock};
@@ -55,19 +57,44 @@ impl SlotRef {
 
 /// Asks the kernel whether slots are held. One per open stream.
 pub(crate) struct Liveness {
-    /// A file description of the meta file that never holds a lock.
-    probe: File,
-    path: PathBuf,
-    dev: u64,
-    ino: u64,
+    locks: Locks,
+}
+
+enum Locks {
+    /// The lock bytes of the meta file.
+    File {
+        /// A file description of the meta file that never holds a lock.
+        probe: File,
+        path: PathBuf,
+        dev: u64,
+        ino: u64,
+    },
+    /// An in-memory stream: only this process can hold its slots, so the
+    /// bytes held are a set in its memory.
+    InProcess(Arc<Mutex<HashSet<u64>>>),
 }
 
 /// A slot held by this process: the lock byte is write-locked through a
 /// file description of its own, released when this is dropped (or the
 /// process dies).
 pub(crate) struct Hold {
-    _file: File,
+    held: Held,
     slot: SlotRef,
+}
+
+enum Held {
+    File(#[allow(dead_code)] File),
+    InProcess(Arc<Mutex<HashSet<u64>>>),
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if let Held::InProcess(set) = &self.held {
+            set.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&self.slot.byte());
+        }
+    }
 }
 
 impl std::fmt::Debug for Hold {
@@ -98,10 +125,12 @@ impl Liveness {
             .metadata()
             .map_err(|e| Error::from_os(path, "stat", e))?;
         let l = Liveness {
-            probe,
-            path: path.to_path_buf(),
-            dev: md.dev(),
-            ino: md.ino(),
+            locks: Locks::File {
+                probe,
+                path: path.to_path_buf(),
+                dev: md.dev(),
+                ino: md.ino(),
+            },
         };
         // Kernels before 3.15 lack OFD locks: say so now rather than
         // guess liveness later.
@@ -117,11 +146,27 @@ impl Liveness {
         Ok(l)
     }
 
+    /// Liveness for an in-memory stream: slots held by this process.
+    pub(crate) fn in_process() -> Liveness {
+        Liveness {
+            locks: Locks::InProcess(Arc::default()),
+        }
+    }
+
     fn query(&self, r: SlotRef) -> std::io::Result<bool> {
+        let probe = match &self.locks {
+            Locks::File { probe, .. } => probe,
+            Locks::InProcess(set) => {
+                return Ok(set
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(&r.byte()));
+            }
+        };
         let mut fl = flock_for(libc::F_WRLCK as libc::c_short, r.byte());
         // SAFETY: F_OFD_GETLK reads and writes the `flock` we pass, which
         // lives for the call; the descriptor is open.
-        let rc = unsafe { libc::fcntl(self.probe.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
+        let rc = unsafe { libc::fcntl(probe.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
         if rc != 0 {
             return Err(std::io::Error::last_os_error());
         }
@@ -137,42 +182,41 @@ impl Liveness {
 
     /// A new file description of the meta file, checked to be the same
     /// file this stream opened (not a stream created since under its name).
-    fn open(&self) -> Result<File> {
+    fn open(&self, path: &Path, dev: u64, ino: u64) -> Result<File> {
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&self.path);
+            .open(path);
         let f = match f {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(self.removed());
+                return Err(removed(path));
             }
-            Err(e) => return Err(Error::from_os(&self.path, "open", e)),
+            Err(e) => return Err(Error::from_os(path, "open", e)),
         };
-        let md = f
-            .metadata()
-            .map_err(|e| Error::from_os(&self.path, "stat", e))?;
-        if md.dev() != self.dev || md.ino() != self.ino {
-            return Err(self.removed());
+        let md = f.metadata().map_err(|e| Error::from_os(path, "stat", e))?;
+        if md.dev() != dev || md.ino() != ino {
+            return Err(removed(path));
         }
         Ok(f)
     }
+}
 
-    fn removed(&self) -> Error {
-        let stream = self
-            .path
-            .parent()
-            .and_then(|d| d.file_name())
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        Error::Removed {
-            what: "stream",
-            name: stream,
-        }
+fn removed(path: &Path) -> Error {
+    let stream = path
+        .parent()
+        .and_then(|d| d.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Error::Removed {
+        what: "stream",
+        name: stream,
     }
+}
 
-    fn set(&self, f: &File, r: SlotRef, wait: bool) -> Result<bool> {
+impl Liveness {
+    fn set(&self, f: &File, path: &Path, r: SlotRef, wait: bool) -> Result<bool> {
         let fl = flock_for(libc::F_WRLCK as libc::c_short, r.byte());
         let cmd = if wait {
             libc::F_OFD_SETLKW
@@ -190,25 +234,62 @@ impl Liveness {
             match e.raw_os_error() {
                 Some(libc::EINTR) => continue,
                 Some(libc::EAGAIN) | Some(libc::EACCES) if !wait => return Ok(false),
-                _ => return Err(Error::io(format!("lock {}", self.path.display()), e)),
+                _ => return Err(Error::io(format!("lock {}", path.display()), e)),
             }
         }
     }
 
     /// Take slot `r` if no live process holds it; None if one does.
     pub(crate) fn try_hold(&self, r: SlotRef) -> Result<Option<Hold>> {
-        let f = self.open()?;
-        Ok(self
-            .set(&f, r, false)?
-            .then_some(Hold { _file: f, slot: r }))
+        match &self.locks {
+            Locks::File { path, dev, ino, .. } => {
+                let f = self.open(path, *dev, *ino)?;
+                Ok(self.set(&f, path, r, false)?.then_some(Hold {
+                    held: Held::File(f),
+                    slot: r,
+                }))
+            }
+            Locks::InProcess(set) => {
+                let fresh = set
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(r.byte());
+                Ok(fresh.then(|| Hold {
+                    held: Held::InProcess(set.clone()),
+                    slot: r,
+                }))
+            }
+        }
     }
 
     /// Take slot `r`, waiting for as long as a live process holds it.
     pub(crate) fn hold(&self, r: SlotRef) -> Result<Hold> {
-        let f = self.open()?;
-        self.set(&f, r, true)?;
-        Ok(Hold { _file: f, slot: r })
+        match &self.locks {
+            Locks::File { path, dev, ino, .. } => {
+                let f = self.open(path, *dev, *ino)?;
+                self.set(&f, path, r, true)?;
+                Ok(Hold {
+                    held: Held::File(f),
+                    slot: r,
+                })
+            }
+            Locks::InProcess(_) => loop {
+                if let Some(h) = self.try_hold(r)? {
+                    return Ok(h);
+                }
+                wait_a_little();
+            },
+        }
     }
+}
+
+/// A holder of an in-memory stream's slot is a thread of this process:
+/// let it run.
+fn wait_a_little() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    std::thread::sleep(std::time::Duration::from_millis(1));
 }
 
 #[cfg(test)]
