@@ -31,8 +31,10 @@ mod storage;
 mod sync;
 mod sys;
 
-pub use api::message::{Message, MessageReader};
+pub use api::consumer::Messages;
+pub use api::message::{Message, MessageReader, OwnedMessage};
 pub use api::slots::UserSlot;
+pub use api::stream::OpenOptions;
 pub use api::stream::{Stream, default_root, validate_name};
 pub use codec::{Compression, Key, KeyError};
 pub use error::{Error, Result};

@@ -91,7 +91,11 @@ fn every_layer_uses_only_the_layers_below_it() {
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect();
             // `crate::{..}` names the crate root's re-exports: the API.
-            let used = if used.is_empty() { "api".to_string() } else { used };
+            let used = if used.is_empty() {
+                "api".to_string()
+            } else {
+                used
+            };
             if used != me && !allowed.contains(&used.as_str()) {
                 wrong.push(format!("{path} uses crate::{used}"));
             }

@@ -3,6 +3,7 @@
 use crate::sync::atomic::Ordering::*;
 use std::time::{Duration, Instant};
 
+use crate::api::message::OwnedMessage;
 use crate::api::message::*;
 use crate::api::stream::*;
 use crate::error::{Error, Result};
@@ -224,6 +225,46 @@ impl Consumer {
         Ok(Message { c: self, d })
     }
 
+    /// Wait for the next message and copy it out of the stream: the owned
+    /// message does not borrow the consumer.
+    ///
+    /// ```
+    /// # use ipcress::{StartAt, Stream, StreamOptions};
+    /// let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// let mut consumer = stream.subscribe(StartAt::Start)?;
+    /// stream.producer()?.send(b"one")?;
+    /// let msg = consumer.recv_owned()?;
+    /// assert_eq!((msg.position(), &*msg), (0, &b"one"[..]));
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
+    pub fn recv_owned(&mut self) -> Result<OwnedMessage> {
+        self.recv()?.into_owned()
+    }
+
+    /// The messages of the stream, each copied out, waiting for each in
+    /// turn: an iterator that never ends by itself (an error is yielded and
+    /// the next call goes on, as [`recv`](Self::recv) would).
+    ///
+    /// ```
+    /// # use ipcress::{StartAt, Stream, StreamOptions};
+    /// let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// let mut consumer = stream.subscribe(StartAt::Start)?;
+    /// let mut producer = stream.producer()?;
+    /// for word in ["a", "b", "c"] {
+    ///     producer.send(word.as_bytes())?;
+    /// }
+    /// let got: Vec<Vec<u8>> = consumer
+    ///     .messages()
+    ///     .take(3)
+    ///     .map(|m| m.map(|m| m.into_bytes()))
+    ///     .collect::<Result<_, _>>()?;
+    /// assert_eq!(got, [b"a", b"b", b"c"]);
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
+    pub fn messages(&mut self) -> Messages<'_> {
+        Messages { c: self }
+    }
+
     /// The next message if one is ready.
     #[inline]
     pub fn try_recv(&mut self) -> Result<Option<Message<'_>>> {
@@ -294,5 +335,38 @@ impl Consumer {
         self.release_held();
         let deadline = Instant::now() + timeout;
         self.wait_for(Some(deadline), Consumer::poll_raw)
+    }
+}
+
+/// The messages of a consumer, copied out one by one ([`Consumer::messages`]).
+#[derive(Debug)]
+pub struct Messages<'a> {
+    c: &'a mut Consumer,
+}
+
+impl Iterator for Messages<'_> {
+    type Item = Result<OwnedMessage>;
+
+    fn next(&mut self) -> Option<Result<OwnedMessage>> {
+        Some(self.c.recv_owned())
+    }
+}
+
+impl<'a> IntoIterator for &'a mut Consumer {
+    type Item = Result<OwnedMessage>;
+    type IntoIter = Messages<'a>;
+
+    fn into_iter(self) -> Messages<'a> {
+        self.messages()
+    }
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("stream", &self.s.name)
+            .field("name", &self.name)
+            .field("position", &self.position())
+            .finish()
     }
 }

@@ -71,6 +71,26 @@ impl<'a> Message<'a> {
         Ok(v)
     }
 
+    /// The message copied out of the stream, reassembled if it was
+    /// fragmented: it no longer borrows the consumer.
+    ///
+    /// ```
+    /// # use ipcress::{StartAt, Stream, StreamOptions};
+    /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// # let mut consumer = stream.subscribe(StartAt::Start)?;
+    /// # stream.producer()?.send(b"kept")?;
+    /// let kept = consumer.recv()?.into_owned()?;
+    /// assert_eq!(&*kept, b"kept");
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
+    pub fn into_owned(self) -> Result<OwnedMessage> {
+        let position = self.position();
+        Ok(OwnedMessage {
+            position,
+            bytes: self.to_vec()?,
+        })
+    }
+
     /// Read the message as a stream of bytes, fragment by fragment, without
     /// reassembling it in memory.
     pub fn reader(self) -> MessageReader<'a> {
@@ -225,5 +245,40 @@ impl io::Read for MessageReader<'_> {
                 return Err(io::Error::other(e));
             }
         }
+    }
+}
+
+/// A message copied out of the stream (see [`Message::into_owned`],
+/// [`Consumer::recv_owned`](crate::Consumer::recv_owned)): its position and
+/// its bytes, which it dereferences to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnedMessage {
+    position: u64,
+    bytes: Vec<u8>,
+}
+
+impl OwnedMessage {
+    /// The position of the message in its stream.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// The bytes, without a copy.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
+impl std::ops::Deref for OwnedMessage {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl AsRef<[u8]> for OwnedMessage {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
     }
 }

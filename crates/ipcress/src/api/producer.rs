@@ -226,3 +226,11 @@ impl Producer {
         self.reserve_raw(f)?.commit()
     }
 }
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("stream", &self.s.name)
+            .finish()
+    }
+}

@@ -378,3 +378,74 @@ impl Stream {
             .map_err(|e| Error::io("msync meta", e))
     }
 }
+
+/// How to open or create a stream: under which root directory, with which
+/// key, and whether only to look. Like `std::fs::OpenOptions`, it is
+/// configured, then used for any number of streams.
+///
+/// ```
+/// use ipcress::{Key, OpenOptions, StreamOptions};
+/// # let dir = std::env::temp_dir().join(format!("ipcress-doc-open-{}", std::process::id()));
+/// let key = Key::generate().expect("randomness");
+/// let open = OpenOptions::new().root(&dir).key(key);
+/// let stream = open.create("secrets", &StreamOptions::ring(1 << 16).encrypted(true))?;
+/// let again = open.open("secrets")?; // keyed too, shared or not
+/// again.producer()?.send(b"sealed")?;
+/// assert_eq!(stream.tail(), again.tail());
+/// # drop((stream, again));
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// # Ok::<(), ipcress::Error>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    root: Option<PathBuf>,
+    key: Option<Key>,
+    inspect: bool,
+}
+
+impl OpenOptions {
+    /// The default root ([`default_root`]), no key, for reading and writing.
+    pub fn new() -> OpenOptions {
+        OpenOptions::default()
+    }
+
+    /// Streams live under `root` instead of the default root.
+    pub fn root(mut self, root: impl Into<PathBuf>) -> OpenOptions {
+        self.root = Some(root.into());
+        self
+    }
+
+    /// The key of encrypted streams (ignored for a stream that is not).
+    pub fn key(mut self, key: Key) -> OpenOptions {
+        self.key = Some(key);
+        self
+    }
+
+    /// Open only to look (see [`Stream::inspect_in`]).
+    pub fn inspect(mut self, only_look: bool) -> OpenOptions {
+        self.inspect = only_look;
+        self
+    }
+
+    fn root_dir(&self) -> PathBuf {
+        self.root.clone().unwrap_or_else(default_root)
+    }
+
+    fn keyed(&self, s: Stream) -> Result<Stream> {
+        match &self.key {
+            Some(k) if s.encrypted() => s.with_key(k),
+            _ => Ok(s),
+        }
+    }
+
+    /// Open stream `name`.
+    pub fn open(&self, name: &str) -> Result<Stream> {
+        self.keyed(Stream::open_with(&self.root_dir(), name, self.inspect)?)
+    }
+
+    /// Create stream `name` with `opts` (and open it as [`open`](Self::open) would).
+    pub fn create(&self, name: &str, opts: &StreamOptions) -> Result<Stream> {
+        Stream::create_in(&self.root_dir(), name, opts)?;
+        self.open(name)
+    }
+}

@@ -24,6 +24,13 @@ pub struct Key {
     pub(super) bytes: [u8; KEY_LEN],
 }
 
+impl Clone for Key {
+    /// A copy of the key, zeroed on drop like the original.
+    fn clone(&self) -> Key {
+        Key { bytes: self.bytes }
+    }
+}
+
 impl Drop for Key {
     fn drop(&mut self) {
         self.bytes.zeroize();
