@@ -16,6 +16,10 @@ use crate::storage::{self, Storage};
 use crate::sys;
 
 /// Where streams live: `$IPCRESS_DIR`, else `/dev/shm/ipcress`.
+/// ```
+/// # unsafe { std::env::remove_var("IPCRESS_DIR") } // this example's own process
+/// assert_eq!(ipcress::default_root(), std::path::Path::new("/dev/shm/ipcress"));
+/// ```
 pub fn default_root() -> PathBuf {
     std::env::var_os("IPCRESS_DIR")
         .filter(|v| !v.is_empty())
@@ -24,6 +28,12 @@ pub fn default_root() -> PathBuf {
 }
 
 /// A handle on a stream, cheap to clone and to share between threads.
+/// ```
+/// let stream = ipcress::Stream::create_in_memory("orders", &ipcress::StreamOptions::ring(1 << 16))?;
+/// stream.producer()?.send(b"one")?; // header 16 + payload 3, aligned to 8
+/// assert_eq!((stream.name(), stream.head(), stream.tail()), ("orders", 0, 24));
+/// # Ok::<(), ipcress::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct Stream {
     pub(crate) inner: Arc<Inner>,
@@ -40,16 +50,33 @@ impl std::fmt::Debug for Stream {
 
 impl Stream {
     /// Create stream `name` under the default root.
+    /// ```
+    /// # let root = std::env::temp_dir().join(format!("ipcress-doc-create-{}", std::process::id())); unsafe { std::env::set_var("IPCRESS_DIR", &root) } // this example's own process
+    /// let stream = ipcress::Stream::create("events", &ipcress::StreamOptions::ring(1 << 16))?;
+    /// assert_eq!(stream.dir(), ipcress::default_root().join("events"));
+    /// # drop(stream); std::fs::remove_dir_all(&root).unwrap(); Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn create(name: &str, opts: &StreamOptions) -> Result<Stream> {
         Stream::create_in(&default_root(), name, opts)
     }
 
     /// Open stream `name` under the default root.
+    /// ```
+    /// # let root = std::env::temp_dir().join(format!("ipcress-doc-open-{}", std::process::id())); unsafe { std::env::set_var("IPCRESS_DIR", &root) } let made = ipcress::Stream::create("events", &ipcress::StreamOptions::ring(1 << 16))?;
+    /// assert_eq!(ipcress::Stream::open("events")?.id(), made.id());
+    /// # drop(made); std::fs::remove_dir_all(&root).unwrap(); Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn open(name: &str) -> Result<Stream> {
         Stream::open_in(&default_root(), name)
     }
 
     /// Create stream `name` under `root`.
+    /// ```
+    /// # let root = std::env::temp_dir().join(format!("ipcress-doc-create-in-{}", std::process::id()));
+    /// let stream = ipcress::Stream::create_in(&root, "events", &ipcress::StreamOptions::ring(1 << 16))?;
+    /// assert_eq!(stream.dir(), root.join("events"));
+    /// # drop(stream); std::fs::remove_dir_all(&root).unwrap(); Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn create_in(root: &Path, name: &str, opts: &StreamOptions) -> Result<Stream> {
         validate_name(name)?;
         let o = opts.resolve()?;
@@ -96,8 +123,7 @@ impl Stream {
 
     /// Create a ring in this process's memory: no files, no other process
     /// can open it, and it is gone with its last handle. Everything else
-    /// behaves as in a ring on files (the tests run one conformance suite
-    /// over rings, logs and in-memory rings).
+    /// behaves as in a ring on files (one conformance suite runs on both).
     ///
     /// ```
     /// use ipcress::{StartAt, Stream, StreamOptions};
@@ -136,6 +162,12 @@ impl Stream {
     }
 
     /// Open stream `name` under `root`.
+    /// ```
+    /// # let root = std::env::temp_dir().join(format!("ipcress-doc-open-in-{}", std::process::id())); use ipcress::{Stream, StreamOptions};
+    /// let made = Stream::create_in(&root, "events", &StreamOptions::ring(1 << 16))?;
+    /// assert_eq!(Stream::open_in(&root, "events")?.id(), made.id());
+    /// # drop(made); std::fs::remove_dir_all(&root).unwrap(); Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn open_in(root: &Path, name: &str) -> Result<Stream> {
         Stream::open_with(root, name, false)
     }
@@ -145,6 +177,12 @@ impl Stream {
     /// what a crash left (that belongs to the next opener that reads or
     /// writes records), and no lock is taken that would keep that opener
     /// from repairing it. Producers and consumers cannot be made from it.
+    /// ```
+    /// # let root = std::env::temp_dir().join(format!("ipcress-doc-inspect-in-{}", std::process::id())); use ipcress::{Stream, StreamOptions}; Stream::create_in(&root, "events", &StreamOptions::ring(1 << 16))?.producer()?.send(b"x")?;
+    /// let looked = Stream::inspect_in(&root, "events")?;
+    /// assert!(looked.producer().is_err());
+    /// # drop(looked); std::fs::remove_dir_all(&root).unwrap(); Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn inspect_in(root: &Path, name: &str) -> Result<Stream> {
         Stream::open_with(root, name, true)
     }
@@ -235,6 +273,13 @@ impl Stream {
 
     /// Give the key of an encrypted stream. Must be called before producers
     /// and consumers are made.
+    /// ```
+    /// # use ipcress::{Error, Key, Stream, StreamOptions};
+    /// let stream = Stream::create_in_memory("sealed", &StreamOptions::ring(1 << 16).encrypted(true))?;
+    /// assert!(matches!(stream.producer(), Err(Error::KeyRequired { .. })));
+    /// assert_eq!(stream.with_key(&Key::from_bytes([7; 32]))?.producer()?.send(b"secret")?, 0);
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn with_key(self, key: &Key) -> Result<Stream> {
         let mut inner = Arc::try_unwrap(self.inner).map_err(|_| {
             Error::InvalidOptions("with_key must be called before the stream is shared".into())
@@ -252,6 +297,13 @@ impl Stream {
     }
 
     /// Remove stream `name` under `root` and all its files.
+    /// ```
+    /// # let root = std::env::temp_dir().join(format!("ipcress-doc-remove-in-{}", std::process::id())); use ipcress::{Stream, StreamOptions};
+    /// drop(Stream::create_in(&root, "old", &StreamOptions::ring(1 << 16))?); // closed first
+    /// Stream::remove_in(&root, "old")?;
+    /// assert!(Stream::list_in(&root)?.is_empty());
+    /// # std::fs::remove_dir_all(&root).unwrap(); Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn remove_in(root: &Path, name: &str) -> Result<()> {
         validate_name(name)?;
         let dir = root.join(name);
@@ -291,6 +343,11 @@ impl Stream {
 
     /// Names of the streams under `root`, sorted. Temporary directories
     /// left by a `create` that died are removed on the way.
+    /// ```
+    /// # let root = std::env::temp_dir().join(format!("ipcress-doc-list-in-{}", std::process::id())); use ipcress::{Stream, StreamOptions}; let (b, a) = (Stream::create_in(&root, "b", &StreamOptions::ring(1 << 16))?, Stream::create_in(&root, "a", &StreamOptions::ring(1 << 16))?);
+    /// assert_eq!(Stream::list_in(&root)?, ["a", "b"]);
+    /// # drop((a, b)); std::fs::remove_dir_all(&root).unwrap(); Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn list_in(root: &Path) -> Result<Vec<String>> {
         sweep_temp_dirs(root);
         let rd = match fs::read_dir(root) {
@@ -309,58 +366,115 @@ impl Stream {
     }
 
     /// The stream's name.
+    /// ```
+    /// # let s = ipcress::Stream::create_in_memory("s", &ipcress::StreamOptions::ring(1 << 16)).unwrap();
+    /// assert_eq!(s.name(), "s");
+    /// ```
     pub fn name(&self) -> &str {
         &self.inner.name
     }
     /// The stream's directory.
+    /// ```
+    /// # let s = ipcress::Stream::create_in_memory("s", &ipcress::StreamOptions::ring(1 << 16)).unwrap();
+    /// assert_eq!(s.dir(), std::path::Path::new("")); // in memory; see create_in
+    /// ```
     pub fn dir(&self) -> &Path {
         &self.inner.dir
     }
     /// The random 128-bit stream id.
+    /// ```
+    /// # use ipcress::{Stream, StreamOptions}; let (s, t) = (Stream::create_in_memory("s", &StreamOptions::ring(1 << 16)).unwrap(), Stream::create_in_memory("s", &StreamOptions::ring(1 << 16)).unwrap());
+    /// assert_ne!(s.id(), t.id());
+    /// ```
     pub fn id(&self) -> [u8; 16] {
         self.inner.id
     }
     /// The stream id as 32 hex digits.
+    /// ```
+    /// # let s = ipcress::Stream::create_in_memory("s", &ipcress::StreamOptions::ring(1 << 16)).unwrap();
+    /// assert!(s.id_hex().starts_with(&format!("{:02x}", s.id()[0])) && s.id_hex().len() == 32);
+    /// ```
     pub fn id_hex(&self) -> String {
         self.inner.id.iter().map(|b| format!("{b:02x}")).collect()
     }
     /// Position just past the last claimed frame.
+    /// ```
+    /// # let s = ipcress::Stream::create_in_memory("s", &ipcress::StreamOptions::ring(1 << 16)).unwrap();
+    /// s.producer().unwrap().send(b"abc").unwrap();
+    /// assert_eq!(s.tail(), 24);
+    /// ```
     pub fn tail(&self) -> u64 {
         self.inner.tail()
     }
     /// Oldest retained position.
+    /// ```
+    /// # let s = ipcress::Stream::create_in_memory("s", &ipcress::StreamOptions::ring(1 << 16)).unwrap();
+    /// assert_eq!(s.head(), 0);
+    /// ```
     pub fn head(&self) -> u64 {
         self.inner.head()
     }
     /// Layout.
+    /// ```
+    /// # let s = ipcress::Stream::create_in_memory("s", &ipcress::StreamOptions::ring(1 << 16)).unwrap();
+    /// assert_eq!(s.layout(), ipcress::Layout::Ring);
+    /// ```
     pub fn layout(&self) -> Layout {
         self.inner.opts.layout
     }
     /// Policy.
+    /// ```
+    /// # let s = ipcress::Stream::create_in_memory("s", &ipcress::StreamOptions::ring(1 << 16)).unwrap();
+    /// assert_eq!(s.policy(), ipcress::Policy::Block);
+    /// ```
     pub fn policy(&self) -> Policy {
         self.inner.opts.policy
     }
     /// Checksum setting.
+    /// ```
+    /// # let s = ipcress::Stream::create_in_memory("s", &ipcress::StreamOptions::ring(1 << 16)).unwrap();
+    /// assert_eq!(s.checksum(), ipcress::Checksum::Crc32c);
+    /// ```
     pub fn checksum(&self) -> Checksum {
         self.inner.opts.checksum
     }
     /// Compression setting.
+    /// ```
+    /// # let s = ipcress::Stream::create_in_memory("s", &ipcress::StreamOptions::ring(1 << 16)).unwrap();
+    /// assert_eq!(s.compression(), ipcress::Compression::None);
+    /// ```
     pub fn compression(&self) -> Compression {
         self.inner.opts.compression
     }
     /// Whether records are encrypted.
+    /// ```
+    /// # let s = ipcress::Stream::create_in_memory("s", &ipcress::StreamOptions::ring(1 << 16)).unwrap();
+    /// assert!(!s.encrypted());
+    /// ```
     pub fn encrypted(&self) -> bool {
         self.inner.opts.encrypted
     }
     /// Segment size in bytes.
+    /// ```
+    /// # let s = ipcress::Stream::create_in_memory("s", &ipcress::StreamOptions::ring(1 << 16)).unwrap();
+    /// assert_eq!(s.segment_size(), 1 << 14); // 4 segments by default
+    /// ```
     pub fn segment_size(&self) -> u64 {
         self.inner.seg_size
     }
     /// Ring capacity in bytes (None for a log).
+    /// ```
+    /// # let s = ipcress::Stream::create_in_memory("s", &ipcress::StreamOptions::ring(1 << 16)).unwrap();
+    /// assert_eq!(s.capacity(), Some(1 << 16));
+    /// ```
     pub fn capacity(&self) -> Option<u64> {
         (self.inner.opts.layout == Layout::Ring).then_some(self.inner.capacity)
     }
     /// Largest payload that `send`/`reserve` accept in one frame.
+    /// ```
+    /// # let s = ipcress::Stream::create_in_memory("s", &ipcress::StreamOptions::ring(1 << 16)).unwrap();
+    /// assert!(s.producer().unwrap().send(&vec![0; s.max_message_len() + 1]).is_err());
+    /// ```
     pub fn max_message_len(&self) -> usize {
         self.inner.max_payload()
             - if self.inner.opts.encrypted {
@@ -370,6 +484,10 @@ impl Stream {
             }
     }
     /// Write mapped data back to disk (durable streams).
+    /// ```
+    /// # let s = ipcress::Stream::create_in_memory("s", &ipcress::StreamOptions::ring(1 << 16)).unwrap();
+    /// assert!(s.flush().is_ok()); // nothing to write back for a stream in memory
+    /// ```
     pub fn flush(&self) -> Result<()> {
         self.inner.storage.flush()?;
         self.inner
@@ -384,17 +502,12 @@ impl Stream {
 /// configured, then used for any number of streams.
 ///
 /// ```
-/// use ipcress::{Key, OpenOptions, StreamOptions};
-/// # let dir = std::env::temp_dir().join(format!("ipcress-doc-open-{}", std::process::id()));
-/// let key = Key::generate().expect("randomness");
-/// let open = OpenOptions::new().root(&dir).key(key);
+/// # let dir = std::env::temp_dir().join(format!("ipcress-doc-open-{}", std::process::id())); use ipcress::{Key, OpenOptions, StreamOptions};
+/// let open = OpenOptions::new().root(&dir).key(Key::generate().expect("randomness"));
 /// let stream = open.create("secrets", &StreamOptions::ring(1 << 16).encrypted(true))?;
-/// let again = open.open("secrets")?; // keyed too, shared or not
-/// again.producer()?.send(b"sealed")?;
-/// assert_eq!(stream.tail(), again.tail());
-/// # drop((stream, again));
-/// # std::fs::remove_dir_all(&dir).unwrap();
-/// # Ok::<(), ipcress::Error>(())
+/// open.open("secrets")?.producer()?.send(b"sealed")?; // keyed too, shared or not
+/// assert_eq!(stream.tail(), 40); // header 16 + payload 6 + tag 16, aligned to 8
+/// # drop(stream); std::fs::remove_dir_all(&dir).unwrap(); Ok::<(), ipcress::Error>(())
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct OpenOptions {
@@ -405,23 +518,48 @@ pub struct OpenOptions {
 
 impl OpenOptions {
     /// The default root ([`default_root`]), no key, for reading and writing.
+    /// ```
+    /// # let root = std::env::temp_dir().join(format!("ipcress-doc-oo-new-{}", std::process::id())); unsafe { std::env::set_var("IPCRESS_DIR", &root) } // this example's own process
+    /// let stream = ipcress::OpenOptions::new().create("events", &ipcress::StreamOptions::ring(1 << 16))?;
+    /// assert_eq!(stream.dir(), ipcress::default_root().join("events"));
+    /// # drop(stream); std::fs::remove_dir_all(&root).unwrap(); Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn new() -> OpenOptions {
         OpenOptions::default()
     }
 
     /// Streams live under `root` instead of the default root.
+    /// ```
+    /// # let root = std::env::temp_dir().join(format!("ipcress-doc-oo-root-{}", std::process::id()));
+    /// let open = ipcress::OpenOptions::new().root(&root);
+    /// assert_eq!(open.create("events", &ipcress::StreamOptions::ring(1 << 16))?.dir(), root.join("events"));
+    /// # std::fs::remove_dir_all(&root).unwrap(); Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn root(mut self, root: impl Into<PathBuf>) -> OpenOptions {
         self.root = Some(root.into());
         self
     }
 
     /// The key of encrypted streams (ignored for a stream that is not).
+    /// ```
+    /// # let root = std::env::temp_dir().join(format!("ipcress-doc-oo-key-{}", std::process::id())); use ipcress::{Key, OpenOptions, StreamOptions};
+    /// let (open, key) = (OpenOptions::new().root(&root), Key::from_bytes([7; 32]));
+    /// drop(open.clone().key(key.clone()).create("s", &StreamOptions::ring(1 << 16).encrypted(true))?);
+    /// assert!(open.open("s")?.producer().is_err() && open.key(key).open("s")?.producer().is_ok());
+    /// # std::fs::remove_dir_all(&root).unwrap(); Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn key(mut self, key: Key) -> OpenOptions {
         self.key = Some(key);
         self
     }
 
     /// Open only to look (see [`Stream::inspect_in`]).
+    /// ```
+    /// # let root = std::env::temp_dir().join(format!("ipcress-doc-oo-inspect-{}", std::process::id())); let open = ipcress::OpenOptions::new().root(&root);
+    /// # drop(open.create("events", &ipcress::StreamOptions::ring(1 << 16))?);
+    /// assert!(open.inspect(true).open("events")?.producer().is_err());
+    /// # std::fs::remove_dir_all(&root).unwrap(); Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn inspect(mut self, only_look: bool) -> OpenOptions {
         self.inspect = only_look;
         self
@@ -439,11 +577,22 @@ impl OpenOptions {
     }
 
     /// Open stream `name`.
+    /// ```
+    /// # let root = std::env::temp_dir().join(format!("ipcress-doc-oo-open-{}", std::process::id())); let made = ipcress::Stream::create_in(&root, "events", &ipcress::StreamOptions::ring(1 << 16))?;
+    /// assert_eq!(ipcress::OpenOptions::new().root(&root).open("events")?.id(), made.id());
+    /// # drop(made); std::fs::remove_dir_all(&root).unwrap(); Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn open(&self, name: &str) -> Result<Stream> {
         self.keyed(Stream::open_with(&self.root_dir(), name, self.inspect)?)
     }
 
     /// Create stream `name` with `opts` (and open it as [`open`](Self::open) would).
+    /// ```
+    /// # let root = std::env::temp_dir().join(format!("ipcress-doc-oo-create-{}", std::process::id()));
+    /// let stream = ipcress::OpenOptions::new().root(&root).create("log", &ipcress::StreamOptions::log(1 << 16))?;
+    /// assert_eq!((stream.layout(), stream.capacity()), (ipcress::Layout::Log, None));
+    /// # drop(stream); std::fs::remove_dir_all(&root).unwrap(); Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn create(&self, name: &str, opts: &StreamOptions) -> Result<Stream> {
         Stream::create_in(&self.root_dir(), name, opts)?;
         self.open(name)
