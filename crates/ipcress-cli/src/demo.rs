@@ -179,6 +179,14 @@ fn demo_root() -> PathBuf {
     ))
 }
 
+/// `println!` that ends the demo quietly when stdout's reader is gone
+/// (`ipcress demo | head -3`), as `ls` and `stat` do.
+macro_rules! say {
+    ($($t:tt)*) => {
+        crate::print_out(&format!("{}\n", format_args!($($t)*)))?
+    };
+}
+
 pub fn run(a: DemoArgs) -> Result<()> {
     if a.workers == 0 {
         bail!("--workers must be at least 1");
@@ -197,7 +205,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let logs = mk("logs", 512 << 10)?;
     let parsed = mk("parsed", 512 << 10)?;
     let alerts = mk("alerts", 256 << 10)?;
-    println!(
+    say!(
         "ipcress demo: {} log lines{} through 5 kinds of processes, on {}",
         a.lines,
         a.seconds
@@ -205,7 +213,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
             .unwrap_or_default(),
         root.display()
     );
-    println!(
+    say!(
         "  gen ─► logs ─► exec --workers {} (ipcress demo-stage parse) ─► parsed ─► filter ─► alerts ─► sink",
         a.workers
     );
@@ -290,18 +298,18 @@ pub fn run(a: DemoArgs) -> Result<()> {
         ("parsed", count(&parsed)),
         ("alerts", count(&alerts)),
     ];
-    println!();
-    println!("  {:<8} {:>10} {:>12}", "stream", "records", "bytes");
+    say!("");
+    say!("  {:<8} {:>10} {:>12}", "stream", "records", "bytes");
     for (name, (n, bytes)) in rows {
-        println!("  {name:<8} {n:>10} {bytes:>12}");
+        say!("  {name:<8} {n:>10} {bytes:>12}");
     }
-    println!("  (each stream also carried one END record)");
-    println!();
-    println!(
+    say!("  (each stream also carried one END record)");
+    say!("");
+    say!(
         "  generated {generated} lines, {critical} CRITICAL; parsers passed {parsed_n}; \
          filter forwarded {forwarded}; sink received {alerts_n} ({alerts_unique} distinct)"
     );
-    println!(
+    say!(
         "  throughput: {:.0} lines/s, {:.1} MB/s of logs (generator done in {gen_secs:.2} s, \
          last alert in {total_secs:.2} s)",
         generated as f64 / total_secs.max(1e-9),
@@ -316,8 +324,8 @@ pub fn run(a: DemoArgs) -> Result<()> {
             num(r, "samples")?
         ))
     };
-    println!("  latency gen → parsed (all lines):     {}", lat(&filter)?);
-    println!("  latency gen → alerts (CRITICAL only): {}", lat(&sink)?);
+    say!("  latency gen → parsed (all lines):     {}", lat(&filter)?);
+    say!("  latency gen → alerts (CRITICAL only): {}", lat(&sink)?);
 
     let ok = parsed_n == generated
         && parsed_dups == 0
@@ -335,7 +343,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
              ({alerts_unique} distinct)"
         );
     }
-    println!("  check: every CRITICAL line reached alerts exactly once: OK");
+    say!("  check: every CRITICAL line reached alerts exactly once: OK");
     drop(scene);
     Ok(())
 }
@@ -447,7 +455,7 @@ fn generate(
     p.send(format!("END {sent} {critical}").as_bytes())
         .map_err(|e| explain(out, e))?;
     drop(p);
-    println!(
+    say!(
         "generated={sent} critical={critical} critsum={crit_sum} bytes={bytes} secs={:.3}",
         t0.elapsed().as_secs_f64()
     );
@@ -557,7 +565,7 @@ fn filter(ctx: &Ctx, input: &str, output: &str) -> Result<()> {
     }
     p.send(format!("END {critical}").as_bytes())
         .map_err(|e| explain(output, e))?;
-    println!(
+    say!(
         "parsed={parsed} dups={dups} critical={critical} {}",
         report_latency(&h)
     );
@@ -587,7 +595,7 @@ fn sink(ctx: &Ctx, input: &str) -> Result<()> {
             crit_sum = crit_sum.wrapping_add(seq);
         }
     }
-    println!(
+    say!(
         "alerts={alerts} unique={} critsum={crit_sum} {}",
         seen.len(),
         report_latency(&h)

@@ -5,7 +5,9 @@
 //! collector that reads the child's stdout and sends the records to B.
 //! At the end (signal, `--count`, `--until-idle`) the feeders close the
 //! children's stdin, the collectors drain their stdout, and the children
-//! are waited for; the first one that failed gives the exit code.
+//! are waited for; the first one that failed gives the exit code. A worker
+//! that was given its whole input, wrote nothing, and exits with status 1
+//! is a filter that matched nothing (`grep`), not a failure.
 
 use std::collections::VecDeque;
 use std::io::{BufReader, Write};
@@ -199,6 +201,11 @@ fn finish(workers: Vec<Worker>, program: &str) -> Result<()> {
             .join()
             .unwrap_or_else(|_| Err(MoveError::Truncated("collector thread panicked".into())));
         let status = w.child.wait();
+        // A filter that was given its whole input, wrote nothing and exits
+        // with status 1 matched nothing (grep's convention): not a failure.
+        let matched_nothing = fed.is_ok()
+            && matches!(collected, Ok(0))
+            && matches!(&status, Ok(s) if s.code() == Some(1));
         if let Err(e) = fed {
             // The child going away is reported through its exit status.
             if !e.is_broken_pipe() && first_err.is_none() {
@@ -211,7 +218,7 @@ fn finish(workers: Vec<Worker>, program: &str) -> Result<()> {
             first_err = Some(anyhow::Error::new(e).context(format!("worker {i}: output")));
         }
         match status {
-            Ok(s) if !s.success() => {
+            Ok(s) if !s.success() && !matched_nothing => {
                 if failed.is_none() {
                     failed = Some((i, s));
                 }

@@ -733,3 +733,19 @@ fn a_closed_stdout_ends_output_quietly() {
         assert_eq!(err, "", "{args:?}");
     }
 }
+
+/// `ipcress demo | head -3`: the demo's report ends quietly when its reader
+/// goes, instead of panicking in `println!`.
+#[test]
+fn a_closed_stdout_ends_the_demo_quietly() {
+    let root = Root::new("epipe-demo");
+    let mut cmd = root.cmd(&["demo", "--lines", "1000"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err, "");
+}

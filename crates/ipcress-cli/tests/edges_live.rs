@@ -237,6 +237,63 @@ fn two_signals_close_together_are_one_request() {
     assert_eq!(root.ok(&["get", "b"]), b"X marks the spot\n");
 }
 
+/// Issue 16: `exec -- grep X` over input without an X: grep exits with
+/// status 1 ("nothing matched") when exec closes its input, which is not a
+/// failure of the stage: exit 0, nothing in B, nothing on stderr. (It used
+/// to end with "worker 0: grep exited with status 1" and exit 1.)
+#[test]
+fn an_exec_whose_filter_matches_nothing_succeeds() {
+    let _w = Watchdog::new("an_exec_whose_filter_matches_nothing_succeeds", LIMIT);
+    let root = Root::new("nomatch");
+    root.ok(&["create", "a", "--ring", "1M"]);
+    root.ok(&["create", "b", "--ring", "1M"]);
+    root.ok_in(&["put", "a"], b"one\ntwo\nthree\n");
+    let mut cmd = root.cmd(&[
+        "exec",
+        "--in",
+        "a",
+        "--out",
+        "b",
+        "--workers",
+        "2",
+        "--until-idle",
+        "0.5",
+        "--",
+        "grep",
+        "X",
+    ]);
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(err, "");
+    assert_eq!(root.stat("b")["tail"].as_u64(), Some(0));
+    // A worker that really fails still fails the stage.
+    let out = root
+        .cmd(&[
+            "exec",
+            "--in",
+            "a",
+            "--out",
+            "b",
+            "--group",
+            "other",
+            "--until-idle",
+            "0.5",
+            "--",
+            "sh",
+            "-c",
+            "cat >/dev/null; exit 3",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Issue 16: a second signal a second or more after the first still ends
 /// a process at once (exit 130): here a `get -f` whose stdout nobody reads
 /// is stuck writing, and does not see the first.
