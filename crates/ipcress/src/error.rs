@@ -3,6 +3,18 @@
 use std::path::PathBuf;
 
 /// Everything that can go wrong in ipcress, as variants a caller can act on.
+///
+/// ```
+/// use ipcress::{Error, StartAt, Stream, StreamOptions};
+/// let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+/// match stream.consumer("bad/name") {
+///     Err(Error::InvalidName { name, .. }) => assert_eq!(name, "bad/name"),
+///     other => panic!("unexpected: {other:?}"),
+/// }
+/// let mut idle = stream.subscribe(StartAt::End)?;
+/// assert!(idle.try_recv()?.is_none()); // not an error: nothing there yet
+/// # Ok::<(), ipcress::Error>(())
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -163,6 +175,16 @@ pub enum Error {
 }
 
 /// Result with [`Error`].
+/// ```
+/// fn first_word(stream: &ipcress::Stream) -> ipcress::Result<Vec<u8>> {
+///     let mut consumer = stream.subscribe(ipcress::StartAt::Start)?;
+///     consumer.recv()?.to_vec()
+/// }
+/// # let stream = ipcress::Stream::create_in_memory("doc", &ipcress::StreamOptions::ring(1 << 16))?;
+/// # stream.producer()?.send(b"hello")?;
+/// assert_eq!(first_word(&stream)?, b"hello");
+/// # Ok::<(), ipcress::Error>(())
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {

@@ -200,3 +200,59 @@ fn nothing_public_is_hidden() {
         .collect();
     assert!(hidden.is_empty(), "#[doc(hidden)] in {hidden:?}");
 }
+
+/// The files whose `pub fn`s are the crate's entry points (re-exported
+/// from the crate root or methods of types that are).
+const EXAMPLED: &[&str] = &[
+    "api/",
+    "codec/",
+    "protocol/options.rs",
+    "protocol/read.rs",
+    "protocol/raw.rs",
+    "error.rs",
+];
+
+#[test]
+fn every_public_function_has_an_example() {
+    let mut missing = Vec::new();
+    for (path, text) in sources() {
+        if !EXAMPLED.iter().any(|p| path.starts_with(p)) {
+            continue;
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, l) in lines.iter().enumerate() {
+            let Some(rest) = l.trim_start().strip_prefix("pub fn ") else {
+                continue;
+            };
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            // The doc comment directly above, past its attributes (and
+            // plain comments between them).
+            let mut j = i;
+            while j > 0 {
+                let above = lines[j - 1].trim_start();
+                let plain = above.starts_with("//") && !above.starts_with("///");
+                if !above.starts_with("#[") && !plain {
+                    break;
+                }
+                j -= 1;
+            }
+            let mut has_example = false;
+            while j > 0 && lines[j - 1].trim_start().starts_with("///") {
+                j -= 1;
+                has_example |= lines[j].contains("```");
+            }
+            if !has_example {
+                missing.push(format!("{path}:{} fn {name}", i + 1));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "public functions without an example in their doc comment ({}):\n{}",
+        missing.len(),
+        missing.join("\n")
+    );
+}

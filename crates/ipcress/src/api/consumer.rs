@@ -16,11 +16,30 @@ use crate::sys::{self, SlotRef};
 impl Stream {
     /// Open or create the durable consumer `name` (new ones start at the
     /// oldest retained record).
+    /// ```
+    /// # let stream = ipcress::Stream::create_in_memory("doc", &ipcress::StreamOptions::ring(1 << 16))?;
+    /// stream.producer()?.send(b"kept")?;
+    /// let mut audit = stream.consumer("audit")?;
+    /// assert_eq!(audit.recv()?.bytes(), Some(&b"kept"[..]));
+    /// audit.commit()?;
+    /// drop(audit);
+    /// assert_eq!(stream.consumer("audit")?.position(), 24); // where it left off
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn consumer(&self, name: &str) -> Result<Consumer> {
         self.consumer_from(name, StartAt::Start)
     }
 
     /// Open the durable consumer `name`, creating it at `from` if new.
+    /// ```
+    /// # use ipcress::{StartAt, Stream, StreamOptions};
+    /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// stream.producer()?.send(b"old news")?;
+    /// let mut fresh = stream.consumer_from("fresh", StartAt::End)?;
+    /// assert_eq!(fresh.position(), stream.tail());
+    /// assert!(fresh.try_recv()?.is_none());
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn consumer_from(&self, name: &str, from: StartAt) -> Result<Consumer> {
         crate::protocol::attach::validate_name(name)?;
         let s = &self.inner;
@@ -59,6 +78,18 @@ impl Stream {
 
     /// An ephemeral subscriber starting at `from`; it holds producers back
     /// only while its process lives.
+    /// ```
+    /// # use ipcress::{StartAt, Stream, StreamOptions};
+    /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// let mut producer = stream.producer()?;
+    /// producer.send(b"before")?;
+    /// let mut all = stream.subscribe(StartAt::Start)?;
+    /// let mut new = stream.subscribe(StartAt::End)?;
+    /// producer.send(b"after")?;
+    /// assert_eq!(all.recv()?.bytes(), Some(&b"before"[..]));
+    /// assert_eq!(new.recv()?.bytes(), Some(&b"after"[..]));
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn subscribe(&self, from: StartAt) -> Result<Consumer> {
         let s = &self.inner;
         check_key(s)?;
@@ -80,11 +111,38 @@ impl Stream {
 
     /// Join group `group` (created at the oldest retained record if new):
     /// each message goes to exactly one member.
+    /// ```
+    /// # let stream = ipcress::Stream::create_in_memory("doc", &ipcress::StreamOptions::ring(1 << 16))?;
+    /// let (mut a, mut b) = (stream.group("workers")?, stream.group("workers")?);
+    /// let mut producer = stream.producer()?;
+    /// for i in 0..4u8 {
+    ///     producer.send(&[i])?;
+    /// }
+    /// let mut got = Vec::new();
+    /// for member in [&mut a, &mut b] {
+    ///     while let Some(m) = member.try_recv()? {
+    ///         got.push(m.to_vec()?[0]);
+    ///     }
+    /// }
+    /// got.sort();
+    /// assert_eq!(got, [0, 1, 2, 3]); // each message to one member
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn group(&self, group: &str) -> Result<Consumer> {
         self.group_from(group, StartAt::Start)
     }
 
     /// Join group `group`, creating it at `from` if new.
+    /// ```
+    /// # use ipcress::{StartAt, Stream, StreamOptions};
+    /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// let mut producer = stream.producer()?;
+    /// producer.send(b"before")?;
+    /// let mut worker = stream.group_from("workers", StartAt::End)?;
+    /// producer.send(b"after")?;
+    /// assert_eq!(worker.recv()?.bytes(), Some(&b"after"[..]));
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn group_from(&self, group: &str, from: StartAt) -> Result<Consumer> {
         crate::protocol::attach::validate_name(group)?;
         let s = &self.inner;
@@ -113,6 +171,16 @@ impl Stream {
     }
 
     /// Remove the durable consumer or group `name` (it must not be in use).
+    /// ```
+    /// # use ipcress::{Error, Stream, StreamOptions};
+    /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// let audit = stream.consumer("audit")?;
+    /// assert!(matches!(stream.remove_consumer("audit"), Err(Error::InUse { .. })));
+    /// drop(audit);
+    /// stream.remove_consumer("audit")?;
+    /// assert!(stream.consumers().is_empty());
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn remove_consumer(&self, name: &str) -> Result<()> {
         let s = &self.inner;
         let _g = RegLock::take(s)?;
@@ -145,11 +213,30 @@ impl Stream {
     }
 
     /// Every consumer slot in use.
+    /// ```
+    /// # use ipcress::{StartAt, Stream, StreamOptions};
+    /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// let _audit = stream.consumer("audit")?;
+    /// let _live = stream.subscribe(StartAt::End)?;
+    /// let kinds: Vec<_> = stream.consumers().iter().map(|c| (c.name.clone(), c.kind)).collect();
+    /// assert_eq!(kinds, [("audit".to_string(), "durable"), (String::new(), "subscriber")]);
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn consumers(&self) -> Vec<crate::protocol::registry::ConsumerInfo> {
         self.inner.consumers()
     }
 
     /// Messages and bytes written by producers, and how many are live.
+    /// ```
+    /// # let stream = ipcress::Stream::create_in_memory("doc", &ipcress::StreamOptions::ring(1 << 16))?;
+    /// let mut producer = stream.producer()?;
+    /// producer.send(b"abc")?;
+    /// producer.send(b"de")?;
+    /// assert_eq!(stream.producer_totals().2, 1); // one producer live
+    /// drop(producer); // a producer adds its counts to the stream's now and then, and when dropped
+    /// assert_eq!(stream.producer_totals(), (2, 5, 0));
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn producer_totals(&self) -> (u64, u64, usize) {
         self.inner.producer_totals()
     }
@@ -160,12 +247,36 @@ impl Consumer {
     /// position is saved, and the ring released to producers, only by
     /// [`commit`](Self::commit) or [`commit_to`](Self::commit_to): a bridge
     /// commits what the far side acknowledged, not what it has read.
+    /// ```
+    /// # let stream = ipcress::Stream::create_in_memory("doc", &ipcress::StreamOptions::ring(1 << 16))?;
+    /// stream.producer()?.send(b"not yet acknowledged")?;
+    /// let mut bridge = stream.consumer("bridge")?;
+    /// bridge.set_auto_commit(false);
+    /// bridge.recv()?;
+    /// bridge.recv_timeout(std::time::Duration::from_millis(1))?; // moves on, saves nothing
+    /// drop(bridge);
+    /// assert_eq!(stream.consumer("bridge")?.position(), 0); // delivered again
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn set_auto_commit(&mut self, on: bool) {
         self.auto_commit = on;
     }
 
     /// Save `position` (a frame boundary this consumer has read up to) as
     /// the durable position. It must not be past the consumer's position.
+    /// ```
+    /// # let stream = ipcress::Stream::create_in_memory("doc", &ipcress::StreamOptions::ring(1 << 16))?;
+    /// # let mut producer = stream.producer()?;
+    /// let (first, second) = (producer.send(b"one")?, producer.send(b"two")?);
+    /// let mut bridge = stream.consumer("bridge")?;
+    /// bridge.set_auto_commit(false);
+    /// bridge.recv()?;
+    /// bridge.recv()?;
+    /// bridge.commit_to(second)?; // the far side acknowledged "one" only
+    /// drop(bridge);
+    /// assert_eq!(stream.consumer("bridge")?.position(), second);
+    /// # let _ = first; Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn commit_to(&mut self, position: u64) -> Result<()> {
         if position > self.pos || matches!(self.kind, Kind::Member { .. }) {
             return Err(Error::InvalidOptions(format!(
@@ -178,11 +289,29 @@ impl Consumer {
     }
 
     /// Choose how to wait for data.
+    /// ```
+    /// # use ipcress::{StartAt, Stream, StreamOptions, Wait};
+    /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// let mut hot = stream.subscribe(StartAt::End)?;
+    /// hot.set_wait(Wait::Spin); // burns a core while it waits
+    /// assert!(hot.recv_timeout(std::time::Duration::from_millis(1))?.is_none());
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn set_wait(&mut self, w: Wait) {
         self.wait = w;
     }
 
     /// Next position this consumer reads (for a group member: the group's).
+    /// ```
+    /// # use ipcress::{StartAt, Stream, StreamOptions};
+    /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// let mut consumer = stream.subscribe(StartAt::Start)?;
+    /// stream.producer()?.send(b"abc")?;
+    /// assert_eq!(consumer.position(), 0);
+    /// consumer.recv()?;
+    /// assert_eq!(consumer.position(), 24);
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn position(&self) -> u64 {
         match self.kind {
             Kind::Member { group, .. } => match self.run {
@@ -194,6 +323,13 @@ impl Consumer {
     }
 
     /// Name of the durable consumer or group ("" for subscribers).
+    /// ```
+    /// # use ipcress::{StartAt, Stream, StreamOptions};
+    /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// assert_eq!(stream.consumer("audit")?.name(), "audit");
+    /// assert_eq!(stream.subscribe(StartAt::End)?.name(), "");
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -201,6 +337,16 @@ impl Consumer {
     /// Mark every message returned so far as processed: a durable consumer's
     /// position is saved, a group member acknowledges what it has read of
     /// its run.
+    /// ```
+    /// # let stream = ipcress::Stream::create_in_memory("doc", &ipcress::StreamOptions::ring(1 << 16))?;
+    /// stream.producer()?.send(b"done")?;
+    /// let mut audit = stream.consumer("audit")?;
+    /// audit.recv()?;
+    /// audit.commit()?; // processed: not delivered again
+    /// drop(audit);
+    /// assert!(stream.consumer("audit")?.try_recv()?.is_none());
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn commit(&mut self) -> Result<()> {
         self.release_held();
         match self.kind {
@@ -219,6 +365,16 @@ impl Consumer {
     }
 
     /// Wait for the next message.
+    /// ```
+    /// # use ipcress::{StartAt, Stream, StreamOptions};
+    /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// let mut consumer = stream.subscribe(StartAt::Start)?;
+    /// let sender = stream.clone();
+    /// std::thread::spawn(move || sender.producer()?.send(b"from a thread"));
+    /// let msg = consumer.recv()?; // waits for it
+    /// assert_eq!(msg.bytes(), Some(&b"from a thread"[..]));
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     #[inline]
     pub fn recv(&mut self) -> Result<Message<'_>> {
         let d = self.recv_until(None)?.expect("no deadline");
@@ -266,6 +422,15 @@ impl Consumer {
     }
 
     /// The next message if one is ready.
+    /// ```
+    /// # use ipcress::{StartAt, Stream, StreamOptions};
+    /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// let mut consumer = stream.subscribe(StartAt::Start)?;
+    /// assert!(consumer.try_recv()?.is_none());
+    /// stream.producer()?.send(b"ready")?;
+    /// assert_eq!(consumer.try_recv()?.expect("sent").bytes(), Some(&b"ready"[..]));
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     #[inline]
     pub fn try_recv(&mut self) -> Result<Option<Message<'_>>> {
         self.release_held();
@@ -276,6 +441,16 @@ impl Consumer {
     }
 
     /// Wait up to `timeout` for the next message.
+    /// ```
+    /// use std::time::Duration;
+    /// # use ipcress::{StartAt, Stream, StreamOptions};
+    /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// let mut consumer = stream.subscribe(StartAt::Start)?;
+    /// assert!(consumer.recv_timeout(Duration::from_millis(2))?.is_none());
+    /// stream.producer()?.send(b"late")?;
+    /// assert!(consumer.recv_timeout(Duration::from_millis(2))?.is_some());
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Message<'_>>> {
         let deadline = Instant::now() + timeout;
         match self.recv_until(Some(deadline))? {
@@ -289,6 +464,19 @@ impl Consumer {
     /// After an error at this consumer's position (`Corrupt`, `Decode`),
     /// move past the damaged record to the next valid frame header (or the
     /// segment end). Returns the number of bytes skipped.
+    /// ```
+    /// # use ipcress::{Error, StartAt, Stream, StreamOptions};
+    /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// let mut consumer = stream.subscribe(StartAt::Start)?;
+    /// match consumer.try_recv() {
+    ///     Err(Error::Corrupt { .. } | Error::Decode { .. }) => {
+    ///         consumer.skip_damaged()?;
+    ///     }
+    ///     other => assert!(other?.is_none()), // nothing here yet
+    /// }
+    /// assert_eq!(consumer.skip_damaged()?, 0); // at the tail: nothing to skip
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn skip_damaged(&mut self) -> Result<u64> {
         self.release_held();
         let p = self.position();
@@ -326,6 +514,17 @@ impl Consumer {
     /// Wait up to `timeout` for the next stored frame, returned exactly as
     /// stored (not decoded): every fragment of a large message separately.
     /// Non-group consumers only.
+    /// ```
+    /// use ipcress::format::{F_BEGIN, F_END};
+    /// # use ipcress::{StartAt, Stream, StreamOptions};
+    /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// let mut bridge = stream.subscribe(StartAt::Start)?;
+    /// stream.producer()?.send(b"as stored")?;
+    /// let (at, frame) = bridge.recv_raw_timeout(std::time::Duration::from_millis(10))?.expect("sent");
+    /// assert_eq!((at, frame.flags, frame.origin), (0, F_BEGIN | F_END, stream.id()));
+    /// assert_eq!(frame.data, b"as stored");
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn recv_raw_timeout(&mut self, timeout: Duration) -> Result<Option<(u64, RawFrame)>> {
         if let Kind::Member { .. } = self.kind {
             return Err(Error::InvalidOptions(
@@ -339,6 +538,22 @@ impl Consumer {
 }
 
 /// The messages of a consumer, copied out one by one ([`Consumer::messages`]).
+///
+/// A `&mut Consumer` is an iterator too:
+/// ```
+/// # use ipcress::{StartAt, Stream, StreamOptions};
+/// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+/// let mut consumer = stream.subscribe(StartAt::Start)?;
+/// for n in 1..=3u8 {
+///     stream.producer()?.send(&[n])?;
+/// }
+/// let mut sum = 0;
+/// for msg in (&mut consumer).into_iter().take(3) {
+///     sum += msg?[0];
+/// }
+/// assert_eq!(sum, 6);
+/// # Ok::<(), ipcress::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Messages<'a> {
     c: &'a mut Consumer,

@@ -10,6 +10,17 @@ use crate::protocol::claim::*;
 use std::ops::{Deref, DerefMut};
 
 /// A claimed raw frame; see [`Producer::reserve_raw`].
+/// ```
+/// # use ipcress::{format, RawFrame, Stream, StreamOptions};
+/// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+/// let mut producer = stream.producer()?;
+/// let frame = RawFrame { flags: format::F_BEGIN | format::F_END, origin: stream.id(), origin_position: 0, data: vec![1, 2, 3] };
+/// let grant = producer.reserve_raw(&frame)?;
+/// let at = grant.position();
+/// assert_eq!(grant.commit()?, at);
+/// assert!(stream.is_committed(at)?);
+/// # Ok::<(), ipcress::Error>(())
+/// ```
 #[must_use = "a grant or writer dropped without commit or finish aborts its record"]
 pub struct RawGrant<'a> {
     pub(crate) p: &'a mut Producer,
@@ -21,11 +32,29 @@ pub struct RawGrant<'a> {
 
 impl RawGrant<'_> {
     /// Position of the frame.
+    /// ```
+    /// # use ipcress::{format, RawFrame, Stream, StreamOptions};
+    /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// # let mut producer = stream.producer()?;
+    /// # let frame = RawFrame { flags: format::F_BEGIN | format::F_END, origin: stream.id(), origin_position: 0, data: vec![1, 2, 3] };
+    /// producer.send(b"before")?;
+    /// assert_eq!(producer.reserve_raw(&frame)?.position(), 24);
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn position(&self) -> u64 {
         self.claim.as_ref().map_or(0, |c| c.pos)
     }
 
     /// Publish the frame.
+    /// ```
+    /// # use ipcress::{format, RawFrame, Stream, StreamOptions};
+    /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// # let mut producer = stream.producer()?;
+    /// # let frame = RawFrame { flags: format::F_BEGIN | format::F_END, origin: stream.id(), origin_position: 0, data: vec![1, 2, 3] };
+    /// let at = producer.reserve_raw(&frame)?.commit()?;
+    /// assert!(stream.is_committed(at)?);
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn commit(mut self) -> Result<u64> {
         let c = self.claim.take().expect("claim present until commit");
         let r = self.p.commit_raw(c, self.len, self.flags);
@@ -46,6 +75,23 @@ impl Drop for RawGrant<'_> {
 }
 
 /// A frame claimed in shared memory, filled in place.
+///
+/// Dropped without [`commit`](Self::commit), the record is aborted and
+/// readers skip it:
+/// ```
+/// # use ipcress::{StartAt, Stream, StreamOptions};
+/// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+/// let mut consumer = stream.subscribe(StartAt::Start)?;
+/// let mut producer = stream.producer()?;
+/// let mut grant = producer.reserve(4)?;
+/// grant.copy_from_slice(b"lost");
+/// drop(grant); // aborted
+/// let mut grant = producer.reserve(4)?;
+/// grant.copy_from_slice(b"kept");
+/// grant.commit()?;
+/// assert_eq!(consumer.recv()?.bytes(), Some(&b"kept"[..]));
+/// # Ok::<(), ipcress::Error>(())
+/// ```
 #[must_use = "a grant or writer dropped without commit or finish aborts its record"]
 pub struct Grant<'a> {
     pub(crate) p: &'a mut Producer,
@@ -58,11 +104,29 @@ pub struct Grant<'a> {
 impl Grant<'_> {
     /// Position the record will have (None when the stream compresses: the
     /// claim happens at commit).
+    /// ```
+    /// use ipcress::{Compression, Stream, StreamOptions};
+    /// let plain = Stream::create_in_memory("plain", &StreamOptions::ring(1 << 16))?;
+    /// assert_eq!(plain.producer()?.reserve(8)?.position(), Some(0));
+    /// let lz4 = StreamOptions::ring(1 << 16).compression(Compression::Lz4);
+    /// let packed = Stream::create_in_memory("packed", &lz4)?;
+    /// assert_eq!(packed.producer()?.reserve(8)?.position(), None); // claimed at commit
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn position(&self) -> Option<u64> {
         self.claim.as_ref().map(|c| c.pos)
     }
 
     /// Publish the record. Returns its position.
+    /// ```
+    /// # let stream = ipcress::Stream::create_in_memory("doc", &ipcress::StreamOptions::ring(1 << 16))?;
+    /// let mut producer = stream.producer()?;
+    /// producer.send(b"first")?;
+    /// let mut grant = producer.reserve(3)?;
+    /// grant.copy_from_slice(b"abc");
+    /// assert_eq!(grant.commit()?, 24);
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     #[inline]
     pub fn commit(mut self) -> Result<u64> {
         match self.claim.take() {
@@ -121,6 +185,23 @@ impl Drop for Grant<'_> {
 }
 
 /// Streams one message of any size into the stream as fragments.
+///
+/// It implements [`io::Write`]: what is written goes out in fragments as
+/// the buffer fills, [`finish`](Self::finish) writes the last one.
+/// ```
+/// use std::io::Write;
+/// # use ipcress::{StartAt, Stream, StreamOptions};
+/// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+/// # let mut consumer = stream.subscribe(StartAt::Start)?;
+/// let mut producer = stream.producer()?;
+/// let mut writer = producer.writer()?;
+/// for line in ["a,1\n", "b,2\n"] {
+///     writer.write_all(line.as_bytes()).expect("written");
+/// }
+/// writer.finish()?;
+/// assert_eq!(consumer.recv()?.to_vec()?, b"a,1\nb,2\n");
+/// # Ok::<(), ipcress::Error>(())
+/// ```
 #[must_use = "a grant or writer dropped without commit or finish aborts its record"]
 pub struct MessageWriter<'a> {
     pub(crate) p: &'a mut Producer,
@@ -152,6 +233,16 @@ impl MessageWriter<'_> {
 
     /// Write the last fragment and release the stream to other producers.
     /// Returns the message's position.
+    /// ```
+    /// use std::io::Write;
+    /// # let stream = ipcress::Stream::create_in_memory("doc", &ipcress::StreamOptions::ring(1 << 16))?;
+    /// let mut producer = stream.producer()?;
+    /// let mut writer = producer.writer()?;
+    /// writer.write_all(b"short").expect("written");
+    /// assert_eq!(writer.finish()?, 0); // the message's first fragment
+    /// assert!(stream.is_committed(0)?);
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn finish(mut self) -> Result<u64> {
         self.finished = true;
         let r = self.emit(true, 0);

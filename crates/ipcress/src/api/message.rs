@@ -8,6 +8,17 @@ use crate::format::*;
 use crate::protocol::read::*;
 
 /// One message. It borrows the consumer: the next `recv` needs it back.
+///
+/// ```
+/// # use ipcress::{StartAt, Stream, StreamOptions};
+/// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+/// let mut consumer = stream.subscribe(StartAt::Start)?;
+/// stream.producer()?.send(b"hello")?;
+/// let msg = consumer.recv()?;
+/// assert_eq!((msg.position(), msg.is_fragmented()), (0, false));
+/// assert_eq!(msg.bytes(), Some(&b"hello"[..])); // borrowed from the stream
+/// # Ok::<(), ipcress::Error>(())
+/// ```
 pub struct Message<'a> {
     pub(crate) c: &'a mut Consumer,
     pub(crate) d: Delivered,
@@ -24,6 +35,14 @@ impl std::fmt::Debug for Message<'_> {
 
 impl<'a> Message<'a> {
     /// The record's position in the stream.
+    /// ```
+    /// # use ipcress::{StartAt, Stream, StreamOptions};
+    /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// # let mut consumer = stream.subscribe(StartAt::Start)?;
+    /// let at = stream.producer()?.send(b"x")?;
+    /// assert_eq!(consumer.recv()?.position(), at);
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     #[inline]
     pub fn position(&self) -> u64 {
         self.d.pos
@@ -31,6 +50,20 @@ impl<'a> Message<'a> {
 
     /// Whether the message spans several fragments (read it with
     /// [`reader`](Self::reader) or [`to_vec`](Self::to_vec)).
+    /// ```
+    /// use std::io::Write;
+    /// # use ipcress::{StartAt, Stream, StreamOptions};
+    /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// # let mut consumer = stream.subscribe(StartAt::Start)?;
+    /// let mut producer = stream.producer()?;
+    /// let big = vec![1u8; 2 * producer.max_message_len()];
+    /// let mut writer = producer.writer()?;
+    /// writer.write_all(&big).expect("written");
+    /// writer.finish()?;
+    /// let msg = consumer.recv()?;
+    /// assert!(msg.is_fragmented() && msg.bytes().is_none());
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     #[inline]
     pub fn is_fragmented(&self) -> bool {
         self.d.flags & F_END == 0
@@ -38,6 +71,14 @@ impl<'a> Message<'a> {
 
     /// The bytes of a message that fits in one frame. Borrowed from shared
     /// memory when the stream neither compresses nor encrypts nor overwrites.
+    /// ```
+    /// # use ipcress::{StartAt, Stream, StreamOptions};
+    /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// # let mut consumer = stream.subscribe(StartAt::Start)?;
+    /// stream.producer()?.send(b"in one frame")?;
+    /// assert_eq!(consumer.recv()?.bytes(), Some(&b"in one frame"[..]));
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     #[inline]
     pub fn bytes(&self) -> Option<&[u8]> {
         if self.is_fragmented() {
@@ -58,6 +99,19 @@ impl<'a> Message<'a> {
     }
 
     /// The whole message, reassembled.
+    /// ```
+    /// use std::io::Write;
+    /// # use ipcress::{StartAt, Stream, StreamOptions};
+    /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// # let mut consumer = stream.subscribe(StartAt::Start)?;
+    /// let mut producer = stream.producer()?;
+    /// let big: Vec<u8> = (0..20_000u32).map(|i| i as u8).collect();
+    /// let mut writer = producer.writer()?;
+    /// writer.write_all(&big).expect("written");
+    /// writer.finish()?;
+    /// assert_eq!(consumer.recv()?.to_vec()?, big);
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn to_vec(self) -> Result<Vec<u8>> {
         if !self.is_fragmented() {
             return Ok(self.first_fragment().to_vec());
@@ -93,6 +147,26 @@ impl<'a> Message<'a> {
 
     /// Read the message as a stream of bytes, fragment by fragment, without
     /// reassembling it in memory.
+    /// ```
+    /// use std::io::{Read, Write};
+    /// # use ipcress::{StartAt, Stream, StreamOptions};
+    /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// # let mut consumer = stream.subscribe(StartAt::Start)?;
+    /// let mut producer = stream.producer()?;
+    /// let mut writer = producer.writer()?;
+    /// writer.write_all(&vec![b'x'; 30_000]).expect("written");
+    /// writer.finish()?;
+    /// let mut reader = consumer.recv()?.reader();
+    /// let (mut chunk, mut total) = ([0u8; 4096], 0);
+    /// loop {
+    ///     match reader.read(&mut chunk).expect("read") {
+    ///         0 => break,
+    ///         n => total += n,
+    ///     }
+    /// }
+    /// assert_eq!(total, 30_000);
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn reader(self) -> MessageReader<'a> {
         let first = self.first_fragment().to_vec();
         let end = !self.is_fragmented();
@@ -117,6 +191,18 @@ impl<'a> Message<'a> {
 /// Either way the consumer is already past the message and its next
 /// `recv` returns the next one. After any error, every further read fails
 /// too (the bytes that would follow belong to no message).
+///
+/// ```
+/// use std::io::Read;
+/// # use ipcress::{StartAt, Stream, StreamOptions};
+/// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+/// # let mut consumer = stream.subscribe(StartAt::Start)?;
+/// stream.producer()?.send(b"line one\nline two\n")?;
+/// let mut text = String::new();
+/// consumer.recv()?.reader().read_to_string(&mut text).expect("read");
+/// assert_eq!(text.lines().count(), 2);
+/// # Ok::<(), ipcress::Error>(())
+/// ```
 pub struct MessageReader<'a> {
     pub(crate) c: &'a mut Consumer,
     pub(crate) start: u64,
@@ -251,6 +337,16 @@ impl io::Read for MessageReader<'_> {
 /// A message copied out of the stream (see [`Message::into_owned`],
 /// [`Consumer::recv_owned`](crate::Consumer::recv_owned)): its position and
 /// its bytes, which it dereferences to.
+///
+/// ```
+/// # use ipcress::{OwnedMessage, StartAt, Stream, StreamOptions};
+/// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+/// # let mut consumer = stream.subscribe(StartAt::Start)?;
+/// stream.producer()?.send(b"abc")?;
+/// let kept: OwnedMessage = consumer.recv_owned()?;
+/// assert_eq!((kept.len(), kept.as_ref()), (3, &b"abc"[..]));
+/// # Ok::<(), ipcress::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OwnedMessage {
     position: u64,
@@ -259,11 +355,31 @@ pub struct OwnedMessage {
 
 impl OwnedMessage {
     /// The position of the message in its stream.
+    /// ```
+    /// # use ipcress::{StartAt, Stream, StreamOptions};
+    /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// # let mut consumer = stream.subscribe(StartAt::Start)?;
+    /// # let mut producer = stream.producer()?;
+    /// producer.send(b"a")?;
+    /// let at = producer.send(b"b")?;
+    /// consumer.recv()?;
+    /// assert_eq!(consumer.recv_owned()?.position(), at);
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn position(&self) -> u64 {
         self.position
     }
 
     /// The bytes, without a copy.
+    /// ```
+    /// # use ipcress::{StartAt, Stream, StreamOptions};
+    /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// # let mut consumer = stream.subscribe(StartAt::Start)?;
+    /// stream.producer()?.send(b"mine")?;
+    /// let bytes: Vec<u8> = consumer.recv_owned()?.into_bytes();
+    /// assert_eq!(bytes, b"mine");
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn into_bytes(self) -> Vec<u8> {
         self.bytes
     }

@@ -15,6 +15,12 @@ use crate::sys::{self, SlotRef};
 
 impl Stream {
     /// A new producer.
+    /// ```
+    /// # let stream = ipcress::Stream::create_in_memory("doc", &ipcress::StreamOptions::ring(1 << 16))?;
+    /// let mut producer = stream.producer()?;
+    /// assert_eq!(producer.send(b"first")?, 0);
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn producer(&self) -> Result<Producer> {
         let s = self.inner.clone();
         crate::protocol::registry::check_not_inspecting(&s)?;
@@ -81,11 +87,26 @@ impl Stream {
 
 impl Producer {
     /// The stream this producer writes to.
+    /// ```
+    /// # let stream = ipcress::Stream::create_in_memory("orders", &ipcress::StreamOptions::ring(1 << 16))?;
+    /// assert_eq!(stream.producer()?.stream_name(), "orders");
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn stream_name(&self) -> &str {
         &self.s.name
     }
 
     /// Largest payload accepted by `send` and `reserve`.
+    /// ```
+    /// use ipcress::{Error, Stream, StreamOptions};
+    /// let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// let mut producer = stream.producer()?;
+    /// let max = producer.max_message_len(); // half a segment, less the header
+    /// assert_eq!(max, (1 << 14) / 2 - 16);
+    /// assert!(producer.send(&vec![0; max]).is_ok());
+    /// assert!(matches!(producer.send(&vec![0; max + 1]), Err(Error::TooLarge { .. })));
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn max_message_len(&self) -> usize {
         self.s.max_payload()
             - if self.s.cipher.is_some() {
@@ -101,12 +122,36 @@ impl Producer {
     /// message, returns [`Error::Interrupted`] within a few milliseconds.
     /// Only waits that hold no claim give up, so nothing is left half
     /// written; a claim already taken is finished as usual.
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// # use ipcress::{Error, StartAt, Stream, StreamOptions};
+    /// let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// let _idle = stream.subscribe(StartAt::Start)?; // reads nothing: the ring fills
+    /// let mut producer = stream.producer()?;
+    /// let stop = Arc::new(AtomicBool::new(false));
+    /// producer.interrupt_on(stop.clone());
+    /// while producer.try_send(&[0; 1000]).is_ok() {}
+    /// stop.store(true, Ordering::Relaxed); // from a signal handler, say
+    /// assert!(matches!(producer.send(&[0; 1000]), Err(Error::Interrupted))); // would wait
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn interrupt_on(&mut self, flag: Arc<AtomicBool>) {
         self.interrupt = Some(flag);
     }
 
     /// Append one message, waiting for space under the Block policy.
     /// Returns the record's position.
+    /// ```
+    /// # use ipcress::{StartAt, Stream, StreamOptions};
+    /// let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// let mut consumer = stream.subscribe(StartAt::Start)?;
+    /// let mut producer = stream.producer()?;
+    /// assert_eq!(producer.send(b"one")?, 0);
+    /// assert_eq!(producer.send(b"two")?, 24); // 16-byte header, 8-byte aligned
+    /// assert_eq!(consumer.recv()?.bytes(), Some(&b"one"[..]));
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     #[inline]
     pub fn send(&mut self, data: &[u8]) -> Result<u64> {
         self.send_frame(data, F_BEGIN | F_END, false)
@@ -114,6 +159,18 @@ impl Producer {
 
     /// Append one message or give `Error::Full` at once when the ring is
     /// full (Block policy).
+    /// ```
+    /// # use ipcress::{Error, StartAt, Stream, StreamOptions};
+    /// let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// let _slow = stream.subscribe(StartAt::Start)?; // reads nothing: the ring fills
+    /// let mut producer = stream.producer()?;
+    /// let mut sent = 0;
+    /// while producer.try_send(&[0; 1000]).is_ok() {
+    ///     sent += 1;
+    /// }
+    /// assert!(sent > 0 && matches!(producer.try_send(&[0; 1000]), Err(Error::Full)));
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     #[inline]
     pub fn try_send(&mut self, data: &[u8]) -> Result<u64> {
         self.send_frame(data, F_BEGIN | F_END, true)
@@ -122,6 +179,17 @@ impl Producer {
     /// Claim `len` bytes inside shared memory to fill in place; `commit` the
     /// grant to publish it. Dropped without commit, it becomes an aborted
     /// frame that readers skip.
+    /// ```
+    /// # use ipcress::{StartAt, Stream, StreamOptions};
+    /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// # let mut consumer = stream.subscribe(StartAt::Start)?;
+    /// let mut producer = stream.producer()?;
+    /// let mut grant = producer.reserve(5)?;
+    /// grant.copy_from_slice(b"hello"); // written in place, in the stream
+    /// grant.commit()?;
+    /// assert_eq!(consumer.recv()?.bytes(), Some(&b"hello"[..]));
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     #[inline]
     pub fn reserve(&mut self, len: usize) -> Result<Grant<'_>> {
         let max = self.max_message_len();
@@ -157,6 +225,21 @@ impl Producer {
 
     /// A writer for one message of any size, streamed in fragments. While
     /// it is open, other producers of the stream wait.
+    /// ```
+    /// use std::io::Write;
+    /// # use ipcress::{StartAt, Stream, StreamOptions};
+    /// let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// let mut consumer = stream.subscribe(StartAt::Start)?;
+    /// let mut producer = stream.producer()?;
+    /// let big = vec![7u8; 3 * producer.max_message_len()];
+    /// let mut writer = producer.writer()?;
+    /// writer.write_all(&big).expect("written");
+    /// assert_eq!(writer.finish()?, 0);
+    /// let msg = consumer.recv()?;
+    /// assert!(msg.is_fragmented());
+    /// assert_eq!(msg.to_vec()?, big);
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn writer(&mut self) -> Result<MessageWriter<'_>> {
         self.acquire_frag_lock()?;
         let chunk = (self.max_message_len() / 2).clamp(1, 256 << 10);
@@ -171,9 +254,22 @@ impl Producer {
 }
 
 impl Producer {
-    /// Claim a frame for `f`, to be committed with [`RawGrant::commit`].
+    /// Claim a frame for `f`, to be committed with `RawGrant::commit`.
     /// Fragments (`F_BEGIN` without `F_END`, continuations) take the
     /// stream's fragment lock until the frame with `F_END`.
+    /// ```
+    /// use ipcress::format::{F_BEGIN, F_END};
+    /// # use ipcress::{RawFrame, StartAt, Stream, StreamOptions};
+    /// let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// let mut consumer = stream.subscribe(StartAt::Start)?;
+    /// let mut producer = stream.producer()?;
+    /// let frame = RawFrame { flags: F_BEGIN | F_END, origin: stream.id(), origin_position: 0, data: b"raw".to_vec() };
+    /// let grant = producer.reserve_raw(&frame)?;
+    /// assert_eq!(grant.position(), 0);
+    /// grant.commit()?;
+    /// assert_eq!(consumer.recv()?.bytes(), Some(&b"raw"[..]));
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn reserve_raw(&mut self, f: &RawFrame) -> Result<RawGrant<'_>> {
         let flags = f.flags & F_AAD_MASK;
         let foreign = flags & F_ENCRYPTED != 0;
@@ -222,6 +318,18 @@ impl Producer {
     }
 
     /// Write a raw frame at once. Returns its position.
+    /// ```
+    /// # use std::time::Duration;
+    /// # use ipcress::{StartAt, Stream, StreamOptions};
+    /// let from = Stream::create_in_memory("from", &StreamOptions::ring(1 << 16))?;
+    /// let to = Stream::create_in_memory("to", &StreamOptions::ring(1 << 16))?;
+    /// let (mut bridge, mut reader) = (from.subscribe(StartAt::Start)?, to.subscribe(StartAt::Start)?);
+    /// from.producer()?.send(b"carried")?;
+    /// let (_, frame) = bridge.recv_raw_timeout(Duration::from_millis(10))?.expect("sent above");
+    /// to.producer()?.send_raw(&frame)?;
+    /// assert_eq!(reader.recv()?.bytes(), Some(&b"carried"[..]));
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn send_raw(&mut self, f: &RawFrame) -> Result<u64> {
         self.reserve_raw(f)?.commit()
     }

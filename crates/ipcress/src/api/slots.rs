@@ -12,6 +12,15 @@ use crate::sys::{self};
 
 /// Four persistent u64 words in the stream's meta file, under a name (for
 /// bridges: last applied sequence numbers, counters).
+///
+/// ```
+/// # let stream = ipcress::Stream::create_in_memory("doc", &ipcress::StreamOptions::ring(1 << 16))?;
+/// let applied = stream.user_slot("applied")?;
+/// applied.set(0, 41);
+/// applied.set(0, applied.get(0) + 1);
+/// assert_eq!(stream.find_user_slot("applied").expect("made above").get(0), 42);
+/// # Ok::<(), ipcress::Error>(())
+/// ```
 pub struct UserSlot {
     s: Arc<Inner>,
     slot: usize,
@@ -19,6 +28,12 @@ pub struct UserSlot {
 
 impl UserSlot {
     /// Word `i` (0..4).
+    /// ```
+    /// # let stream = ipcress::Stream::create_in_memory("doc", &ipcress::StreamOptions::ring(1 << 16))?;
+    /// let slot = stream.user_slot("counters")?;
+    /// assert_eq!(slot.get(3), 0); // new words are zero
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn get(&self, i: usize) -> u64 {
         self.s
             .cslot(self.slot)
@@ -26,6 +41,13 @@ impl UserSlot {
             .load(SeqCst)
     }
     /// Set word `i` (0..4).
+    /// ```
+    /// # let stream = ipcress::Stream::create_in_memory("doc", &ipcress::StreamOptions::ring(1 << 16))?;
+    /// let slot = stream.user_slot("counters")?;
+    /// slot.set(1, 7);
+    /// assert_eq!((slot.get(0), slot.get(1)), (0, 7));
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn set(&self, i: usize, v: u64) {
         self.s
             .cslot(self.slot)
@@ -36,6 +58,12 @@ impl UserSlot {
 
 impl Stream {
     /// Find or create the user slot `name`.
+    /// ```
+    /// # let stream = ipcress::Stream::create_in_memory("doc", &ipcress::StreamOptions::ring(1 << 16))?;
+    /// stream.user_slot("seq")?.set(0, 9);
+    /// assert_eq!(stream.user_slot("seq")?.get(0), 9); // found again by name
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn user_slot(&self, name: &str) -> Result<UserSlot> {
         crate::protocol::attach::validate_name(name)?;
         let s = &self.inner;
@@ -52,6 +80,13 @@ impl Stream {
     }
 
     /// The user slot `name` if it exists (does not create it).
+    /// ```
+    /// # let stream = ipcress::Stream::create_in_memory("doc", &ipcress::StreamOptions::ring(1 << 16))?;
+    /// assert!(stream.find_user_slot("seq").is_none());
+    /// stream.user_slot("seq")?;
+    /// assert!(stream.find_user_slot("seq").is_some());
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn find_user_slot(&self, name: &str) -> Option<UserSlot> {
         let s = &self.inner;
         s.find_cslot(KIND_USER, name)
@@ -59,6 +94,16 @@ impl Stream {
     }
 
     /// Is there a committed data frame (not padding, not aborted) at `pos`?
+    /// ```
+    /// # let stream = ipcress::Stream::create_in_memory("doc", &ipcress::StreamOptions::ring(1 << 16))?;
+    /// let mut producer = stream.producer()?;
+    /// let at = producer.send(b"kept")?;
+    /// drop(producer.reserve(4)?); // aborted
+    /// assert!(stream.is_committed(at)?);
+    /// assert!(!stream.is_committed(24)?); // the aborted claim
+    /// assert!(!stream.is_committed(at + 1)?); // not a frame boundary
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn is_committed(&self, pos: u64) -> Result<bool> {
         let s = &self.inner;
         if pos >= s.tail() || pos < s.head() || !pos.is_multiple_of(ALIGN as u64) {

@@ -15,6 +15,14 @@ use zeroize::{Zeroize, Zeroizing};
 /// A sealed record did not open: it is damaged, or was sealed under
 /// another key, stream or position. It carries no detail on purpose; the
 /// caller knows the position.
+/// ```
+/// use ipcress::{codec::{Cipher, OpenError, TAG_LEN}, Key};
+/// let cipher = Cipher::new(&Key::from_bytes([9; 32]), [1; 16]);
+/// let mut buf = vec![0u8; 5 + TAG_LEN];
+/// cipher.seal(0, b"", &mut buf);
+/// buf[0] ^= 1; // damaged
+/// assert_eq!(cipher.open(0, b"", &mut buf), Err(OpenError));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("authentication failed")]
 pub struct OpenError;
@@ -60,6 +68,16 @@ pub(crate) fn ietf_nonce(position: u64) -> Nonce {
 /// under it with the nonce `[0; 4] ‖ position (u64 LE)`: the same bytes as
 /// XChaCha20-Poly1305 (tested against the RustCrypto implementation), at
 /// the speed of `ring`'s assembly.
+/// ```
+/// use ipcress::{codec::{Cipher, TAG_LEN}, Key};
+/// let cipher = Cipher::new(&Key::from_bytes([9; 32]), [1; 16]);
+/// let mut buf = b"attack at dawn".to_vec();
+/// buf.resize(buf.len() + TAG_LEN, 0); // room for the tag
+/// cipher.seal(64, b"header", &mut buf);
+/// assert_ne!(&buf[..14], b"attack at dawn");
+/// assert_eq!(cipher.open(64, b"header", &mut buf), Ok(14));
+/// assert_eq!(&buf[..14], b"attack at dawn");
+/// ```
 pub struct Cipher {
     /// ChaCha20-Poly1305 under HChaCha20(key, stream_id).
     own: LessSafeKey,
@@ -83,6 +101,15 @@ impl Cipher {
     /// when dropped, as far as this crate holds them (`ring` keeps its own
     /// copy of the subkey's words inside `LessSafeKey`, which it does not
     /// wipe; see docs/HARDENING.md).
+    /// ```
+    /// use ipcress::{codec::{Cipher, TAG_LEN}, Key};
+    /// let key = Key::from_bytes([9; 32]);
+    /// let (a, b) = (Cipher::new(&key, [1; 16]), Cipher::new(&key, [2; 16]));
+    /// let mut buf = vec![0u8; 3 + TAG_LEN];
+    /// a.seal(0, b"", &mut buf);
+    /// assert!(b.open(0, b"", &mut buf.clone()).is_err()); // another stream's record
+    /// assert!(a.open(0, b"", &mut buf).is_ok());
+    /// ```
     pub fn new(key: &Key, stream_id: [u8; 16]) -> Cipher {
         let sub = hchacha20(&key.bytes, &stream_id);
         Cipher {
@@ -95,6 +122,15 @@ impl Cipher {
     /// Like [`open`](Self::open), for a record first written to stream
     /// `origin` at `position` (a frame carried over by a bridge). A foreign
     /// origin costs one HChaCha20 per call.
+    /// ```
+    /// use ipcress::{codec::{Cipher, TAG_LEN}, Key};
+    /// let key = Key::from_bytes([9; 32]);
+    /// let (origin, here) = (Cipher::new(&key, [1; 16]), Cipher::new(&key, [2; 16]));
+    /// let mut buf = vec![5u8; 3 + TAG_LEN];
+    /// origin.seal(40, b"", &mut buf); // written to stream [1; 16] at position 40
+    /// assert_eq!(here.open_with([1; 16], 40, b"", &mut buf), Ok(3)); // carried over
+    /// assert_eq!(&buf[..3], [5, 5, 5]);
+    /// ```
     pub fn open_with(
         &self,
         origin: [u8; 16],
@@ -114,6 +150,14 @@ impl Cipher {
     ///
     /// # Panics
     /// If `buf` is shorter than `TAG_LEN` (a caller bug).
+    /// ```
+    /// use ipcress::{codec::{Cipher, TAG_LEN}, Key};
+    /// let cipher = Cipher::new(&Key::from_bytes([9; 32]), [1; 16]);
+    /// let mut buf = vec![0u8; 4 + TAG_LEN];
+    /// cipher.seal(8, b"", &mut buf);
+    /// assert!(cipher.open(16, b"", &mut buf.clone()).is_err()); // moved to another position
+    /// assert_eq!(cipher.open(8, b"", &mut buf), Ok(4));
+    /// ```
     #[inline]
     pub fn seal(&self, position: u64, aad: &[u8], buf: &mut [u8]) {
         assert!(
@@ -135,6 +179,16 @@ impl Cipher {
     /// buffer shorter than the tag is unchanged, any other has its first
     /// `buf.len() - TAG_LEN` bytes zeroed (the cipher decrypts while it
     /// authenticates, then wipes what it decrypted).
+    /// ```
+    /// use ipcress::{codec::{Cipher, TAG_LEN}, Key};
+    /// let cipher = Cipher::new(&Key::from_bytes([9; 32]), [1; 16]);
+    /// let mut buf = b"data".to_vec();
+    /// buf.resize(4 + TAG_LEN, 0);
+    /// cipher.seal(0, b"flags", &mut buf);
+    /// assert!(cipher.open(0, b"other flags", &mut buf.clone()).is_err());
+    /// assert_eq!(cipher.open(0, b"flags", &mut buf), Ok(4));
+    /// assert_eq!(&buf[..4], b"data");
+    /// ```
     // The interface deliberately carries no detail: callers report the position.
     #[inline]
     pub fn open(&self, position: u64, aad: &[u8], buf: &mut [u8]) -> Result<usize, OpenError> {

@@ -17,6 +17,15 @@ pub const ZSTD_MAX_LEVEL: i32 = 22;
 pub const ZSTD_DEFAULT_LEVEL: i32 = 3;
 
 /// Per-stream compression setting.
+///
+/// It reads from and prints as the names the CLI takes:
+/// ```
+/// use ipcress::Compression;
+/// let c: Compression = "zstd:9".parse().expect("a valid setting");
+/// assert_eq!((c, c.to_string()), (Compression::Zstd(9), "zstd:9".to_string()));
+/// assert_eq!("LZ4".parse(), Ok(Compression::Lz4));
+/// assert!("gzip".parse::<Compression>().is_err());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Compression {
@@ -35,11 +44,21 @@ fn valid_zstd_level(level: i32) -> bool {
 
 /// A compression setting that is not one of `none`, `lz4`, `zstd` or
 /// `zstd:LEVEL`; its message says what was expected.
+/// ```
+/// let e = "zstd:99".parse::<ipcress::Compression>().unwrap_err();
+/// assert!(e.to_string().contains("expected an integer from 1 to 22"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct ParseCompressionError(String);
 
 /// A compressed record that does not decode: what is wrong with it.
+/// ```
+/// use ipcress::codec::{decompress, Compression};
+/// let mut out = Vec::new();
+/// let e = decompress(Compression::Lz4, b"xy", &mut out, 1024).unwrap_err();
+/// assert!(e.to_string().contains("too short") && out.is_empty());
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct DecompressError(String);
@@ -86,6 +105,11 @@ impl fmt::Display for Compression {
 impl Compression {
     /// Codes stored in the meta file: `(kind, level)` with kind 0 = none,
     /// 1 = lz4, 2 = zstd. The level is 0 for none and lz4.
+    /// ```
+    /// use ipcress::Compression;
+    /// assert_eq!(Compression::Zstd(5).to_code(), (2, 5));
+    /// assert_eq!(Compression::None.to_code(), (0, 0));
+    /// ```
     pub fn to_code(self) -> (u32, i32) {
         match self {
             Compression::None => (0, 0),
@@ -96,6 +120,11 @@ impl Compression {
 
     /// Inverse of [`Compression::to_code`]. Returns `None` for an unknown
     /// kind, a zstd level outside 1..=22, or a non-zero level for none/lz4.
+    /// ```
+    /// use ipcress::Compression;
+    /// assert_eq!(Compression::from_code(1, 0), Some(Compression::Lz4));
+    /// assert_eq!(Compression::from_code(2, 99), None); // no such zstd level
+    /// ```
     pub fn from_code(kind: u32, level: i32) -> Option<Compression> {
         match (kind, level) {
             (0, 0) => Some(Compression::None),
@@ -170,6 +199,14 @@ fn zstd_decompress(src: &[u8], dst: &mut [u8]) -> io::Result<usize> {
 /// stores the raw bytes. Compressed format: the original length as a `u32`
 /// little-endian, then an lz4 block (lz4_flex block format) or a standard
 /// zstd frame. `Compression::None` always returns false.
+/// ```
+/// use ipcress::codec::{compress, Compression};
+/// let mut out = Vec::new();
+/// assert!(compress(Compression::Lz4, &[b'a'; 1000], &mut out));
+/// assert_eq!(&out[..4], 1000u32.to_le_bytes()); // the original length, then the block
+/// assert!(out.len() < 100);
+/// assert!(!compress(Compression::Lz4, b"abcdef", &mut out)); // no gain: store it raw
+/// ```
 #[must_use]
 pub fn compress(c: Compression, input: &[u8], out: &mut Vec<u8>) -> bool {
     out.clear();
@@ -216,6 +253,14 @@ pub fn compress(c: Compression, input: &[u8], out: &mut Vec<u8>) -> bool {
 /// error `out` is left empty. Never panics on any input. `out` is not
 /// cleared first, so reusing one buffer for records of similar size neither
 /// allocates nor zero-fills.
+/// ```
+/// use ipcress::codec::{compress, decompress, Compression};
+/// let (input, mut packed, mut out) = (vec![7u8; 5000], Vec::new(), Vec::new());
+/// assert!(compress(Compression::Zstd(3), &input, &mut packed));
+/// decompress(Compression::Zstd(3), &packed, &mut out, 5000).expect("round trip");
+/// assert_eq!(out, input);
+/// assert!(decompress(Compression::Zstd(3), &packed, &mut out, 4999).is_err()); // over the limit
+/// ```
 pub fn decompress(
     c: Compression,
     input: &[u8],

@@ -20,6 +20,13 @@ pub const KEY_LEN: usize = 32;
 
 /// 32-byte XChaCha20-Poly1305 key. Its bytes are never printed and are
 /// zeroed on drop.
+///
+/// ```
+/// use ipcress::Key;
+/// let key = Key::from_bytes([7; 32]);
+/// assert_eq!(format!("{key:?}"), "Key(<redacted>)");
+/// assert_eq!(key.clone().fingerprint(), key.fingerprint());
+/// ```
 pub struct Key {
     pub(super) bytes: [u8; KEY_LEN],
 }
@@ -44,6 +51,17 @@ impl fmt::Debug for Key {
 }
 
 /// Errors reading or creating a key file. Messages never contain key bytes.
+///
+/// ```
+/// # let dir = std::env::temp_dir().join(format!("ipcress-doc-key-error-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir).unwrap();
+/// use ipcress::{Key, KeyError};
+/// let path = dir.join("short.key");
+/// std::fs::write(&path, b"not a key").unwrap(); // mode 0600 or not, too short
+/// # std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+/// assert!(matches!(Key::load(&path), Err(KeyError::BadLength { len: 9, .. })));
+/// # std::fs::remove_dir_all(&dir).unwrap();
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
@@ -108,11 +126,22 @@ fn parse_key_file(data: &[u8]) -> Option<Key> {
 
 impl Key {
     /// Wrap raw key bytes.
+    /// ```
+    /// use ipcress::Key;
+    /// let (a, b) = (Key::from_bytes([1; 32]), Key::from_bytes([2; 32]));
+    /// assert_ne!(a.fingerprint(), b.fingerprint());
+    /// ```
     pub fn from_bytes(b: [u8; KEY_LEN]) -> Key {
         Key { bytes: b }
     }
 
     /// A fresh random key from the operating system's CSPRNG.
+    /// ```
+    /// use ipcress::Key;
+    /// let (a, b) = (Key::generate()?, Key::generate()?);
+    /// assert_ne!(a.fingerprint(), b.fingerprint());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn generate() -> io::Result<Key> {
         let mut key = Key::from_bytes([0; KEY_LEN]);
         getrandom::fill(&mut key.bytes).map_err(|e| match e.raw_os_error() {
@@ -125,6 +154,20 @@ impl Key {
     /// Load a key file: exactly 32 raw bytes, or 64 hex digits plus an
     /// optional newline. Refuses files whose mode grants any group or other
     /// permission.
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("ipcress-doc-key-load-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// use std::fs::{self, Permissions};
+    /// use std::os::unix::fs::PermissionsExt;
+    /// use ipcress::{Key, KeyError};
+    /// let path = dir.join("hex.key");
+    /// fs::write(&path, format!("{}\n", "ab".repeat(32))).unwrap(); // 64 hex digits
+    /// fs::set_permissions(&path, Permissions::from_mode(0o644)).unwrap();
+    /// assert!(matches!(Key::load(&path), Err(KeyError::Permissions { mode: 0o644, .. })));
+    /// fs::set_permissions(&path, Permissions::from_mode(0o600)).unwrap();
+    /// assert_eq!(Key::load(&path)?.fingerprint(), Key::from_bytes([0xab; 32]).fingerprint());
+    /// # fs::remove_dir_all(&dir).unwrap(); Ok::<(), KeyError>(())
+    /// ```
     pub fn load(path: &Path) -> Result<Key, KeyError> {
         let io_err = |source| KeyError::Io {
             path: path.to_path_buf(),
@@ -164,6 +207,16 @@ impl Key {
 
     /// Generate a key and write it to a new file at `path` (mode 0600, 32 raw
     /// bytes, fsynced). Refuses to overwrite an existing file.
+    /// ```
+    /// # let dir = std::env::temp_dir().join(format!("ipcress-doc-key-write-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir).unwrap();
+    /// use ipcress::{Key, KeyError};
+    /// let path = dir.join("stream.key");
+    /// let made = Key::write_new(&path)?;
+    /// assert_eq!(Key::load(&path)?.fingerprint(), made.fingerprint());
+    /// assert!(matches!(Key::write_new(&path), Err(KeyError::Exists { .. })));
+    /// # std::fs::remove_dir_all(&dir).unwrap(); Ok::<(), KeyError>(())
+    /// ```
     pub fn write_new(path: &Path) -> Result<Key, KeyError> {
         let io_err = |source| KeyError::Io {
             path: path.to_path_buf(),
@@ -215,6 +268,11 @@ impl Key {
     /// XChaCha20 under a fixed nonce, and the fingerprint is the start of the
     /// Poly1305 tag of a fixed label under that subkey. Neither the subkey
     /// nor any tag under the record key itself is exposed.
+    /// ```
+    /// let fp = ipcress::Key::from_bytes([7; 32]).fingerprint();
+    /// assert_eq!(fp.len(), 8);
+    /// assert!(fp.chars().all(|c| c.is_ascii_hexdigit()));
+    /// ```
     pub fn fingerprint(&self) -> String {
         const FP_NONCE: &[u8; 24] = b"ipcress/key-fingerprint\0";
         // XChaCha20-Poly1305 spelled out (HChaCha20 subkey, then IETF

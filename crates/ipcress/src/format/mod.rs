@@ -1,5 +1,18 @@
 //! The byte layout shared by every participant: frame headers and the meta
 //! file. docs/FORMAT.md describes the same bytes in prose; keep them in step.
+//!
+//! ```
+//! use ipcress::format::{F_BEGIN, F_END, HEADER_LEN, frame_len};
+//! # let stream = ipcress::Stream::create_in_memory("doc", &ipcress::StreamOptions::ring(1 << 16))?;
+//! let at = stream.producer()?.send(b"abc")?;
+//! assert_eq!(stream.tail() - at, frame_len(3)); // the header, 3 bytes, aligned to 8
+//! assert_eq!(frame_len(3), 24);
+//! assert_eq!(HEADER_LEN, 16);
+//! # let mut c = stream.subscribe(ipcress::StartAt::Start)?;
+//! let (_, raw) = c.recv_raw_timeout(std::time::Duration::from_millis(10))?.expect("sent");
+//! assert_eq!(raw.flags, F_BEGIN | F_END); // a whole message in one frame
+//! # Ok::<(), ipcress::Error>(())
+//! ```
 
 /// Magic at offset 0 of the meta file: "IPCRESS" then 0x00, little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"IPCRESS\0");

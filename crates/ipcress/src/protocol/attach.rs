@@ -248,6 +248,11 @@ pub(crate) fn read_options(m: &Region) -> Result<StreamOptions> {
 }
 
 /// Check a stream or consumer name: `[A-Za-z0-9._-]{1,128}`, not `.`/`..`.
+/// ```
+/// assert!(ipcress::validate_name("orders.v2").is_ok());
+/// assert!(ipcress::validate_name("..").is_err());
+/// assert!(ipcress::validate_name("a/b").is_err());
+/// ```
 pub fn validate_name(name: &str) -> Result<()> {
     let err = |reason| {
         Err(Error::InvalidName {

@@ -16,6 +16,24 @@ use crate::sync::Region;
 use crate::sys::{self};
 
 /// Appends records to a stream. One per thread; any number per stream.
+/// ```
+/// # use ipcress::{StartAt, Stream, StreamOptions};
+/// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+/// let mut consumer = stream.subscribe(StartAt::Start)?;
+/// let handles: Vec<_> = (0..2u8)
+///     .map(|i| {
+///         let stream = stream.clone();
+///         std::thread::spawn(move || stream.producer()?.send(&[i]))
+///     })
+///     .collect();
+/// for h in handles {
+///     h.join().unwrap()?;
+/// }
+/// let mut got = [consumer.recv_owned()?[0], consumer.recv_owned()?[0]];
+/// got.sort();
+/// assert_eq!(got, [0, 1]);
+/// # Ok::<(), ipcress::Error>(())
+/// ```
 pub struct Producer {
     pub(crate) s: Arc<Inner>,
     /// This producer's slot in the meta file (claims, counters).

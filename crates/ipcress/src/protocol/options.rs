@@ -8,6 +8,13 @@ use crate::error::{Error, Result};
 use crate::format::{self};
 
 /// How the stream keeps its data.
+///
+/// ```
+/// # use ipcress::{Layout, Stream, StreamOptions};
+/// let ring = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+/// assert_eq!((ring.layout(), ring.layout().to_string()), (Layout::Ring, "ring".to_string()));
+/// # Ok::<(), ipcress::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Layout {
@@ -18,6 +25,20 @@ pub enum Layout {
 }
 
 /// What producers do when the ring is full.
+///
+/// ```
+/// # use ipcress::{Error, Policy, StartAt, Stream, StreamOptions};
+/// let opts = StreamOptions::ring(1 << 16).policy(Policy::Overwrite);
+/// let stream = Stream::create_in_memory("doc", &opts)?;
+/// let mut slow = stream.subscribe(StartAt::Start)?;
+/// let mut producer = stream.producer()?;
+/// for _ in 0..200 {
+///     producer.send(&[0; 1000])?; // never waits: laps the reader
+/// }
+/// assert!(matches!(slow.recv(), Err(Error::Lagged { .. })));
+/// assert!(slow.try_recv()?.is_some()); // it goes on from the oldest record
+/// # Ok::<(), ipcress::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Policy {
@@ -29,6 +50,14 @@ pub enum Policy {
 }
 
 /// Per-record integrity check.
+///
+/// ```
+/// # use ipcress::{Checksum, Stream, StreamOptions};
+/// let bulk = StreamOptions::ring(1 << 16).checksum(Checksum::None);
+/// assert_eq!(Stream::create_in_memory("doc", &bulk)?.checksum(), Checksum::None);
+/// assert_eq!(Checksum::default(), Checksum::Crc32c);
+/// # Ok::<(), ipcress::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Checksum {
@@ -43,6 +72,13 @@ macro_rules! named_enum {
     ($t:ty { $($v:ident => $n:literal),* $(,)? }) => {
         impl $t {
             /// The name the CLI and `stat` use.
+            ///
+            /// ```
+            /// use ipcress::{Checksum, Layout, Policy};
+            /// assert_eq!(Layout::Log.as_str(), "log");
+            /// assert_eq!(Policy::Overwrite.as_str(), "overwrite");
+            /// assert_eq!(Checksum::Crc32c.as_str(), "crc32c");
+            /// ```
             pub fn as_str(self) -> &'static str {
                 match self {
                     $(Self::$v => $n),*
@@ -63,6 +99,18 @@ named_enum!(Policy { Block => "block", Overwrite => "overwrite" });
 named_enum!(Checksum { Crc32c => "crc32c", None => "none" });
 
 /// Options fixed when a stream is created.
+///
+/// Made with [`ring`](Self::ring) or [`log`](Self::log), then adjusted:
+/// ```
+/// use ipcress::{Compression, Policy, Stream, StreamOptions};
+/// let opts = StreamOptions::ring(1 << 20)
+///     .segments(16)
+///     .policy(Policy::Overwrite)
+///     .compression(Compression::Lz4);
+/// let stream = Stream::create_in_memory("doc", &opts)?;
+/// assert_eq!((stream.segment_size(), stream.policy()), (1 << 16, Policy::Overwrite));
+/// # Ok::<(), ipcress::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct StreamOptions {
     pub(crate) layout: Layout,
@@ -87,6 +135,14 @@ fn log2_exact(n: u64) -> Option<u32> {
 impl StreamOptions {
     /// A ring of `capacity` bytes (a power of two, at least 8 KiB), split
     /// into 4 segments unless [`segments`](Self::segments) says otherwise.
+    /// ```
+    /// use ipcress::{Error, Stream, StreamOptions};
+    /// let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// assert_eq!((stream.capacity(), stream.segment_size()), (Some(1 << 16), 1 << 14));
+    /// let odd = Stream::create_in_memory("odd", &StreamOptions::ring(100_000));
+    /// assert!(matches!(odd, Err(Error::InvalidOptions(_)))); // not a power of two
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn ring(capacity: u64) -> StreamOptions {
         let mut o = StreamOptions::base(Layout::Ring);
         o.requested_capacity = capacity;
@@ -95,6 +151,13 @@ impl StreamOptions {
     }
 
     /// A log of `segment_size`-byte segment files (a power of two).
+    /// ```
+    /// # let root = std::env::temp_dir().join(format!("ipcress-doc-opt-log-{}", std::process::id()));
+    /// use ipcress::{Layout, Stream, StreamOptions};
+    /// let log = Stream::create_in(&root, "journal", &StreamOptions::log(1 << 16))?;
+    /// assert_eq!((log.layout(), log.segment_size(), log.capacity()), (Layout::Log, 1 << 16, None));
+    /// # drop(log); std::fs::remove_dir_all(&root).unwrap(); Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn log(segment_size: u64) -> StreamOptions {
         let mut o = StreamOptions::base(Layout::Log);
         o.segment_shift = log2_exact(segment_size).unwrap_or(0);
@@ -121,53 +184,128 @@ impl StreamOptions {
     }
 
     /// Number of segments of a ring (a power of two, 2..=65536).
+    /// ```
+    /// # use ipcress::{Stream, StreamOptions};
+    /// let opts = StreamOptions::ring(1 << 16).segments(8);
+    /// assert_eq!(Stream::create_in_memory("doc", &opts)?.segment_size(), 1 << 13);
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn segments(mut self, n: u32) -> Self {
         self.segment_count = n;
         self
     }
     /// Full-ring policy.
+    /// ```
+    /// # use ipcress::{Policy, Stream, StreamOptions};
+    /// let opts = StreamOptions::ring(1 << 16).policy(Policy::Overwrite);
+    /// assert_eq!(Stream::create_in_memory("doc", &opts)?.policy(), Policy::Overwrite);
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn policy(mut self, p: Policy) -> Self {
         self.policy = p;
         self
     }
     /// Checksum setting.
+    /// ```
+    /// # use ipcress::{Checksum, Stream, StreamOptions};
+    /// let opts = StreamOptions::ring(1 << 16).checksum(Checksum::None);
+    /// assert_eq!(Stream::create_in_memory("doc", &opts)?.checksum(), Checksum::None);
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn checksum(mut self, c: Checksum) -> Self {
         self.checksum = c;
         self
     }
     /// Compression applied per record.
+    /// ```
+    /// # use ipcress::{Compression, StartAt, Stream, StreamOptions};
+    /// let opts = StreamOptions::ring(1 << 16).compression(Compression::Zstd(3));
+    /// let stream = Stream::create_in_memory("doc", &opts)?;
+    /// let mut consumer = stream.subscribe(StartAt::Start)?;
+    /// stream.producer()?.send(&[b'a'; 4000])?;
+    /// assert!(stream.tail() < 4000); // stored compressed
+    /// assert_eq!(consumer.recv()?.to_vec()?, [b'a'; 4000]);
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn compression(mut self, c: Compression) -> Self {
         self.compression = c;
         self
     }
     /// Encrypt records with XChaCha20-Poly1305 (the key is given when the
     /// stream is opened, never stored).
+    /// ```
+    /// # use ipcress::{Key, StartAt, Stream, StreamOptions};
+    /// let opts = StreamOptions::ring(1 << 16).encrypted(true);
+    /// let stream = Stream::create_in_memory("doc", &opts)?.with_key(&Key::from_bytes([1; 32]))?;
+    /// let mut consumer = stream.subscribe(StartAt::Start)?;
+    /// stream.producer()?.send(b"secret")?;
+    /// assert!(stream.encrypted());
+    /// assert_eq!(consumer.recv()?.to_vec()?, b"secret");
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn encrypted(mut self, on: bool) -> Self {
         self.encrypted = on;
         self
     }
     /// Log retention: keep at least this many newest bytes (0 = all).
+    /// ```
+    /// # let root = std::env::temp_dir().join(format!("ipcress-doc-opt-retain-bytes-{}", std::process::id()));
+    /// use ipcress::{Error, Stream, StreamOptions};
+    /// let opts = StreamOptions::log(1 << 16).retain_bytes(1 << 20);
+    /// assert!(Stream::create_in(&root, "journal", &opts).is_ok());
+    /// let ring = StreamOptions::ring(1 << 16).retain_bytes(1 << 20);
+    /// assert!(matches!(Stream::create_in_memory("ring", &ring), Err(Error::InvalidOptions(_))));
+    /// # std::fs::remove_dir_all(&root).unwrap(); Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn retain_bytes(mut self, n: u64) -> Self {
         self.retain_bytes = n;
         self
     }
     /// Log retention: drop segments whose data is older than this.
+    /// ```
+    /// # let root = std::env::temp_dir().join(format!("ipcress-doc-opt-retain-age-{}", std::process::id()));
+    /// use std::time::Duration;
+    /// # use ipcress::{Stream, StreamOptions};
+    /// let a_day = StreamOptions::log(1 << 16).retain_age(Duration::from_secs(24 * 3600));
+    /// assert!(Stream::create_in(&root, "journal", &a_day).is_ok());
+    /// # std::fs::remove_dir_all(&root).unwrap(); Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn retain_age(mut self, d: Duration) -> Self {
         self.retain_age = Some(d);
         self
     }
     /// A dead durable consumer stops holding producers back after this long.
+    /// ```
+    /// # use ipcress::{Stream, StreamOptions};
+    /// let opts = StreamOptions::ring(1 << 16).durable_timeout(std::time::Duration::from_secs(60));
+    /// assert!(Stream::create_in_memory("doc", &opts).is_ok());
+    /// ```
     pub fn durable_timeout(mut self, d: Duration) -> Self {
         self.durable_timeout = Some(d);
         self
     }
     /// How long a reader waits on a dead producer's claim before aborting it.
+    /// ```
+    /// # use ipcress::{Stream, StreamOptions};
+    /// let opts = StreamOptions::ring(1 << 16).unblock_timeout(std::time::Duration::from_millis(100));
+    /// assert!(Stream::create_in_memory("doc", &opts).is_ok());
+    /// ```
     pub fn unblock_timeout(mut self, d: Duration) -> Self {
         self.unblock_timeout = d;
         self
     }
     /// File mode of the stream's files (0600 by default; 0660 shares with
     /// the group).
+    /// ```
+    /// # let root = std::env::temp_dir().join(format!("ipcress-doc-opt-mode-{}", std::process::id()));
+    /// use std::os::unix::fs::PermissionsExt;
+    /// # use ipcress::{Stream, StreamOptions};
+    /// let shared = Stream::create_in(&root, "team", &StreamOptions::ring(1 << 16).mode(0o660))?;
+    /// let meta = std::fs::metadata(shared.dir().join("meta")).unwrap();
+    /// assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    /// assert!(Stream::create_in(&root, "world", &StreamOptions::ring(1 << 16).mode(0o666)).is_err());
+    /// # drop(shared); std::fs::remove_dir_all(&root).unwrap(); Ok::<(), ipcress::Error>(())
+    /// ```
     pub fn mode(mut self, mode: u32) -> Self {
         self.mode = mode;
         self

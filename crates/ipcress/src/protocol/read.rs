@@ -16,6 +16,16 @@ use crate::storage::Seg;
 use crate::sys::{self, SlotRef};
 
 /// Where a new consumer starts.
+/// ```
+/// # use ipcress::{StartAt, Stream, StreamOptions};
+/// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+/// let mut producer = stream.producer()?;
+/// let (_, second) = (producer.send(b"one")?, producer.send(b"two")?);
+/// let mut from_second = stream.subscribe(StartAt::Position(second))?;
+/// assert_eq!(from_second.recv()?.bytes(), Some(&b"two"[..]));
+/// assert_eq!(stream.subscribe(StartAt::End)?.position(), stream.tail());
+/// # Ok::<(), ipcress::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StartAt {
@@ -28,6 +38,14 @@ pub enum StartAt {
 }
 
 /// How a consumer waits for data.
+/// ```
+/// # use ipcress::{StartAt, Stream, StreamOptions, Wait};
+/// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+/// let mut consumer = stream.subscribe(StartAt::End)?; // parks by default
+/// consumer.set_wait(Wait::Spin);
+/// assert!(consumer.recv_timeout(std::time::Duration::from_millis(1))?.is_none());
+/// # Ok::<(), ipcress::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Wait {
@@ -71,6 +89,18 @@ pub(crate) enum Peek {
 }
 
 /// Reads a stream. Not shared between threads; make one per reader.
+///
+/// Made by [`Stream::consumer`](crate::Stream::consumer) (durable, named),
+/// [`Stream::subscribe`](crate::Stream::subscribe) or
+/// [`Stream::group`](crate::Stream::group).
+/// ```
+/// # use ipcress::{StartAt, Stream, StreamOptions};
+/// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+/// let mut consumer = stream.subscribe(StartAt::Start)?;
+/// stream.producer()?.send(b"hi")?;
+/// assert_eq!(consumer.recv()?.bytes(), Some(&b"hi"[..]));
+/// # Ok::<(), ipcress::Error>(())
+/// ```
 pub struct Consumer {
     pub(crate) s: Arc<Inner>,
     pub(crate) kind: Kind,

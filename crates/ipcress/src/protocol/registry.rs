@@ -163,6 +163,15 @@ pub(crate) fn check_not_inspecting(s: &Inner) -> Result<()> {
 // ---- shared bookkeeping ------------------------------------------------
 
 /// A live view of one consumer slot, for stats.
+/// ```
+/// # let stream = ipcress::Stream::create_in_memory("doc", &ipcress::StreamOptions::ring(1 << 16))?;
+/// let _worker = stream.group("workers")?;
+/// let info = stream.consumers();
+/// let group = info.iter().find(|c| c.kind == "group").expect("made above");
+/// assert_eq!((group.name.as_str(), group.position), ("workers", 0));
+/// assert!(info.iter().any(|c| c.kind == "member" && c.alive && c.pid == std::process::id()));
+/// # Ok::<(), ipcress::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct ConsumerInfo {
     /// Slot index.
