@@ -46,6 +46,12 @@ pub enum Cmd {
     Bridge(crate::bridge::BridgeArgs),
     /// Run a multi-process log pipeline on a temporary root and report
     Demo(DemoArgs),
+    /// Print a shell completion script (e.g. `ipcress completions bash >
+    /// /etc/bash_completion.d/ipcress`)
+    Completions(CompletionsArgs),
+    /// Print the manual page (`ipcress man | man -l -`), or write one page
+    /// per command into a directory
+    Man(ManArgs),
     #[command(hide = true)]
     DemoStage(DemoStageArgs),
 }
@@ -270,6 +276,20 @@ pub struct TopArgs {
     /// Refresh period in milliseconds
     #[arg(long, value_name = "MS", default_value_t = 500)]
     pub interval: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManArgs {
+    /// Write ipcress.1 and one page per command (ipcress-create.1, ...)
+    /// into this directory instead of printing ipcress.1
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

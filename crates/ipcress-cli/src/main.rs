@@ -15,6 +15,7 @@ mod demo;
 mod exec;
 mod framing;
 mod get;
+mod manual;
 mod put;
 mod signals;
 mod stat;
@@ -206,6 +207,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Bridge(a) => bridge::run(&ctx, a),
         Cmd::Demo(a) => demo::run(a),
+        Cmd::Completions(a) => manual::completions(a),
+        Cmd::Man(a) => manual::man(a),
         Cmd::DemoStage(a) => demo::stage(&ctx, a).context("demo stage"),
     }
 }

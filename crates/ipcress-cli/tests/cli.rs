@@ -749,3 +749,48 @@ fn a_closed_stdout_ends_the_demo_quietly() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(err, "");
 }
+
+/// Issue 16: completions and manual pages come from the parser's own
+/// definition: every command is in them.
+#[test]
+fn completions_and_manual_pages_name_every_command() {
+    let root = Root::new("manual");
+    let commands = [
+        "create", "ls", "rm", "stat", "put", "get", "exec", "top", "keygen", "bridge", "demo",
+    ];
+    let bash = String::from_utf8(root.ok(&["completions", "bash"])).unwrap();
+    assert!(
+        bash.contains("complete") && bash.contains("_ipcress"),
+        "{bash}"
+    );
+    let zsh = String::from_utf8(root.ok(&["completions", "zsh"])).unwrap();
+    assert!(zsh.starts_with("#compdef ipcress"), "{zsh}");
+    let fish = String::from_utf8(root.ok(&["completions", "fish"])).unwrap();
+    for c in commands {
+        assert!(
+            bash.contains(c) && zsh.contains(c) && fish.contains(c),
+            "{c}"
+        );
+    }
+    // (bash completes hidden commands too; zsh and fish leave them out.)
+    assert!(!zsh.contains("demo-stage") && !fish.contains("demo-stage"));
+    let page = String::from_utf8(root.ok(&["man"])).unwrap();
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH ipcress 1"),
+        "{page}"
+    );
+    for c in commands {
+        assert!(page.contains(c), "{c} not in the manual");
+    }
+    let dir = root.path().join("man1");
+    root.ok(&["man", "--out-dir", dir.to_str().unwrap()]);
+    for c in commands {
+        let p = std::fs::read_to_string(dir.join(format!("ipcress-{c}.1"))).unwrap();
+        assert!(p.contains(&format!(".TH ipcress-{c} 1")), "{c}: {p}");
+    }
+    assert!(dir.join("ipcress.1").exists());
+    assert!(!dir.join("ipcress-demo-stage.1").exists());
+    let bad = root.run(&["completions", "tcsh"]);
+    assert_eq!(bad.code(), 2);
+    assert_eq!(bad.stderr.lines().count(), 1, "{}", bad.stderr);
+}
