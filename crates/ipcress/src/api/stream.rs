@@ -373,7 +373,7 @@ impl Stream {
     pub fn name(&self) -> &str {
         &self.inner.name
     }
-    /// The stream's directory.
+    /// The stream's directory (empty for a stream in memory).
     /// ```
     /// # let s = ipcress::Stream::create_in_memory("s", &ipcress::StreamOptions::ring(1 << 16)).unwrap();
     /// assert_eq!(s.dir(), std::path::Path::new("")); // in memory; see create_in
