@@ -20,8 +20,9 @@
 //! ```
 #![warn(missing_docs)]
 
-// The layers, bottom up; each uses only layers above it in this list
-// (checked by tests/architecture.rs).
+// The layers, bottom up: sync, format, codec, error, sys, storage,
+// protocol, api. Each uses only the layers before it in that list
+// (tests/architecture.rs checks it; docs/ARCHITECTURE.md, "Code map").
 mod api;
 pub mod codec;
 mod error;
@@ -32,9 +33,10 @@ mod sync;
 mod sys;
 
 pub use api::consumer::Messages;
+pub use api::grant::{Grant, MessageWriter, RawGrant};
 pub use api::message::{Message, MessageReader, OwnedMessage};
+pub use api::open::OpenOptions;
 pub use api::slots::UserSlot;
-pub use api::stream::OpenOptions;
 pub use api::stream::{Stream, default_root, validate_name};
 pub use codec::{Compression, Key, KeyError};
 pub use error::{Error, Result};

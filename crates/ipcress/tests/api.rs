@@ -428,3 +428,22 @@ fn paced_reader_sees_no_false_corruption_in(b: Backend) {
         assert!(c.try_recv().unwrap().is_none());
     }
 }
+
+/// `skip_damaged` skips only what a read reported damaged: called out of
+/// turn it skips nothing. (It used to skip the sound record at the
+/// consumer's position, which was then lost.)
+#[test]
+fn skip_damaged_out_of_turn_skips_nothing() {
+    for b in ALL {
+        let root = TempRoot::new(b.tag());
+        let s = b.create(&root, 1 << 16, same);
+        let mut c = s.subscribe(StartAt::Start).unwrap();
+        let mut p = s.producer().unwrap();
+        p.send(b"good one").unwrap();
+        p.send(b"good two").unwrap();
+        assert_eq!(c.skip_damaged().unwrap(), 0, "{b:?}");
+        assert_eq!(c.recv().unwrap().to_vec().unwrap(), b"good one", "{b:?}");
+        assert_eq!(c.skip_damaged().unwrap(), 0, "{b:?}");
+        assert_eq!(c.recv().unwrap().to_vec().unwrap(), b"good two", "{b:?}");
+    }
+}

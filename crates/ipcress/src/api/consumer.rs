@@ -8,7 +8,6 @@ use crate::api::message::*;
 use crate::api::stream::*;
 use crate::error::{Error, Result};
 use crate::format::*;
-use crate::protocol::raw::*;
 use crate::protocol::read::*;
 use crate::protocol::registry::*;
 use crate::sys::{self, SlotRef};
@@ -377,7 +376,8 @@ impl Consumer {
     /// ```
     #[inline]
     pub fn recv(&mut self) -> Result<Message<'_>> {
-        let d = self.recv_until(None)?.expect("no deadline");
+        let d = self.recv_until(None);
+        let d = self.noted(d)?.expect("no deadline");
         Ok(Message { c: self, d })
     }
 
@@ -434,7 +434,8 @@ impl Consumer {
     #[inline]
     pub fn try_recv(&mut self) -> Result<Option<Message<'_>>> {
         self.release_held();
-        match self.poll()? {
+        let d = self.poll();
+        match self.noted(d)? {
             Some(d) => Ok(Some(Message { c: self, d })),
             None => Ok(None),
         }
@@ -453,87 +454,30 @@ impl Consumer {
     /// ```
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Message<'_>>> {
         let deadline = Instant::now() + timeout;
-        match self.recv_until(Some(deadline))? {
+        let d = self.recv_until(Some(deadline));
+        match self.noted(d)? {
             Some(d) => Ok(Some(Message { c: self, d })),
             None => Ok(None),
         }
     }
-}
 
-impl Consumer {
-    /// After an error at this consumer's position (`Corrupt`, `Decode`),
-    /// move past the damaged record to the next valid frame header (or the
-    /// segment end). Returns the number of bytes skipped.
-    /// ```
-    /// # use ipcress::{Error, StartAt, Stream, StreamOptions};
-    /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
-    /// let mut consumer = stream.subscribe(StartAt::Start)?;
-    /// match consumer.try_recv() {
-    ///     Err(Error::Corrupt { .. } | Error::Decode { .. }) => {
-    ///         consumer.skip_damaged()?;
-    ///     }
-    ///     other => assert!(other?.is_none()), // nothing here yet
-    /// }
-    /// assert_eq!(consumer.skip_damaged()?, 0); // at the tail: nothing to skip
-    /// # Ok::<(), ipcress::Error>(())
-    /// ```
-    pub fn skip_damaged(&mut self) -> Result<u64> {
-        self.release_held();
-        let p = self.position();
-        let s = self.s.clone();
-        let tail = s.tail();
-        if p >= tail {
-            return Ok(0);
+    /// Remember whether this read reported damage at our position (what
+    /// [`skip_damaged`](Self::skip_damaged) may then skip) or delivered a
+    /// record (nothing to skip).
+    #[inline(always)]
+    fn noted<T>(&mut self, r: Result<Option<T>>) -> Result<Option<T>> {
+        match &r {
+            Ok(Some(_)) => self.damaged = false,
+            Ok(None) => {}
+            Err(e) => self.note_damage(e),
         }
-        let seg_end = (p | (s.seg_size - 1)) + 1;
-        // Scan rather than trust the header: a damaged length field can
-        // look sound. Headers are checked for lap, position and CRC.
-        let next = match self.seg_for(p)? {
-            Some(seg) => crate::protocol::unblock::next_valid(&s, &seg, p, tail.min(seg_end)),
-            None => tail.min(seg_end),
-        };
-        match self.kind {
-            Kind::Member { group, .. } => {
-                let gr = s.cslot(group);
-                let w = gr.u64_at(cslot::POSITION);
-                let cur = w.load(Acquire);
-                if split_group(cur).0 == p {
-                    let _ = w.compare_exchange(cur, group_word(next, false, 0), AcqRel, Relaxed);
-                }
-            }
-            _ => {
-                self.msg_start = None;
-                self.pos = next;
-                self.publish(next);
-            }
-        }
-        self.stuck = None;
-        Ok(next - p)
+        r
     }
 
-    /// Wait up to `timeout` for the next stored frame, returned exactly as
-    /// stored (not decoded): every fragment of a large message separately.
-    /// Non-group consumers only.
-    /// ```
-    /// use ipcress::format::{F_BEGIN, F_END};
-    /// # use ipcress::{StartAt, Stream, StreamOptions};
-    /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
-    /// let mut bridge = stream.subscribe(StartAt::Start)?;
-    /// stream.producer()?.send(b"as stored")?;
-    /// let (at, frame) = bridge.recv_raw_timeout(std::time::Duration::from_millis(10))?.expect("sent");
-    /// assert_eq!((at, frame.flags, frame.origin), (0, F_BEGIN | F_END, stream.id()));
-    /// assert_eq!(frame.data, b"as stored");
-    /// # Ok::<(), ipcress::Error>(())
-    /// ```
-    pub fn recv_raw_timeout(&mut self, timeout: Duration) -> Result<Option<(u64, RawFrame)>> {
-        if let Kind::Member { .. } = self.kind {
-            return Err(Error::InvalidOptions(
-                "raw frames are read by durable consumers and subscribers".into(),
-            ));
+    pub(crate) fn note_damage(&mut self, e: &Error) {
+        if matches!(e, Error::Corrupt { .. } | Error::Decode { .. }) {
+            self.damaged = true;
         }
-        self.release_held();
-        let deadline = Instant::now() + timeout;
-        self.wait_for(Some(deadline), Consumer::poll_raw)
     }
 }
 

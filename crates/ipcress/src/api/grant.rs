@@ -280,3 +280,31 @@ impl Drop for MessageWriter<'_> {
         }
     }
 }
+
+impl std::fmt::Debug for RawGrant<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawGrant")
+            .field("position", &self.claim.as_ref().map(|c| c.pos))
+            .field("len", &self.len)
+            .field("flags", &self.flags)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Grant<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grant")
+            .field("position", &self.position())
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for MessageWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageWriter")
+            .field("first_position", &self.first)
+            .field("buffered", &self.buf.len())
+            .finish()
+    }
+}

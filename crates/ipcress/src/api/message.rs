@@ -325,6 +325,7 @@ impl io::Read for MessageReader<'_> {
                 return Ok(0);
             }
             if let Err(e) = self.next_fragment() {
+                self.c.note_damage(&e);
                 self.failed = Some((io::ErrorKind::Other, e.to_string()));
                 self.cur.clear();
                 self.at = 0;
@@ -396,5 +397,14 @@ impl std::ops::Deref for OwnedMessage {
 impl AsRef<[u8]> for OwnedMessage {
     fn as_ref(&self) -> &[u8] {
         &self.bytes
+    }
+}
+
+impl std::fmt::Debug for MessageReader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageReader")
+            .field("position", &self.start)
+            .field("done", &self.done)
+            .finish()
     }
 }

@@ -7,6 +7,8 @@ pub(crate) mod grant;
 #[cfg(all(test, loom))]
 mod loom;
 pub(crate) mod message;
+pub(crate) mod open;
 pub(crate) mod producer;
+pub(crate) mod raw;
 pub(crate) mod slots;
 pub(crate) mod stream;

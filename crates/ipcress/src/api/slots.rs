@@ -118,3 +118,12 @@ impl Stream {
         })
     }
 }
+
+impl std::fmt::Debug for UserSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserSlot")
+            .field("stream", &self.s.name)
+            .field("slot", &self.slot)
+            .finish()
+    }
+}

@@ -156,6 +156,9 @@ pub struct Consumer {
     /// position names it, not a fragment inside it or its end (a consumer
     /// killed mid-message, or after reading it, gets it again, whole).
     pub(crate) msg_start: Option<u64>,
+    /// A read reported damage (`Corrupt`, `Decode`) at our position since
+    /// the last record delivered: what `skip_damaged` may skip.
+    pub(crate) damaged: bool,
 }
 
 /// Spins before parking.
@@ -238,6 +241,7 @@ impl Consumer {
             _hold: hold,
             adopt_hold: None,
             msg_start: None,
+            damaged: false,
             fresh: false,
         }
     }
