@@ -215,3 +215,15 @@ impl Error {
         }
     }
 }
+
+/// An I/O error met while using the library (`?` on `io::Write` of a
+/// [`MessageWriter`](crate::MessageWriter), on [`Key::generate`](crate::Key::generate)).
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Error {
+        // An error that carries one of ours (a writer's) is ours again.
+        match e.downcast::<Error>() {
+            Ok(ours) => ours,
+            Err(e) => Error::io("I/O", e),
+        }
+    }
+}

@@ -447,3 +447,15 @@ fn skip_damaged_out_of_turn_skips_nothing() {
         assert_eq!(c.recv().unwrap().to_vec().unwrap(), b"good two", "{b:?}");
     }
 }
+
+/// A user slot has four words: a fifth is refused, not wrapped onto the
+/// first (it used to write word `i % 4`).
+#[test]
+fn user_slot_words_out_of_range_are_refused() {
+    let s = Stream::create_in_memory("s", &StreamOptions::ring(1 << 16)).unwrap();
+    let slot = s.user_slot("u").unwrap();
+    slot.set(3, 7);
+    let wrapped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| slot.set(5, 9)));
+    assert!(wrapped.is_err());
+    assert_eq!((slot.get(0), slot.get(1), slot.get(3)), (0, 0, 7));
+}

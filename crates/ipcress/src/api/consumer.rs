@@ -225,7 +225,10 @@ impl Stream {
         self.inner.consumers()
     }
 
-    /// Messages and bytes written by producers, and how many are live.
+    /// Messages and bytes written by producers, and how many are live. A
+    /// live producer adds its counts every 4096 messages and when it is
+    /// dropped, so the totals trail the stream by up to that much per
+    /// producer.
     /// ```
     /// # let stream = ipcress::Stream::create_in_memory("doc", &ipcress::StreamOptions::ring(1 << 16))?;
     /// let mut producer = stream.producer()?;

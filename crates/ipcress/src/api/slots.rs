@@ -26,8 +26,21 @@ pub struct UserSlot {
     slot: usize,
 }
 
+/// Offset of user word `i` in its slot.
+fn word(i: usize) -> usize {
+    assert!(
+        i < cslot::USER_WORDS,
+        "user slot word {i} out of range: a slot has {} words",
+        cslot::USER_WORDS
+    );
+    cslot::USER + 8 * i
+}
+
 impl UserSlot {
     /// Word `i` (0..4).
+    ///
+    /// # Panics
+    /// If `i` is 4 or more (a slot has four words), as a slice index would.
     /// ```
     /// # let stream = ipcress::Stream::create_in_memory("doc", &ipcress::StreamOptions::ring(1 << 16))?;
     /// let slot = stream.user_slot("counters")?;
@@ -35,12 +48,12 @@ impl UserSlot {
     /// # Ok::<(), ipcress::Error>(())
     /// ```
     pub fn get(&self, i: usize) -> u64 {
-        self.s
-            .cslot(self.slot)
-            .u64_at(cslot::USER + 8 * (i % cslot::USER_WORDS))
-            .load(SeqCst)
+        self.s.cslot(self.slot).u64_at(word(i)).load(SeqCst)
     }
     /// Set word `i` (0..4).
+    ///
+    /// # Panics
+    /// If `i` is 4 or more, as [`get`](Self::get).
     /// ```
     /// # let stream = ipcress::Stream::create_in_memory("doc", &ipcress::StreamOptions::ring(1 << 16))?;
     /// let slot = stream.user_slot("counters")?;
@@ -49,10 +62,7 @@ impl UserSlot {
     /// # Ok::<(), ipcress::Error>(())
     /// ```
     pub fn set(&self, i: usize, v: u64) {
-        self.s
-            .cslot(self.slot)
-            .u64_at(cslot::USER + 8 * (i % cslot::USER_WORDS))
-            .store(v, SeqCst);
+        self.s.cslot(self.slot).u64_at(word(i)).store(v, SeqCst);
     }
 }
 
