@@ -9,6 +9,12 @@ use crate::format::*;
 use crate::protocol::read::*;
 use crate::sys::{self};
 
+/// While waiting (`Wait::Park`), pure spins first (a record that comes
+/// within them is taken with no system call), then a yield of the
+/// processor every `YIELD_EVERY` spins until `SPINS`, then the futex.
+const YIELD_AFTER: u32 = 64;
+const YIELD_EVERY: u32 = 16;
+
 impl Consumer {
     /// Call `poll` until it yields, spinning then parking between calls,
     /// or until the deadline passes.
@@ -27,7 +33,17 @@ impl Consumer {
             }
             spins += 1;
             if self.wait == Wait::Spin || spins < SPINS {
-                crate::sync::spin_loop();
+                if self.wait == Wait::Park
+                    && spins >= YIELD_AFTER
+                    && spins.is_multiple_of(YIELD_EVERY)
+                {
+                    // More busy processes than cores (a producer and a
+                    // group of members on two): let whoever would fill
+                    // the stream run instead of spinning on its core.
+                    sys::yield_now();
+                } else {
+                    crate::sync::spin_loop();
+                }
                 if spins.is_multiple_of(1024) {
                     self.maintenance();
                 }

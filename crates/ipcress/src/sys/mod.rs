@@ -223,3 +223,12 @@ pub(crate) fn random_u64() -> u64 {
     let _ = getrandom::fill(&mut b);
     u64::from_le_bytes(b)
 }
+
+/// Give the processor to another runnable thread, if any (a yield under
+/// loom).
+pub(crate) fn yield_now() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    std::thread::yield_now();
+}
