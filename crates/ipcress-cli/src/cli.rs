@@ -276,6 +276,15 @@ pub struct TopArgs {
     /// Refresh period in milliseconds
     #[arg(long, value_name = "MS", default_value_t = 500)]
     pub interval: u64,
+    /// Print the table once as text (rates over one interval) and exit
+    #[arg(long, conflicts_with = "batch")]
+    pub once: bool,
+    /// Print the table as text every interval, without a terminal
+    #[arg(long)]
+    pub batch: bool,
+    /// With --batch: stop after N tables
+    #[arg(short = 'n', long, value_name = "N", requires = "batch")]
+    pub count: Option<u64>,
 }
 
 #[derive(Args, Debug)]

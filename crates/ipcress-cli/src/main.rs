@@ -15,6 +15,7 @@ mod demo;
 mod exec;
 mod framing;
 mod get;
+mod logs;
 mod manual;
 mod put;
 mod signals;
@@ -123,6 +124,7 @@ fn main() -> ExitCode {
             one_line(&msg).trim_end_matches('.')
         );
     }));
+    logs::init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),

@@ -1,5 +1,7 @@
 //! `ipcress top`: a live view of every stream under the root (ratatui on
 //! crossterm): tail, rates and the largest consumer lag. `q` or Esc quits.
+//! `--once` and `--batch` print the same table as text instead, for pipes,
+//! logs and machines without a terminal.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -31,12 +33,12 @@ enum Entry {
 }
 
 pub fn run(ctx: &Ctx, a: TopArgs) -> Result<()> {
+    let period = Duration::from_millis(a.interval.max(50));
+    if a.once || a.batch {
+        return batch(ctx, period, if a.once { Some(1) } else { a.count });
+    }
     let mut terminal = ratatui::try_init().context("cannot start the terminal view")?;
-    let r = view(
-        &mut terminal,
-        ctx,
-        Duration::from_millis(a.interval.max(50)),
-    );
+    let r = view(&mut terminal, ctx, period);
     ratatui::restore();
     r
 }
@@ -68,6 +70,84 @@ fn view(terminal: &mut DefaultTerminal, ctx: &Ctx, period: Duration) -> Result<(
             }
         }
     }
+}
+
+/// Print the table as text every `period` (rates over that period), `count`
+/// times or until SIGINT/SIGTERM.
+fn batch(ctx: &Ctx, period: Duration, count: Option<u64>) -> Result<()> {
+    let stop = crate::signals::stop_flag()?;
+    let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
+    refresh(ctx, &mut entries);
+    let mut printed = 0u64;
+    while count.is_none_or(|n| printed < n) {
+        let next = Instant::now() + period;
+        while Instant::now() < next {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10).min(period));
+        }
+        refresh(ctx, &mut entries);
+        crate::print_out(&text_table(ctx, &entries))?;
+        printed += 1;
+    }
+    Ok(())
+}
+
+const HEADER: [&str; 9] = [
+    "STREAM", "LAYOUT", "SIZE", "TAIL", "BYTES/S", "MSG/S", "PROD", "CONS", "MAX LAG",
+];
+
+/// The cells of a stream's row (one cell with the error for a stream that
+/// could not be opened).
+fn cells(name: &str, e: &Entry) -> Vec<String> {
+    match e {
+        Entry::Ok(w) => {
+            let s = &w.stat;
+            let max_lag = s.consumers.iter().map(|c| c.lag_bytes).max();
+            vec![
+                name.to_string(),
+                s.layout.to_string(),
+                human_bytes(s.capacity_bytes.unwrap_or(s.segment_bytes)),
+                s.tail.to_string(),
+                format!("{}B", human_rate(s.bytes_per_sec)),
+                human_rate(s.messages_per_sec),
+                s.live_producers.to_string(),
+                s.consumers.len().to_string(),
+                max_lag.map_or("-".into(), human_bytes),
+            ]
+        }
+        Entry::Failed(msg) => vec![name.to_string(), format!("error: {msg}")],
+    }
+}
+
+/// The table as text: a title line, the header, a row per stream, columns
+/// as wide as their widest cell.
+fn text_table(ctx: &Ctx, entries: &BTreeMap<String, Entry>) -> String {
+    let rows: Vec<Vec<String>> = std::iter::once(HEADER.iter().map(|h| h.to_string()).collect())
+        .chain(entries.iter().map(|(n, e)| cells(n, e)))
+        .collect();
+    let mut width = [0usize; HEADER.len()];
+    for r in &rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = format!(
+        "ipcress top  {}  {} streams\n",
+        ctx.root.display(),
+        entries.len()
+    );
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(width)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 /// Pick up new streams, drop removed ones, and sample every stream.
@@ -118,28 +198,8 @@ fn draw(f: &mut Frame, ctx: &Ctx, entries: &BTreeMap<String, Entry>) {
         ])),
         title,
     );
-    let header = Row::new([
-        "STREAM", "LAYOUT", "SIZE", "TAIL", "BYTES/S", "MSG/S", "PROD", "CONS", "MAX LAG",
-    ])
-    .style(Style::new().add_modifier(Modifier::REVERSED));
-    let rows = entries.iter().map(|(name, e)| match e {
-        Entry::Ok(w) => {
-            let s = &w.stat;
-            let max_lag = s.consumers.iter().map(|c| c.lag_bytes).max();
-            Row::new([
-                name.clone(),
-                s.layout.to_string(),
-                human_bytes(s.capacity_bytes.unwrap_or(s.segment_bytes)),
-                s.tail.to_string(),
-                format!("{}B", human_rate(s.bytes_per_sec)),
-                human_rate(s.messages_per_sec),
-                s.live_producers.to_string(),
-                s.consumers.len().to_string(),
-                max_lag.map_or("-".into(), human_bytes),
-            ])
-        }
-        Entry::Failed(msg) => Row::new([name.clone(), format!("error: {msg}")]),
-    });
+    let header = Row::new(HEADER).style(Style::new().add_modifier(Modifier::REVERSED));
+    let rows = entries.iter().map(|(name, e)| Row::new(cells(name, e)));
     let widths = [
         Constraint::Min(12),
         Constraint::Length(6),

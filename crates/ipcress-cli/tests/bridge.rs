@@ -131,3 +131,52 @@ fn bridge_out_and_in_carry_every_record() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// Issue 16: `bridge out` to a server that is not there says so on stderr
+/// within seconds, once (not once per retry), and still ends cleanly on
+/// SIGTERM. (It used to retry without a word: nothing printed the
+/// bridge's log.)
+#[test]
+fn a_bridge_that_cannot_reach_its_server_says_so() {
+    let _w = Watchdog::new(
+        "a_bridge_that_cannot_reach_its_server_says_so",
+        Duration::from_secs(60),
+    );
+    let root = Root::new("bridge-nowhere");
+    root.ok(&["create", "s", "--ring", "64K"]);
+    // A loopback port nobody listens on.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let mut cmd = root.cmd(&[
+        "bridge",
+        "out",
+        "--stream",
+        "s",
+        "--nats",
+        &url,
+        "--subject",
+        "x",
+    ]);
+    cmd.env_remove("RUST_LOG").env_remove("IPCRESS_LOG");
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut bridge = Bg::spawn(cmd);
+    // Several retries happen in these three seconds (100 ms, doubling).
+    std::thread::sleep(Duration::from_secs(3));
+    bridge.signal(rustix::process::Signal::TERM);
+    let st = bridge.wait(Duration::from_secs(20));
+    let err = bridge.stderr();
+    assert_eq!(st.code(), Some(0), "{err}");
+    let said: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("cannot connect"))
+        .collect();
+    assert_eq!(said.len(), 1, "{err}");
+    assert!(
+        said[0].starts_with("ipcress: warning: bridge out: cannot connect to nats://127.0.0.1:"),
+        "{err}"
+    );
+}

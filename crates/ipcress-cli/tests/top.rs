@@ -84,3 +84,35 @@ impl Drop for KillServer {
         let _ = tmux(&self.0, &["kill-server"]);
     }
 }
+
+/// Issue 16: `top --once` and `top --batch -n N` print the table as text
+/// with no terminal at all (stdout a pipe), with the stream's row and the
+/// rate of records that arrived during the interval. (`top` used to fail
+/// without a terminal.)
+#[test]
+fn top_prints_text_without_a_terminal() {
+    let root = Root::new("topbatch");
+    root.ok(&["create", "logs", "--ring", "1M"]);
+    root.ok_in(&["put", "logs"], b"a\nb\nc\n");
+    let once = String::from_utf8(root.ok(&["top", "--once", "--interval", "100"])).unwrap();
+    let lines: Vec<&str> = once.lines().collect();
+    assert_eq!(lines.len(), 3, "{once}");
+    assert!(
+        lines[0].starts_with("ipcress top") && lines[0].ends_with("1 streams"),
+        "{once}"
+    );
+    let header: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(header[..4], ["STREAM", "LAYOUT", "SIZE", "TAIL"], "{once}");
+    let row: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(row[..2], ["logs", "ring"], "{once}");
+    let tail = root.stat("logs")["tail"].as_u64().unwrap();
+    assert!(lines[2].contains(&format!("  {tail}  ")), "{once}");
+    let batch =
+        String::from_utf8(root.ok(&["top", "--batch", "-n", "2", "--interval", "50"])).unwrap();
+    assert_eq!(batch.matches("ipcress top").count(), 2, "{batch}");
+    assert_eq!(
+        batch.lines().filter(|l| l.starts_with("logs ")).count(),
+        2,
+        "{batch}"
+    );
+}

@@ -210,7 +210,12 @@ async fn in_async(
                     c
                 }
                 Err(e) => {
-                    warn!("bridge in: cannot connect to {}: {e:#}", cfg.nats_url);
+                    if backoff.report() {
+                        warn!(
+                            "bridge in: cannot connect to {} (retrying): {e:#}",
+                            cfg.nats_url
+                        );
+                    }
                     if !backoff.wait(quit).await || stopping() {
                         break;
                     }

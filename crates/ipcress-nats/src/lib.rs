@@ -113,21 +113,33 @@ pub(crate) fn unhex16(s: &str) -> Option<[u8; 16]> {
 /// Exponential backoff between reconnect attempts: 100 ms doubling to 5 s.
 pub(crate) struct Backoff {
     next: Duration,
+    /// Waits since the last success.
+    tries: u32,
 }
 
 impl Backoff {
     pub fn new() -> Backoff {
         Backoff {
             next: Duration::from_millis(100),
+            tries: 0,
         }
     }
     pub fn reset(&mut self) {
         self.next = Duration::from_millis(100);
+        self.tries = 0;
+    }
+    /// Is the failure before the next wait worth a log line? The first
+    /// after a success, then one in eight (about every 40 s once the
+    /// delay is 5 s), so that a bridge that cannot reach its server says
+    /// so at once and then keeps saying it without flooding the log.
+    pub fn report(&self) -> bool {
+        self.tries.is_multiple_of(8)
     }
     /// Sleep for the next delay; false if `stop` was raised meanwhile.
     pub async fn wait(&mut self, stop: &AtomicBool) -> bool {
         let d = self.next;
         self.next = (self.next * 2).min(Duration::from_secs(5));
+        self.tries = self.tries.saturating_add(1);
         sleep_unless_stopped(d, stop).await
     }
 }

@@ -423,7 +423,12 @@ async fn out_async(
                         c
                     }
                     Err(e) => {
-                        warn!("bridge out: cannot connect to {}: {e:#}", cfg.nats_url);
+                        if backoff.report() {
+                            warn!(
+                                "bridge out: cannot connect to {} (retrying): {e:#}",
+                                cfg.nats_url
+                            );
+                        }
                         if !backoff.wait(quit).await {
                             return Ok(());
                         }
