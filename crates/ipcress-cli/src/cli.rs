@@ -151,6 +151,10 @@ pub struct StatArgs {
     /// Prometheus text exposition format
     #[arg(long)]
     pub prometheus: bool,
+    /// Serve the Prometheus metrics over HTTP at ADDR (`127.0.0.1:9464`;
+    /// GET /metrics) until SIGINT/SIGTERM
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["json", "prometheus"])]
+    pub listen: Option<String>,
     /// Milliseconds between the two samples that give the rates (0: no rates;
     /// default 1000 for the table, 0 for --json)
     #[arg(long, value_name = "MS")]

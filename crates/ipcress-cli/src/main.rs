@@ -17,6 +17,7 @@ mod framing;
 mod get;
 mod logs;
 mod manual;
+mod metrics;
 mod put;
 mod signals;
 mod stat;

@@ -187,6 +187,9 @@ pub fn collect(s: &Stream, before: Option<Sample>) -> StreamStat {
 
 pub fn run(ctx: &Ctx, a: StatArgs) -> Result<()> {
     let key = load_key(a.key.as_deref())?;
+    if let Some(addr) = &a.listen {
+        return crate::metrics::serve(ctx, addr, a.name.as_deref(), key.as_ref());
+    }
     let names = match &a.name {
         Some(n) => vec![n.clone()],
         None => Stream::list_in(&ctx.root)?,
@@ -223,7 +226,7 @@ pub fn run(ctx: &Ctx, a: StatArgs) -> Result<()> {
         };
         crate::print_out(&format!("{text}\n"))
     } else if a.prometheus {
-        crate::print_out(&prometheus(&stats))
+        crate::print_out(&crate::metrics::encode(&stats)?)
     } else {
         let tables: Vec<String> = stats.iter().map(table).collect();
         crate::print_out(&tables.join("\n"))
@@ -316,118 +319,4 @@ pub fn table(st: &StreamStat) -> String {
     }
     let _ = writeln!(out, "{c}");
     out
-}
-
-/// Escape a Prometheus label value.
-fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// The Prometheus text exposition of `stats`.
-pub fn prometheus(stats: &[StreamStat]) -> String {
-    let mut o = String::new();
-    type StreamMetric = (
-        &'static str,
-        &'static str,
-        &'static str,
-        fn(&StreamStat) -> Option<u64>,
-    );
-    let stream_metrics: [StreamMetric; 6] = [
-        (
-            "ipcress_tail_bytes",
-            "gauge",
-            "Position just past the last record written, in bytes of the stream.",
-            |s| Some(s.tail),
-        ),
-        (
-            "ipcress_head_bytes",
-            "gauge",
-            "Oldest retained position, in bytes of the stream.",
-            |s| Some(s.head),
-        ),
-        (
-            "ipcress_capacity_bytes",
-            "gauge",
-            "Capacity of a ring stream in bytes.",
-            |s| s.capacity_bytes,
-        ),
-        (
-            "ipcress_messages_total",
-            "counter",
-            "Records written by producers that flushed their counters.",
-            |s| Some(s.messages_written),
-        ),
-        (
-            "ipcress_bytes_total",
-            "counter",
-            "Payload bytes written by producers that flushed their counters.",
-            |s| Some(s.bytes_written),
-        ),
-        (
-            "ipcress_producers",
-            "gauge",
-            "Producers whose process is alive.",
-            |s| Some(s.live_producers as u64),
-        ),
-    ];
-    for (name, kind, help, f) in stream_metrics {
-        let _ = writeln!(o, "# HELP {name} {help}");
-        let _ = writeln!(o, "# TYPE {name} {kind}");
-        for s in stats {
-            if let Some(v) = f(s) {
-                let _ = writeln!(o, "{name}{{stream=\"{}\"}} {v}", esc(&s.name));
-            }
-        }
-    }
-    type ConsumerMetric = (
-        &'static str,
-        &'static str,
-        &'static str,
-        fn(&ConsumerStat) -> u64,
-    );
-    let consumer_metrics: [ConsumerMetric; 4] = [
-        (
-            "ipcress_consumer_position_bytes",
-            "gauge",
-            "Next position the consumer reads.",
-            |c| c.position,
-        ),
-        (
-            "ipcress_consumer_lag_bytes",
-            "gauge",
-            "Bytes between the consumer's position and the tail.",
-            |c| c.lag_bytes,
-        ),
-        (
-            "ipcress_consumer_alive",
-            "gauge",
-            "1 if the consumer's process is alive, else 0.",
-            |c| c.alive as u64,
-        ),
-        (
-            "ipcress_consumer_messages_total",
-            "counter",
-            "Records read through the consumer's slot.",
-            |c| c.messages,
-        ),
-    ];
-    for (name, kind, help, f) in consumer_metrics {
-        let _ = writeln!(o, "# HELP {name} {help}");
-        let _ = writeln!(o, "# TYPE {name} {kind}");
-        for s in stats {
-            for c in &s.consumers {
-                let _ = writeln!(
-                    o,
-                    "{name}{{stream=\"{}\",consumer=\"{}\",kind=\"{}\"}} {}",
-                    esc(&s.name),
-                    esc(&c.label()),
-                    c.kind,
-                    f(c)
-                );
-            }
-        }
-    }
-    o
 }

@@ -301,7 +301,8 @@ fn stat_json_and_prometheus_match_known_traffic() {
     for (metric, kind) in [
         ("ipcress_tail_bytes", "gauge"),
         ("ipcress_head_bytes", "gauge"),
-        ("ipcress_messages_total", "counter"),
+        // OpenMetrics names a counter family without its `_total` suffix.
+        ("ipcress_messages", "counter"),
         ("ipcress_consumer_lag_bytes", "gauge"),
         ("ipcress_consumer_alive", "gauge"),
     ] {
@@ -793,4 +794,64 @@ fn completions_and_manual_pages_name_every_command() {
     let bad = root.run(&["completions", "tcsh"]);
     assert_eq!(bad.code(), 2);
     assert_eq!(bad.stderr.lines().count(), 1, "{}", bad.stderr);
+}
+
+/// One HTTP GET on loopback: the status code and the body.
+fn http_get(port: u16, path: &str) -> (u32, String) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(c, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut r = String::new();
+    c.read_to_string(&mut r).unwrap();
+    let code = r.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = r.split_once("\r\n\r\n").unwrap().1.to_string();
+    (code, body)
+}
+
+/// Issue 16: `stat --listen ADDR` serves the metrics over HTTP (the same
+/// text `stat --prometheus` prints, encoded by prometheus-client); every
+/// scrape reads the streams anew; SIGTERM ends it with exit 0.
+#[test]
+fn stat_listen_serves_metrics_over_http() {
+    use std::io::BufRead;
+    let _w = Watchdog::new("stat_listen_serves_metrics_over_http", LIMIT);
+    let root = Root::new("listen");
+    root.ok(&["create", "s", "--ring", "1M"]);
+    root.ok_in(&["put", "s"], b"one\ntwo\n");
+    let mut cmd = root.cmd(&["stat", "--listen", "127.0.0.1:0"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut server = Bg::spawn(cmd);
+    let mut first = String::new();
+    std::io::BufReader::new(server.child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let port: u16 = first
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.strip_suffix("/metrics"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {first:?}"));
+    let tail = root.stat("s")["tail"].as_u64().unwrap();
+    let (code, body) = http_get(port, "/metrics");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains(&format!("ipcress_tail_bytes{{stream=\"s\"}} {tail}\n")),
+        "{body}"
+    );
+    assert!(
+        body.contains("ipcress_messages_total{stream=\"s\"} 2\n"),
+        "{body}"
+    );
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    root.ok(&["create", "t", "--ring", "64K"]);
+    let (_, body) = http_get(port, "/metrics?x=1");
+    assert!(
+        body.contains("ipcress_tail_bytes{stream=\"t\"} 0\n"),
+        "{body}"
+    );
+    assert_eq!(http_get(port, "/").0, 404);
+    server.signal(Signal::TERM);
+    let st = server.wait(LIMIT);
+    assert_eq!(st.code(), Some(0), "{}", server.stderr());
 }
