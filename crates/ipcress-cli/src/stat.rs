@@ -11,7 +11,7 @@ use ipcress::Stream;
 use serde::Serialize;
 
 use crate::cli::StatArgs;
-use crate::units::{human_bytes, human_rate};
+use crate::units::{human_bytes, human_bytes_rate, human_rate};
 use crate::{Ctx, load_key};
 
 /// One stream's numbers. Field names are stable (docs/CLI.md).
@@ -256,8 +256,8 @@ pub fn table(st: &StreamStat) -> String {
     };
     let rates = if st.interval_ms > 0 {
         format!(
-            "{}B/s, {} msg/s",
-            human_rate(st.bytes_per_sec),
+            "{}, {} msg/s",
+            human_bytes_rate(st.bytes_per_sec),
             human_rate(st.messages_per_sec)
         )
     } else {

@@ -18,7 +18,7 @@ use ratatui::{DefaultTerminal, Frame};
 use crate::Ctx;
 use crate::cli::TopArgs;
 use crate::stat::{Sample, StreamStat, collect, sample};
-use crate::units::{human_bytes, human_rate};
+use crate::units::{human_bytes, human_bytes_rate, human_rate};
 
 struct Watched {
     stream: Stream,
@@ -110,7 +110,7 @@ fn cells(name: &str, e: &Entry) -> Vec<String> {
                 s.layout.to_string(),
                 human_bytes(s.capacity_bytes.unwrap_or(s.segment_bytes)),
                 s.tail.to_string(),
-                format!("{}B", human_rate(s.bytes_per_sec)),
+                human_bytes_rate(s.bytes_per_sec),
                 human_rate(s.messages_per_sec),
                 s.live_producers.to_string(),
                 s.consumers.len().to_string(),

@@ -107,25 +107,24 @@ pub fn parse_name(s: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-/// `1.5 GiB`, `64 MiB`, `12 B`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else if v.fract() == 0.0 {
-        format!("{v:.0} {}", UNITS[u])
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+/// How sizes are shown everywhere: binary units (KiB, MiB, ...), one
+/// decimal where it matters (`1.5 GiB`, `64 MiB`, `12 B`), by `humansize`.
+fn binary_1() -> humansize::FormatSizeOptions {
+    humansize::BINARY.decimal_places(1).decimal_zeroes(0)
 }
 
-/// `12.3 k/s`, `4.5 M/s`.
+/// `1.5 GiB`, `64 MiB`, `12 B`.
+pub fn human_bytes(n: u64) -> String {
+    humansize::format_size(n, binary_1())
+}
+
+/// A rate of bytes, in the same units as sizes: `12.3 KiB/s`.
+pub fn human_bytes_rate(v: f64) -> String {
+    format!("{}/s", human_bytes(v.max(0.0) as u64))
+}
+
+/// A rate of records (counts, not bytes, so powers of 1000): `12.3 k`,
+/// `4.5 M`.
 pub fn human_rate(v: f64) -> String {
     if v >= 1e9 {
         format!("{:.1} G", v / 1e9)
@@ -217,5 +216,14 @@ mod tests {
         assert_eq!(human_bytes(12), "12 B");
         assert_eq!(human_bytes(64 << 20), "64 MiB");
         assert_eq!(human_bytes(1536), "1.5 KiB");
+    }
+
+    #[test]
+    fn sizes_and_byte_rates_are_shown_in_binary_units() {
+        assert_eq!(human_bytes(12), "12 B");
+        assert_eq!(human_bytes(64 << 20), "64 MiB");
+        assert_eq!(human_bytes(3 << 29), "1.5 GiB");
+        assert_eq!(human_bytes_rate(12_595.2), "12.3 KiB/s");
+        assert_eq!(human_rate(4_500_000.0), "4.5 M");
     }
 }
