@@ -135,6 +135,9 @@ pub fn rm(ctx: &Ctx, a: RmArgs) -> Result<()> {
             let s = ctx.open(&a.name, None)?;
             s.remove_consumer(c).map_err(|e| explain(&a.name, e))
         }
+        None if a.force => {
+            Stream::remove_forced_in(&ctx.root, &a.name).map_err(|e| explain(&a.name, e))
+        }
         None => Stream::remove_in(&ctx.root, &a.name).map_err(|e| explain(&a.name, e)),
     }
 }

@@ -138,6 +138,10 @@ pub struct RmArgs {
     /// Remove only this durable consumer or group of the stream
     #[arg(long, value_name = "C", value_parser = name_arg)]
     pub consumer: Option<String>,
+    /// Remove the stream even while processes use it: each of them stops
+    /// with "stream NAME was removed" at its next wait
+    #[arg(long, conflicts_with = "consumer")]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]

@@ -88,6 +88,7 @@ pub fn explain(name: &str, e: ipcress::Error) -> anyhow::Error {
         | E::InvalidName { .. }
         | E::InUse { .. }
         | E::StreamInUse { .. }
+        | E::Removed { .. }
         | E::Decode { .. }
         | E::Key(_)
         | E::InvalidOptions(_)

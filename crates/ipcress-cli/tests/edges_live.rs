@@ -100,6 +100,44 @@ fn blocked_put_ends_on_the_first_sigterm() {
 /// Item 7: `rm` of a stream that a running `put` and `get -f` have open is
 /// refused with one clear line; the put goes on and loses nothing. Once
 /// they have exited, `rm` removes it.
+/// Issue 16: `rm --force` removes a stream in use, and its holders stop
+/// with one clear line instead of writing into a stream nobody can see: a
+/// follower blocked in `get -f` and a `put` blocked on a full ring (its
+/// durable consumer `d` never reads) both end with "stream s was removed".
+#[test]
+fn rm_force_removes_a_stream_in_use_and_its_holders_say_so() {
+    let _w = Watchdog::new("rm_force_removes_a_stream_in_use", LIMIT);
+    let root = Root::new("rmforce");
+    root.ok(&["create", "s", "--ring", "64K"]);
+    root.ok(&["get", "s", "--consumer", "d", "--count", "0"]);
+    let mut follow = Bg::spawn({
+        let mut c = root.cmd(&["get", "s", "-f"]);
+        c.stdout(Stdio::null()).stderr(Stdio::piped());
+        c
+    });
+    root.await_consumers("s", 1);
+    let (mut put, mut stdin) = spawn_put_piped(&root);
+    // More than the ring holds (and less than the ring and the pipe
+    // together): put ends up waiting on `d`.
+    stdin.write_all(&lines(1000)).unwrap();
+    stdin.flush().unwrap();
+    await_blocked(&root, 32 << 10);
+    assert_eq!(
+        root.run(&["rm", "s"]).code(),
+        1,
+        "in use: refused without --force"
+    );
+    root.ok(&["rm", "s", "--force"]);
+    assert!(!root.path().join("s").exists());
+    for (what, bg) in [("get -f", &mut follow), ("put", &mut put)] {
+        let st = bg.wait(LIMIT);
+        let err = bg.stderr();
+        assert_eq!(st.code(), Some(1), "{what}: {err}");
+        assert_eq!(err.trim_end(), "ipcress: stream s was removed", "{what}");
+    }
+    drop(stdin);
+}
+
 #[test]
 fn rm_refuses_a_stream_in_use() {
     let _w = Watchdog::new("rm_refuses_a_stream_in_use", LIMIT);

@@ -10,5 +10,6 @@ pub(crate) mod message;
 pub(crate) mod open;
 pub(crate) mod producer;
 pub(crate) mod raw;
+pub(crate) mod remove;
 pub(crate) mod slots;
 pub(crate) mod stream;

@@ -295,6 +295,9 @@ pub mod meta {
     pub const EPOCH: usize = 768;
     /// Owner word of the lock that serialises creating named slots.
     pub const REG_LOCK: usize = 896;
+    /// 1 once the stream was removed by force (`rm --force`): every holder
+    /// stops with `Error::Removed` at its next wait or slow path.
+    pub const REMOVED: usize = 1024;
 
     /// Offset of the first consumer slot.
     pub const CONSUMERS: usize = 4096;

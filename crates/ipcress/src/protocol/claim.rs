@@ -307,6 +307,9 @@ impl Producer {
     pub(crate) fn claim_slow(&mut self, total: u64, try_only: bool) -> Result<Claim> {
         self.fast_end = 0;
         loop {
+            // A stream removed by force ends its producers (`rm --force`
+            // bumps the generation, so fast claims come here).
+            self.s.removed()?;
             if try_only
                 && (self.must_wait(self.s.tail() + total)
                     || self.claim_held_back(self.s.tail() + total))
@@ -321,6 +324,7 @@ impl Producer {
             // taken, until the space is free.)
             while self.must_wait(self.s.tail() + total) {
                 self.check_interrupt()?;
+                self.s.removed()?;
                 self.park_for_space(self.s.tail() + total);
             }
             let t = self.s.tail();

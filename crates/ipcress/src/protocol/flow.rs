@@ -38,6 +38,7 @@ impl Producer {
         let mut held_since: Option<Instant> = None;
         loop {
             if self.must_wait(end) {
+                self.s.removed()?;
                 self.park_for_space(end);
                 continue;
             }

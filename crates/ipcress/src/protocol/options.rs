@@ -1,5 +1,6 @@
 //! What a stream is made with: layout, policy, checksum, codecs, sizes
-//! and timeouts, checked once when the stream is created.
+//! and timeouts, checked once when the stream is created; and where and how
+//! a consumer reads (`StartAt`, `Wait`).
 
 use std::time::Duration;
 
@@ -362,4 +363,45 @@ impl StreamOptions {
         }
         Ok(o)
     }
+}
+
+/// Where a new consumer starts.
+/// ```
+/// # use ipcress::{StartAt, Stream, StreamOptions};
+/// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+/// let mut producer = stream.producer()?;
+/// let (_, second) = (producer.send(b"one")?, producer.send(b"two")?);
+/// let mut from_second = stream.subscribe(StartAt::Position(second))?;
+/// assert_eq!(from_second.recv()?.bytes(), Some(&b"two"[..]));
+/// assert_eq!(stream.subscribe(StartAt::End)?.position(), stream.tail());
+/// # Ok::<(), ipcress::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StartAt {
+    /// The oldest retained record.
+    Start,
+    /// The tail: only records written from now on.
+    End,
+    /// A record's position (must be retained).
+    Position(u64),
+}
+
+/// How a consumer waits for data.
+/// ```
+/// # use ipcress::{StartAt, Stream, StreamOptions, Wait};
+/// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+/// let mut consumer = stream.subscribe(StartAt::End)?; // parks by default
+/// consumer.set_wait(Wait::Spin);
+/// assert!(consumer.recv_timeout(std::time::Duration::from_millis(1))?.is_none());
+/// # Ok::<(), ipcress::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Wait {
+    /// Spin briefly, then sleep on a futex (lowest CPU).
+    #[default]
+    Park,
+    /// Spin without sleeping (lowest latency, burns a core).
+    Spin,
 }

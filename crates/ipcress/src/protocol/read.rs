@@ -10,51 +10,11 @@ use crate::error::{Error, Result};
 use crate::format::*;
 use crate::protocol::group::*;
 use crate::protocol::options::*;
+pub(crate) use crate::protocol::options::{StartAt, Wait};
 use crate::protocol::registry::*;
 use crate::protocol::shared::*;
 use crate::storage::Seg;
 use crate::sys::{self, SlotRef};
-
-/// Where a new consumer starts.
-/// ```
-/// # use ipcress::{StartAt, Stream, StreamOptions};
-/// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
-/// let mut producer = stream.producer()?;
-/// let (_, second) = (producer.send(b"one")?, producer.send(b"two")?);
-/// let mut from_second = stream.subscribe(StartAt::Position(second))?;
-/// assert_eq!(from_second.recv()?.bytes(), Some(&b"two"[..]));
-/// assert_eq!(stream.subscribe(StartAt::End)?.position(), stream.tail());
-/// # Ok::<(), ipcress::Error>(())
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum StartAt {
-    /// The oldest retained record.
-    Start,
-    /// The tail: only records written from now on.
-    End,
-    /// A record's position (must be retained).
-    Position(u64),
-}
-
-/// How a consumer waits for data.
-/// ```
-/// # use ipcress::{StartAt, Stream, StreamOptions, Wait};
-/// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
-/// let mut consumer = stream.subscribe(StartAt::End)?; // parks by default
-/// consumer.set_wait(Wait::Spin);
-/// assert!(consumer.recv_timeout(std::time::Duration::from_millis(1))?.is_none());
-/// # Ok::<(), ipcress::Error>(())
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Wait {
-    /// Spin briefly, then sleep on a futex (lowest CPU).
-    #[default]
-    Park,
-    /// Spin without sleeping (lowest latency, burns a core).
-    Spin,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -475,10 +435,16 @@ impl Consumer {
     }
 
     pub(crate) fn poll_slow(&mut self) -> Result<Option<Delivered>> {
-        if self.fresh {
-            return self.poll_fresh();
+        let got = if self.fresh {
+            self.poll_fresh()?
+        } else {
+            self.poll_slow_inner()?
+        };
+        if got.is_none() {
+            // Nothing here: a stream removed by force ends its readers.
+            self.s.removed()?;
         }
-        self.poll_slow_inner()
+        Ok(got)
     }
 
     /// `poll_slow` until the first message of a consumer made at the

@@ -156,6 +156,17 @@ impl Inner {
         self.head_word().load(Acquire)
     }
     #[inline]
+    /// Was the stream removed by force while we held it (`meta::REMOVED`)?
+    pub fn removed(&self) -> crate::error::Result<()> {
+        if self.meta.u64_at(meta::REMOVED).load(Acquire) != 0 {
+            return Err(crate::error::Error::Removed {
+                what: "stream",
+                name: self.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
     pub fn gen_word(&self) -> &AtomicU64 {
         self.meta.u64_at(meta::EPOCH)
     }
