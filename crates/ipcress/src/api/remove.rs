@@ -4,10 +4,9 @@
 use std::fs;
 use std::path::Path;
 
-use crate::api::stream::Stream;
+use crate::api::stream::{Stream, dir_to_remove};
 use crate::error::{Error, Result};
 use crate::format::meta;
-use crate::protocol::attach::validate_name;
 use crate::storage::MetaMap;
 use crate::sync::atomic::Ordering::*;
 use crate::sys;
@@ -32,16 +31,9 @@ impl Stream {
     /// # std::fs::remove_dir_all(&root).unwrap(); Ok::<(), ipcress::Error>(())
     /// ```
     pub fn remove_forced_in(root: &Path, name: &str) -> Result<()> {
-        validate_name(name)?;
-        let dir = root.join(name);
-        let md = fs::symlink_metadata(&dir).map_err(|_| Error::NotFound {
-            what: "stream",
-            name: name.into(),
-        })?;
-        if !md.is_dir() {
-            // Never follow a link out of the root: remove the link itself.
-            return fs::remove_file(&dir).map_err(|e| Error::from_os(&dir, "remove", e));
-        }
+        let Some(dir) = dir_to_remove(root, name)? else {
+            return Ok(());
+        };
         // A meta file we cannot map is no stream anyone can have open.
         if let Ok(m) = MetaMap::open(&dir.join("meta")) {
             let r = m.region();

@@ -305,16 +305,9 @@ impl Stream {
     /// # std::fs::remove_dir_all(&root).unwrap(); Ok::<(), ipcress::Error>(())
     /// ```
     pub fn remove_in(root: &Path, name: &str) -> Result<()> {
-        validate_name(name)?;
-        let dir = root.join(name);
-        let md = fs::symlink_metadata(&dir).map_err(|_| Error::NotFound {
-            what: "stream",
-            name: name.into(),
-        })?;
-        if !md.is_dir() {
-            // Never follow a link out of the root: remove the link itself.
-            return fs::remove_file(&dir).map_err(|e| Error::from_os(&dir, "remove", e));
-        }
+        let Some(dir) = dir_to_remove(root, name)? else {
+            return Ok(());
+        };
         // Every process that has the stream open holds a shared `flock` on
         // its meta file (see `open_with`); the exclusive lock, held until
         // the directory is gone, proves nobody does and keeps a new opener
@@ -495,4 +488,21 @@ impl Stream {
             .flush()
             .map_err(|e| Error::io("msync meta", e))
     }
+}
+
+/// The directory of stream `name` under `root`, to be removed; None when
+/// the name was not a directory but a link or a file, which is removed
+/// itself (a link out of the root is never followed).
+pub(crate) fn dir_to_remove(root: &Path, name: &str) -> Result<Option<PathBuf>> {
+    validate_name(name)?;
+    let dir = root.join(name);
+    let md = fs::symlink_metadata(&dir).map_err(|_| Error::NotFound {
+        what: "stream",
+        name: name.into(),
+    })?;
+    if !md.is_dir() {
+        fs::remove_file(&dir).map_err(|e| Error::from_os(&dir, "remove", e))?;
+        return Ok(None);
+    }
+    Ok(Some(dir))
 }
