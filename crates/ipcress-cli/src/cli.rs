@@ -8,7 +8,8 @@ use ipcress::Compression;
 
 use crate::framing::Framing;
 use crate::units::{
-    Retain, parse_age, parse_from, parse_mode, parse_name, parse_retain, parse_size,
+    Retain, parse_age, parse_from, parse_mode, parse_name, parse_record_size, parse_retain,
+    parse_size,
 };
 
 /// Streams of data between processes through shared memory.
@@ -181,11 +182,17 @@ pub struct FramingArgs {
     /// One record per file (put) / raw bytes without separator (get)
     #[arg(long)]
     pub whole: bool,
+    /// Fixed-size records of BYTES each, back to back (raw video frames, say);
+    /// put refuses input that ends inside a record; get writes them back to back
+    #[arg(long, value_name = "BYTES", value_parser = parse_record_size)]
+    pub record_size: Option<usize>,
 }
 
 impl FramingArgs {
     pub fn framing(&self) -> Framing {
-        if self.length_prefixed {
+        if let Some(n) = self.record_size {
+            Framing::Fixed(n)
+        } else if self.length_prefixed {
             Framing::LengthPrefixed
         } else if self.whole {
             Framing::Whole

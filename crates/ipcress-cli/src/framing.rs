@@ -26,6 +26,9 @@ pub enum Framing {
     LengthPrefixed,
     /// One record for the whole input / raw bytes.
     Whole,
+    /// Records of exactly this many bytes, back to back (raw video
+    /// frames); on output, raw bytes like `Whole`.
+    Fixed(usize),
 }
 
 /// Why moving records stopped.
@@ -232,6 +235,20 @@ pub fn send_records(
                 n += 1;
             }
         }
+        Framing::Fixed(size) => {
+            let mut rec = vec![0u8; size];
+            loop {
+                if stop.load(Relaxed) {
+                    return Err(MoveError::Interrupted);
+                }
+                if !read_record(r, &mut rec)? {
+                    break;
+                }
+                send_one(p, &rec)?;
+                on_record();
+                n += 1;
+            }
+        }
         Framing::LengthPrefixed => {
             let mut rec = Vec::new();
             loop {
@@ -253,6 +270,27 @@ pub fn send_records(
         }
     }
     Ok(n)
+}
+
+/// Fill `buf` with the next fixed-size record: Ok(false) at a clean end
+/// of input, an error if the input ends inside the record.
+fn read_record(r: &mut dyn BufRead, buf: &mut [u8]) -> Result<bool, MoveError> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) if got == 0 => return Ok(false),
+            Ok(0) => {
+                return Err(MoveError::Truncated(format!(
+                    "input ends inside a record: {got} of {} bytes (--record-size)",
+                    buf.len()
+                )));
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(MoveError::Io(e)),
+        }
+    }
+    Ok(true)
 }
 
 /// The next u32 LE length, or None at a clean end of input.
@@ -304,7 +342,7 @@ pub fn write_message(
                 out.write_all(&len.to_le_bytes()).map_err(MoveError::Io)?;
                 out.write_all(b).map_err(MoveError::Io)?;
             }
-            Framing::Whole => out.write_all(b).map_err(MoveError::Io)?,
+            Framing::Whole | Framing::Fixed(_) => out.write_all(b).map_err(MoveError::Io)?,
         }
         return Ok(b.len() as u64);
     }
@@ -427,6 +465,44 @@ mod tests {
         let (n, out) = round_trip(Framing::Whole, &input);
         assert_eq!(n, 1);
         assert_eq!(out, input);
+    }
+
+    #[test]
+    fn fixed_size_records() {
+        // 7 records of 100,000 bytes: each is one record, in order, and the
+        // output is the input (records larger than a frame go through a
+        // writer).
+        let input: Vec<u8> = (0..700_000u32).map(|i| (i % 253) as u8).collect();
+        let (n, out) = round_trip(Framing::Fixed(100_000), &input);
+        assert_eq!(n, 7);
+        assert_eq!(out, input);
+        let (n, out) = round_trip(Framing::Fixed(3), b"abcdef");
+        assert_eq!((n, &out[..]), (2, &b"abcdef"[..]));
+    }
+
+    #[test]
+    fn truncated_fixed_size_record() {
+        let root = Root(std::env::temp_dir().join(format!(
+            "ipcress-cli-framing-fixed-trunc-{}",
+            std::process::id()
+        )));
+        let s = Stream::create_in(&root.0, "s", &StreamOptions::ring(1 << 16)).unwrap();
+        let mut c = s.subscribe(From::Start).unwrap();
+        let mut p = s.producer().unwrap();
+        let stop = AtomicBool::new(false);
+        let e = send_records(
+            &mut &b"abcdefg"[..],
+            Framing::Fixed(3),
+            &mut p,
+            &stop,
+            &mut || {},
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("1 of 3 bytes"), "{e}");
+        // The two whole records were sent, the partial one was not.
+        assert_eq!(c.recv().unwrap().to_vec().unwrap(), b"abc");
+        assert_eq!(c.recv().unwrap().to_vec().unwrap(), b"def");
+        assert!(c.try_recv().unwrap().is_none());
     }
 
     #[test]

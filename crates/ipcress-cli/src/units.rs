@@ -30,6 +30,16 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(1u64 << shift).ok_or_else(bad)
 }
 
+/// Parse a record size for `--record-size`: a size (`230400`, `6M`) from
+/// 1 byte to 1 GiB (one record is read into memory before it is sent).
+pub fn parse_record_size(s: &str) -> Result<usize, String> {
+    let n = parse_size(s)?;
+    if n == 0 || n > 1 << 30 {
+        return Err(format!("bad record size {s:?}: expected 1 byte to 1G"));
+    }
+    Ok(n as usize)
+}
+
 /// Parse an age: a number with a unit `ms`, `s`, `m` (minutes), `h`, `d`
 /// or `w`: `500ms`, `30s`, `10m`, `2h`, `7d`.
 pub fn parse_age(s: &str) -> Result<Duration, String> {
