@@ -9,7 +9,7 @@ use crate::Error;
 
 macro_rules! kinds {
     ($($name:ident: $doc:literal),* $(,)?) => {
-        $(create_exception!(_ipcress, $name, Error, $doc);)*
+        $(create_exception!(ipcress, $name, Error, $doc);)*
 
         /// Add every class to the module.
         pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

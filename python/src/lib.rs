@@ -82,7 +82,7 @@ fn closed() -> PyErr {
 }
 
 create_exception!(
-    _ipcress,
+    ipcress,
     Error,
     PyException,
     "Base class of every error of the ipcress library."
