@@ -2,6 +2,7 @@
 CLI on either side, and the API's basic contracts."""
 
 import hashlib
+import os
 import subprocess
 
 import numpy as np
@@ -157,18 +158,26 @@ def test_errors_are_classes_under_error(root):
         p.send(bytes(s.max_message_len + 1))
     assert e.value.max == s.max_message_len
     # A full ring under the block policy: try_send raises FullError.
-    s.subscribe()
+    sub = s.subscribe()  # holds the ring
     with pytest.raises(ipcress.FullError):
         for _ in range(100_000):
             p.try_send(bytes(1000))
+    assert sub.lag > 0
     with pytest.raises(ipcress.StreamInUseError):
         ipcress.Stream.remove("s", root=root)
-    with pytest.raises(ipcress.InUseError):
-        s.consumer("d")
-        run_child(
-            "import sys, ipcress; ipcress.Stream.open('s', root=sys.argv[1]).consumer('d')",
-            root,
-        )
+    d = s.consumer("d")
+    out = run_child(
+        """
+import sys, ipcress
+try:
+    ipcress.Stream.open("s", root=sys.argv[1]).consumer("d")
+except ipcress.InUseError as e:
+    print(type(e).__name__, e.pid)
+""",
+        root,
+    )
+    assert out.split() == ["InUseError", str(os.getpid())]
+    d.close()
 
 
 def test_reservation_aborts_on_exception_and_refuses_while_exported(root):
@@ -192,11 +201,14 @@ def test_reservation_aborts_on_exception_and_refuses_while_exported(root):
         r.commit()
     m = c.recv(timeout=5)
     assert bytes(m) == bytes([7] * 8)  # the aborted record was skipped
-    # A writer aborted by an exception is skipped too.
+    # A writer aborted by an exception: readers get AbortedError (not
+    # fatal) and go on with the next message.
     with pytest.raises(KeyError):
         with p.writer() as w:
-            w.write(b"y" * 1_000_000)
+            w.write(b"y" * 300_000)
             raise KeyError("x")
     p.send(b"after")
+    with pytest.raises(ipcress.AbortedError):
+        c.recv(timeout=5)
     assert bytes(c.recv(timeout=5)) == b"after"
     assert c.try_recv() is None
