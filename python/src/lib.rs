@@ -144,16 +144,16 @@ impl Drop for Blocking {
 
 // ---- options ----------------------------------------------------------
 
-fn parse_start(v: Option<&Bound<'_, PyAny>>) -> PyResult<ipcress::From> {
+fn parse_start(v: Option<&Bound<'_, PyAny>>) -> PyResult<ipcress::StartAt> {
     let Some(v) = v else {
-        return Ok(ipcress::From::Start);
+        return Ok(ipcress::StartAt::Start);
     };
     if let Ok(p) = v.extract::<u64>() {
-        return Ok(ipcress::From::Position(p));
+        return Ok(ipcress::StartAt::Position(p));
     }
     match v.extract::<String>()?.as_str() {
-        "start" => Ok(ipcress::From::Start),
-        "end" => Ok(ipcress::From::End),
+        "start" => Ok(ipcress::StartAt::Start),
+        "end" => Ok(ipcress::StartAt::End),
         s => Err(PyValueError::new_err(format!(
             "start must be 'start', 'end' or a position, not {s:?}"
         ))),
@@ -171,10 +171,7 @@ fn load_key(key_file: Option<PathBuf>) -> PyResult<Option<ipcress::Key>> {
 }
 
 fn layout_name(l: ipcress::Layout) -> &'static str {
-    match l {
-        ipcress::Layout::Ring => "ring",
-        ipcress::Layout::Log => "log",
-    }
+    l.as_str()
 }
 
 // ---- Stream -----------------------------------------------------------
@@ -450,20 +447,8 @@ impl Stream {
         d.set_item("layout", layout_name(s.layout()))?;
         d.set_item("capacity", s.capacity())?;
         d.set_item("segment_size", s.segment_size())?;
-        d.set_item(
-            "policy",
-            match s.policy() {
-                ipcress::Policy::Block => "block",
-                ipcress::Policy::Overwrite => "overwrite",
-            },
-        )?;
-        d.set_item(
-            "checksum",
-            match s.checksum() {
-                ipcress::Checksum::Crc32c => "crc32c",
-                ipcress::Checksum::None => "none",
-            },
-        )?;
+        d.set_item("policy", s.policy().as_str())?;
+        d.set_item("checksum", s.checksum().as_str())?;
         d.set_item("compression", s.compression().to_string())?;
         d.set_item("encrypted", s.encrypted())?;
         d.set_item("head", s.head())?;
@@ -501,11 +486,38 @@ impl Stream {
 
 // ---- Producer ---------------------------------------------------------
 
-/// What a producer has lent out: one reservation or one writer at a time.
-enum Lent {
-    Grant(ipcress::Grant<'static>),
-    Writer(ipcress::MessageWriter<'static>),
+/// A grant's commit, with the grant inside (dropping it aborts the grant).
+type Commit = Box<dyn FnOnce() -> ipcress::Result<u64> + Send>;
+
+/// What a writer can be asked to do.
+enum WriterOp<'b> {
+    Write(&'b [u8]),
+    Finish,
 }
+
+/// A message writer, inside the closure that drives it (dropping it
+/// closes the message as aborted).
+type Drive = Box<dyn for<'b> FnMut(WriterOp<'b>) -> std::io::Result<Option<u64>> + Send>;
+
+/// What a producer has lent out: one reservation or one writer at a time.
+/// The library's `Grant` and `MessageWriter`, which borrow the producer,
+/// are held inside closures, so that this binding names neither type.
+enum Lent {
+    Grant {
+        commit: Commit,
+        /// The grant's space: fixed while the grant lives (a claimed frame
+        /// in the mapping, or the grant's own staging buffer on the heap).
+        ptr: *mut u8,
+        len: usize,
+        position: Option<u64>,
+    },
+    Writer(Drive),
+}
+
+// SAFETY: `ptr` is the address of memory owned by the grant held in
+// `commit` (which is `Send`); it is only dereferenced by the thread that
+// holds `&mut ProducerState`.
+unsafe impl Send for Lent {}
 
 struct ProducerState {
     /// Declared before `producer`: dropped first (a grant is aborted, a
@@ -614,14 +626,20 @@ impl Producer {
         // (`free`), and `lent` is dropped before the producer (field order;
         // `close` drops it first too).
         let p = unsafe { p.lend() };
-        let g = blocking(py, &flag, || {
+        let mut g = blocking(py, &flag, || {
             // SAFETY: each attempt reborrows the same unique producer; a
             // failed attempt's borrow has ended before the next.
             let p: &'static mut ipcress::Producer = unsafe { &mut *(p as *mut _) };
             p.reserve(n)
         })?;
+        let (ptr, len, position) = (g.as_mut_ptr(), g.len(), g.position());
         st.seq += 1;
-        st.lent = Some(Lent::Grant(g));
+        st.lent = Some(Lent::Grant {
+            commit: Box::new(move || g.commit()),
+            ptr,
+            len,
+            position,
+        });
         Ok(Reservation {
             producer: slf.clone().unbind(),
             seq: st.seq,
@@ -640,8 +658,17 @@ impl Producer {
         // SAFETY: as in `reserve`: the writer's loan is tracked in `lent`.
         let p = unsafe { p.lend() };
         let w = py.detach(|| p.writer()).map_err(to_py)?;
+        let mut w = Some(w);
+        let drive: Drive = Box::new(move |op| match (op, &mut w) {
+            (WriterOp::Write(d), Some(w)) => std::io::Write::write_all(w, d).map(|()| None),
+            (WriterOp::Finish, w) => match w.take() {
+                Some(w) => w.finish().map(Some).map_err(std::io::Error::other),
+                None => Ok(None),
+            },
+            (WriterOp::Write(_), None) => Ok(None),
+        });
         st.seq += 1;
-        st.lent = Some(Lent::Writer(w));
+        st.lent = Some(Lent::Writer(drive));
         Ok(RawWriter {
             producer: slf.clone().unbind(),
             seq: st.seq,
@@ -719,7 +746,7 @@ impl Reservation {
             return Err(exported(n, "reservation"));
         }
         match st.lent.take() {
-            Some(Lent::Grant(g)) => py.detach(|| g.commit()).map_err(to_py),
+            Some(Lent::Grant { commit, .. }) => py.detach(commit).map_err(to_py),
             other => {
                 st.lent = other;
                 Err(PyValueError::new_err("not a reservation"))
@@ -741,7 +768,7 @@ impl Reservation {
     fn position(&self, py: Python<'_>) -> PyResult<Option<u64>> {
         let mut p = self.producer.bind(py).try_borrow_mut()?;
         match &loan(&mut p, self.seq)?.lent {
-            Some(Lent::Grant(g)) => Ok(g.position()),
+            Some(Lent::Grant { position, .. }) => Ok(*position),
             _ => Ok(None),
         }
     }
@@ -749,7 +776,7 @@ impl Reservation {
     fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
         let mut p = self.producer.bind(py).try_borrow_mut()?;
         match &loan(&mut p, self.seq)?.lent {
-            Some(Lent::Grant(g)) => Ok(g.len()),
+            Some(Lent::Grant { len, .. }) => Ok(*len),
             _ => Ok(0),
         }
     }
@@ -791,10 +818,9 @@ impl Reservation {
         let me = slf.get();
         let mut p = me.producer.bind(py).try_borrow_mut()?;
         let st = loan(&mut p, me.seq)?;
-        let Some(Lent::Grant(g)) = &mut st.lent else {
+        let Some(Lent::Grant { ptr, len, .. }) = st.lent else {
             return Err(PyValueError::new_err("not a reservation"));
         };
-        let (ptr, len) = (g.as_mut_ptr(), g.len());
         // SAFETY: `view` is the caller's Py_buffer; `ptr..ptr+len` is the
         // grant's space, which stays claimed and mapped while `exports` is
         // above zero (commit, abort, close and drop refuse or wait until
@@ -842,6 +868,17 @@ impl Drop for Reservation {
     }
 }
 
+/// The library's error inside an `io::Error` (a writer's), or the I/O error.
+fn io_to_py(e: std::io::Error) -> PyErr {
+    match e.downcast::<ipcress::Error>() {
+        Ok(e) => to_py(e),
+        Err(e) => to_py(ipcress::Error::Io {
+            context: "write message".into(),
+            source: e,
+        }),
+    }
+}
+
 /// One message written in fragments (wrapped by `ipcress.Writer`).
 #[pyclass(module = "ipcress")]
 struct RawWriter {
@@ -858,14 +895,7 @@ impl RawWriter {
         let Some(Lent::Writer(w)) = &mut st.lent else {
             return Err(PyValueError::new_err("not a writer"));
         };
-        py.detach(|| std::io::Write::write_all(w, data))
-            .map_err(|e| match e.downcast::<ipcress::Error>() {
-                Ok(e) => to_py(e),
-                Err(e) => to_py(ipcress::Error::Io {
-                    context: "write message".into(),
-                    source: e,
-                }),
-            })?;
+        py.detach(|| w(WriterOp::Write(data))).map_err(io_to_py)?;
         Ok(data.len())
     }
 
@@ -874,7 +904,11 @@ impl RawWriter {
         let mut p = self.producer.bind(py).try_borrow_mut()?;
         let st = loan(&mut p, self.seq)?;
         match st.lent.take() {
-            Some(Lent::Writer(w)) => py.detach(|| w.finish()).map_err(to_py),
+            Some(Lent::Writer(mut w)) => match py.detach(|| w(WriterOp::Finish)) {
+                Ok(Some(position)) => Ok(position),
+                Ok(None) => Err(PyValueError::new_err("the writer is finished")),
+                Err(e) => Err(io_to_py(e)),
+            },
             other => {
                 st.lent = other;
                 Err(PyValueError::new_err("not a writer"))
