@@ -320,6 +320,7 @@ def main():
     ap.add_argument("--small", type=int, default=200_000, help="64-byte messages per run")
     ap.add_argument("--frames", type=int, default=300, help="1080p frames per run")
     ap.add_argument("--only", help="comma-separated transports")
+    ap.add_argument("--reps", type=int, default=3, help="repetitions; the median is printed")
     a = ap.parse_args()
     global mp
     mp = mp.get_context("spawn")
@@ -345,11 +346,17 @@ def main():
     print(f"# {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, numpy {np.__version__}")
     for size, n, unit in ((SMALL, a.small, "msg/s"), (FRAME, a.frames, "frames/s")):
         for name, run in transports.items():
-            secs, total = run(n, size)
-            expect = n * SMALL if size == SMALL else None
-            if expect is not None and total != expect:
-                raise RuntimeError(f"{name}: got {total} bytes, expected {expect}")
-            print(f"{name:24} {size:>9} B  {n / secs:>12,.0f} {unit}  ({n} in {secs:.3f} s)", flush=True)
+            times = []
+            for _ in range(a.reps):
+                secs, total = run(n, size)
+                expect = n * SMALL if size == SMALL else None
+                if expect is not None and total != expect:
+                    raise RuntimeError(f"{name}: got {total} bytes, expected {expect}")
+                times.append(secs)
+            secs = sorted(times)[len(times) // 2]
+            spread = ", ".join(f"{n / t:,.0f}" for t in times)
+            print(f"{name:24} {size:>9} B  {n / secs:>12,.0f} {unit}  (median of {a.reps}: {spread})",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -487,7 +487,7 @@ mod tests {
             std::process::id()
         )));
         let s = Stream::create_in(&root.0, "s", &StreamOptions::ring(1 << 16)).unwrap();
-        let mut c = s.subscribe(From::Start).unwrap();
+        let mut c = s.subscribe(StartAt::Start).unwrap();
         let mut p = s.producer().unwrap();
         let stop = AtomicBool::new(false);
         let e = send_records(
