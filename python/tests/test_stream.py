@@ -54,12 +54,12 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_round_trip_across_processes(root, case):
+def test_round_trip_across_processes(root, case, cli):
     opts = dict(CASES[case])
     key = ""
     if opts.pop("encrypt", False):
         key = str(root / "key")
-        ipcress.keygen(key)
+        subprocess.run([cli, "keygen", key], check=True, capture_output=True)
         opts["key_file"] = key
     s = ipcress.Stream.create("s", root=root, **opts)
     c = s.consumer("reader")
