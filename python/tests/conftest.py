@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-IN_CI = os.environ.get("CI", "") not in ("", "0", "false")
 
 
 def find_cli():
