@@ -7,10 +7,11 @@ input's order. Reservations take their place in the output stream in the
 order they are made, so a worker reserves the output frame for input
 position p only once every other worker is known to hold, or to be about to
 receive, only positions after p: each worker publishes such a lower bound
-in a small shared array (`bounds`, one uint64 per worker): the position of
-the frame it holds, else its consumer's position (the next one it can be
-given). An empty record marks the end of the input: the worker that gets it
-passes it on to the next one and stops.
+in a small shared array (`bounds`, one uint64 per worker): its consumer's
+position while it holds nothing (the next position it can be given), the
+position of the frame it holds, and p + 1 once it has reserved for p. An
+empty record marks the end of the input: the worker that gets it passes it
+on to the next one and stops.
 
 Usage: invert.py ROOT IN OUT FRAME_BYTES WORKER_INDEX BOUNDS_FILE
 """
@@ -54,7 +55,7 @@ def main():
         while alone is False and bounds[others].min() <= p:
             time.sleep(0.0001)
         r = out.reserve(frame_bytes)
-        bounds[me] = c.position  # our turn is over: the next frame we may get
+        bounds[me] = p + 1  # our turn is over: any next frame of ours is after p
         dst_frame = np.frombuffer(r, np.uint8)
         np.subtract(255, np.frombuffer(m, np.uint8), out=dst_frame)
         del dst_frame

@@ -179,10 +179,12 @@ class Consumer:
     """Write-only: spin instead of sleeping while waiting."""
     @property
     def position(self) -> int:
-        """Next position read (a group member: the group's)."""
+        """Next position read (a group member: the group's). Raises
+        ValueError while a message is held (it borrows the consumer)."""
     @property
     def lag(self) -> int:
-        """Bytes between `position` and the stream's tail."""
+        """Bytes between `position` and the stream's tail (ValueError while
+        a message is held)."""
     @property
     def name(self) -> str: ...
     def close(self) -> None: ...

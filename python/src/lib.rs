@@ -389,6 +389,7 @@ impl Stream {
                 lent: None,
                 exports: Arc::default(),
                 seq: 0,
+                max_message_len: p.max_message_len(),
                 producer: Some(Owned::new(p)),
                 flag,
             }),
@@ -533,6 +534,8 @@ struct ProducerState {
     /// None once closed.
     producer: Option<Owned<ipcress::Producer>>,
     flag: Arc<AtomicBool>,
+    /// Read once (the producer may be lent).
+    max_message_len: usize,
 }
 
 impl ProducerState {
@@ -678,10 +681,9 @@ impl Producer {
     /// Largest message `send` and `reserve` accept.
     #[getter]
     fn max_message_len(&mut self) -> PyResult<usize> {
-        let p = self.st.get().producer.as_mut().ok_or_else(closed)?;
-        // SAFETY: a shared use that ends here; `max_message_len` reads
-        // only the stream's constants, which no loan changes.
-        Ok(unsafe { p.lend() }.max_message_len())
+        let st = self.st.get();
+        st.producer.as_ref().ok_or_else(closed)?;
+        Ok(st.max_message_len)
     }
 
     /// Close the producer (an open reservation is aborted).
@@ -952,6 +954,8 @@ struct ConsumerState {
     seq: u64,
     /// None once closed.
     consumer: Option<Owned<ipcress::Consumer>>,
+    /// The consumer's name, read once (the consumer may be lent).
+    name: String,
 }
 
 impl ConsumerState {
@@ -988,6 +992,7 @@ impl Consumer {
                 held: None,
                 exports: Arc::default(),
                 seq: 0,
+                name: c.name().to_string(),
                 consumer: Some(Owned::new(c)),
             }),
         }
@@ -1126,10 +1131,17 @@ impl Consumer {
     /// Next position this consumer reads (a group member: the group's).
     #[getter]
     fn position(&mut self) -> PyResult<u64> {
-        let c = self.st.get().consumer.as_mut().ok_or_else(closed)?;
-        // SAFETY: `position` reads this consumer's own fields and shared
-        // atomics; it neither moves nor frees what a held message borrows,
-        // and the shared borrow ends here.
+        let st = self.st.get();
+        if st.held.is_some() {
+            // The held message borrows the consumer (as in Rust, where
+            // `position` cannot be called while a `Message` lives).
+            return Err(PyValueError::new_err(
+                "the position is known once the current message is released",
+            ));
+        }
+        let c = st.consumer.as_mut().ok_or_else(closed)?;
+        // SAFETY: no message is held, so nothing borrows the consumer; the
+        // borrow ends here.
         Ok(unsafe { c.lend() }.position())
     }
 
@@ -1143,9 +1155,9 @@ impl Consumer {
     /// Name of the durable consumer or group ("" for a subscriber).
     #[getter]
     fn name(&mut self) -> PyResult<String> {
-        let c = self.st.get().consumer.as_mut().ok_or_else(closed)?;
-        // SAFETY: as in `position`: a read of the consumer's name.
-        Ok(unsafe { c.lend() }.name().to_string())
+        let st = self.st.get();
+        st.consumer.as_ref().ok_or_else(closed)?;
+        Ok(st.name.clone())
     }
 
     /// Release the current message and close the consumer (a subscriber

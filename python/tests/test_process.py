@@ -262,3 +262,17 @@ except ipcress.DecodeError as e:
         assert b"secret payload" not in f.read_bytes()
     # With the key: the message.
     assert bytes(c.recv(timeout=5)) == b"secret payload"
+
+
+def test_position_while_a_message_is_held_raises(root):
+    s = ipcress.Stream.create("s", root=root, size=1 << 16)
+    c = s.consumer("c")
+    assert c.name == "c" and c.position == 0
+    p = s.producer()
+    assert p.max_message_len == s.max_message_len
+    p.send(b"a")
+    m = c.recv(timeout=5)
+    with pytest.raises(ValueError):
+        c.position
+    m.release()
+    assert c.position > 0 and c.lag == 0
