@@ -105,7 +105,12 @@ impl OpenOptions {
     /// # drop(stream); std::fs::remove_dir_all(&root).unwrap(); Ok::<(), ipcress::Error>(())
     /// ```
     pub fn create(&self, name: &str, opts: &StreamOptions) -> Result<Stream> {
-        Stream::create_in(&self.root_dir(), name, opts)?;
-        self.open(name)
+        let made = Stream::create_in(&self.root_dir(), name, opts)?;
+        if self.inspect {
+            // Only to look: let go of the handle `create_in` opened.
+            drop(made);
+            return self.open(name);
+        }
+        self.keyed(made)
     }
 }
