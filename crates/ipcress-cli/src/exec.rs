@@ -19,10 +19,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use ipcress::{Consumer, Error, Producer};
+use ipcress::{Consumer, Producer};
 
 use crate::cli::ExecArgs;
-use crate::framing::{Framing, MoveError, send_records, write_message};
+use crate::framing::{Framing, MoveError, lagged_or, send_records, write_message};
 use crate::get::{POLL, deliver};
 use crate::{Ctx, ExitWith, explain, load_key, signals};
 
@@ -530,18 +530,6 @@ impl Pipe {
             std::thread::sleep(Duration::from_micros(20 << (n - 32).min(6)));
         }
         Ok(())
-    }
-}
-
-fn lagged_or(e: Error, stream: &str) -> Result<(), MoveError> {
-    match e {
-        Error::Lagged { skipped_bytes } => {
-            eprintln!(
-                "ipcress: warning: stream {stream}: fell behind, {skipped_bytes} bytes were skipped"
-            );
-            Ok(())
-        }
-        e => Err(MoveError::Stream(e)),
     }
 }
 

@@ -525,3 +525,16 @@ mod tests {
         assert!(e.to_string().contains("ends inside"), "{e}");
     }
 }
+
+/// A lapped consumer goes on (with a warning); other errors stop.
+pub fn lagged_or(e: ipcress::Error, stream: &str) -> Result<(), MoveError> {
+    match e {
+        ipcress::Error::Lagged { skipped_bytes } => {
+            crate::say(format_args!(
+                "ipcress: warning: stream {stream}: fell behind, {skipped_bytes} bytes were skipped"
+            ));
+            Ok(())
+        }
+        e => Err(MoveError::Stream(e)),
+    }
+}

@@ -10,10 +10,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use anyhow::Result;
-use ipcress::{Consumer, Error};
+use ipcress::Consumer;
 
 use crate::cli::GetArgs;
-use crate::framing::{MoveError, write_message};
+use crate::framing::{MoveError, lagged_or, write_message};
 use crate::{Ctx, explain, load_key, signals};
 
 /// How long one wait lasts before the stop flag is looked at again.
@@ -84,24 +84,11 @@ pub fn deliver(written: Result<u64, MoveError>, stream: &str) -> Result<u64, Mov
         Ok(_) => Ok(1),
         Err(e) => match e.skip_warning(stream) {
             Some(w) => {
-                eprintln!("{w}");
+                crate::say(format_args!("{w}"));
                 Ok(0)
             }
             None => Err(e),
         },
-    }
-}
-
-/// A lapped consumer goes on (with a warning); other errors stop.
-fn lagged_or(e: Error, stream: &str) -> Result<(), MoveError> {
-    match e {
-        Error::Lagged { skipped_bytes } => {
-            eprintln!(
-                "ipcress: warning: stream {stream}: fell behind, {skipped_bytes} bytes were skipped"
-            );
-            Ok(())
-        }
-        e => Err(MoveError::Stream(e)),
     }
 }
 

@@ -25,6 +25,12 @@ pub fn init() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr closed: `2>&1 | head`)
+        // is dropped; reporting that with `eprintln!` would panic.
+        .log_internal_errors(false)
+        // Plain text: the lines go to files and pipes as often as to a
+        // terminal.
+        .with_ansi(false)
         .event_format(OneLine)
         .try_init();
     if let Some(e) = bad {

@@ -121,10 +121,10 @@ fn main() -> ExitCode {
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        eprintln!(
+        say(format_args!(
             "ipcress: internal error: {}{at}",
             one_line(&msg).trim_end_matches('.')
-        );
+        ));
     }));
     logs::init();
     let cli = match Cli::try_parse() {
@@ -136,11 +136,11 @@ fn main() -> ExitCode {
         Err(e) => {
             if let Some(x) = e.downcast_ref::<ExitWith>() {
                 if !x.message.is_empty() {
-                    eprintln!("ipcress: {}", one_line(&x.message));
+                    say(format_args!("ipcress: {}", one_line(&x.message)));
                 }
                 return ExitCode::from(x.code);
             }
-            eprintln!("ipcress: {}", one_line(&format!("{e:#}")));
+            say(format_args!("ipcress: {}", one_line(&format!("{e:#}"))));
             ExitCode::FAILURE
         }
     }
@@ -163,6 +163,14 @@ pub fn print_out(text: &str) -> Result<()> {
     }
 }
 
+/// Write one line to stderr. A closed stderr (`2>&1 | head`) drops the
+/// line: `eprintln!` would panic there, and a panic while reporting a
+/// panic aborts the process.
+pub fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// Collapse a message onto one line.
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -183,10 +191,10 @@ fn usage_error(e: clap::Error) -> ExitCode {
     let text = e.render().to_string();
     let text = text.strip_prefix("error: ").unwrap_or(&text);
     let head = text.split("\n\n").next().unwrap_or(text);
-    eprintln!(
+    say(format_args!(
         "ipcress: {} (see 'ipcress --help')",
         one_line(head).trim_end_matches('.')
-    );
+    ));
     ExitCode::from(2)
 }
 

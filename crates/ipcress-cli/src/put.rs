@@ -122,7 +122,7 @@ impl FullWatch {
                         (last, since) = (t, Instant::now());
                     } else if since.elapsed() >= FULL_WARN_AFTER {
                         if let Some(line) = full_holder(&s) {
-                            bar.suspend(|| eprintln!("ipcress: warning: {line}"));
+                            bar.suspend(|| crate::say(format_args!("ipcress: warning: {line}")));
                             return;
                         }
                         since = Instant::now();

@@ -136,6 +136,56 @@ fn bridge_out_and_in_carry_every_record() {
 /// within seconds, once (not once per retry), and still ends cleanly on
 /// SIGTERM. (It used to retry without a word: nothing printed the
 /// bridge's log.)
+/// `ipcress bridge out ... 2>&1 | head -3`: once the reader of stderr is
+/// gone, log lines are dropped and the bridge goes on (it used to abort,
+/// status 134: the logger reported its own write failure with `eprintln!`,
+/// which panicked, and so did the panic hook).
+#[test]
+fn a_closed_stderr_does_not_abort_the_bridge() {
+    let _w = Watchdog::new(
+        "a_closed_stderr_does_not_abort_the_bridge",
+        Duration::from_secs(60),
+    );
+    let root = Root::new("bridge-stderr");
+    root.ok(&["create", "s", "--ring", "64K"]);
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let mut cmd = root.cmd(&[
+        "bridge",
+        "out",
+        "--stream",
+        "s",
+        "--nats",
+        &url,
+        "--subject",
+        "x",
+    ]);
+    // Debug logs: a line at every connection attempt.
+    cmd.env("IPCRESS_LOG", "debug").env_remove("RUST_LOG");
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut bridge = Bg::spawn(cmd);
+    // Read the first line, then close the pipe as `head -1` would.
+    let mut err = std::io::BufReader::new(bridge.child.stderr.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut err, &mut first).unwrap();
+    assert!(first.starts_with("ipcress: "), "{first:?}");
+    drop(err);
+    // Retries (100 ms, doubling) keep logging into the closed pipe.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        bridge.child.try_wait().unwrap().is_none(),
+        "the bridge ended when its stderr closed: {:?}",
+        bridge.child.try_wait()
+    );
+    bridge.signal(rustix::process::Signal::TERM);
+    let st = bridge.wait(Duration::from_secs(20));
+    assert_eq!(st.code(), Some(0), "{st:?}");
+}
+
 #[test]
 fn a_bridge_that_cannot_reach_its_server_says_so() {
     let _w = Watchdog::new(
