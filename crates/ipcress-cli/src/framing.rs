@@ -402,6 +402,19 @@ fn too_long(len: u64) -> MoveError {
     ))
 }
 
+/// A lapped consumer goes on (with a warning); other errors stop.
+pub fn lagged_or(e: ipcress::Error, stream: &str) -> Result<(), MoveError> {
+    match e {
+        ipcress::Error::Lagged { skipped_bytes } => {
+            crate::say(format_args!(
+                "ipcress: warning: stream {stream}: fell behind, {skipped_bytes} bytes were skipped"
+            ));
+            Ok(())
+        }
+        e => Err(MoveError::Stream(e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -523,18 +536,5 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("ends inside"), "{e}");
-    }
-}
-
-/// A lapped consumer goes on (with a warning); other errors stop.
-pub fn lagged_or(e: ipcress::Error, stream: &str) -> Result<(), MoveError> {
-    match e {
-        ipcress::Error::Lagged { skipped_bytes } => {
-            crate::say(format_args!(
-                "ipcress: warning: stream {stream}: fell behind, {skipped_bytes} bytes were skipped"
-            ));
-            Ok(())
-        }
-        e => Err(MoveError::Stream(e)),
     }
 }
