@@ -48,6 +48,10 @@ pub struct OutArgs {
     /// Key file of an encrypted stream (frames travel encrypted)
     #[arg(long, env = "IPCRESS_KEY_FILE")]
     pub key: Option<PathBuf>,
+    /// Serve this bridge's metrics (its counters and its local stream's) in
+    /// the Prometheus text format at http://ADDR/metrics
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -70,10 +74,37 @@ pub struct InArgs {
     /// Key file of an encrypted local stream
     #[arg(long, env = "IPCRESS_KEY_FILE")]
     pub key: Option<PathBuf>,
+    /// Serve this bridge's metrics (its counters and its local stream's) in
+    /// the Prometheus text format at http://ADDR/metrics
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
 }
 
 pub fn run(ctx: &Ctx, a: BridgeArgs) -> Result<()> {
     let stop = crate::signals::stop_flag()?;
+    let (metrics, local) = match &a.dir {
+        BridgeDir::Out(o) => (&o.metrics, &o.stream),
+        BridgeDir::In(i) => (&i.metrics, &i.stream),
+    };
+    if let Some(addr) = metrics {
+        // Bound here, so that an address in use fails before the bridge starts.
+        let listener = crate::metrics::listen(addr)?;
+        let (ctx, name, stop) = (
+            Ctx {
+                root: ctx.root.clone(),
+            },
+            local.clone(),
+            stop.clone(),
+        );
+        std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || {
+                if let Err(e) = crate::metrics::serve_on(&listener, &ctx, Some(&name), None, &stop)
+                {
+                    tracing::warn!("metrics: {e:#}");
+                }
+            })?;
+    }
     match a.dir {
         BridgeDir::Out(o) => {
             let mut cfg = ipcress_nats::OutConfig::new(&ctx.root, &o.stream, &o.nats, &o.subject);

@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -90,7 +90,28 @@ pub fn encode(stats: &[StreamStat]) -> Result<String> {
         "ipcress_consumer_messages",
         "Records read through the consumer's slot",
     );
+    let bridge_records = counter(
+        &mut reg,
+        "ipcress_bridge_records",
+        "Records a NATS bridge moved (as of its last update, every 250 ms)",
+    );
+    let bridge_bytes = counter(
+        &mut reg,
+        "ipcress_bridge_bytes",
+        "Payload bytes, as stored, a NATS bridge moved",
+    );
+    let bridge_updated = gauge(
+        &mut reg,
+        "ipcress_bridge_updated_seconds",
+        "When the bridge last updated its counters (Unix time)",
+    );
     for s in stats {
+        for b in &s.bridges {
+            let l: Labels = vec![("stream", s.name.clone()), ("bridge", b.name.clone())];
+            bridge_records.get_or_create(&l).inc_by(b.records);
+            bridge_bytes.get_or_create(&l).inc_by(b.bytes);
+            bridge_updated.get_or_create(&l).set(b.updated_ms / 1000);
+        }
         let l: Labels = vec![("stream", s.name.clone())];
         tail.get_or_create(&l).set(s.tail);
         head.get_or_create(&l).set(s.head);
@@ -142,10 +163,28 @@ fn scrape(ctx: &Ctx, name: Option<&str>, key: Option<&Key>) -> Result<String> {
 /// Serve GET /metrics at `addr` until SIGINT/SIGTERM, one request at a time.
 pub fn serve(ctx: &Ctx, addr: &str, name: Option<&str>, key: Option<&Key>) -> Result<()> {
     let stop = crate::signals::stop_flag()?;
+    let listener = listen(addr)?;
+    serve_on(&listener, ctx, name, key, &stop)
+}
+
+/// Bind `addr` for [`serve_on`] and say where on stdout (`127.0.0.1:0`
+/// picks a free port, so the line is how a caller learns it).
+pub fn listen(addr: &str) -> Result<TcpListener> {
     let listener = TcpListener::bind(addr).with_context(|| format!("listen on {addr}"))?;
     listener.set_nonblocking(true).context("listen")?;
     let local = listener.local_addr().context("listen")?;
     crate::print_out(&format!("serving metrics on http://{local}/metrics\n"))?;
+    Ok(listener)
+}
+
+/// Answer scrapes on `listener` until `stop` is raised.
+pub fn serve_on(
+    listener: &TcpListener,
+    ctx: &Ctx,
+    name: Option<&str>,
+    key: Option<&Key>,
+    stop: &AtomicBool,
+) -> Result<()> {
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((conn, _)) => {

@@ -21,6 +21,18 @@ fn nats_server() -> Option<PathBuf> {
     None
 }
 
+/// The body of GET `path` on a loopback port, which must answer 200.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(c, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut r = String::new();
+    c.read_to_string(&mut r).unwrap();
+    let (head, body) = r.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 "), "{r}");
+    body.to_string()
+}
+
 #[test]
 fn bridge_out_and_in_carry_every_record() {
     let Some(bin) = nats_server() else { return };
@@ -71,10 +83,27 @@ fn bridge_out_and_in_carry_every_record() {
             "ipc.src",
             "--create-stream",
             "SRC",
+            "--metrics",
+            "127.0.0.1:0",
         ]);
-        c.stdout(Stdio::null()).stderr(Stdio::piped());
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
         c
     });
+    // `--metrics ADDR` says where it serves, as `stat --listen` does.
+    let metrics_port: u16 = {
+        let mut first = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(out.child.stdout.take().unwrap()),
+            &mut first,
+        )
+        .unwrap();
+        first
+            .trim()
+            .strip_suffix("/metrics")
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {first:?}"))
+    };
     let mut inn = Bg::spawn({
         let mut c = b.cmd(&[
             "bridge",
@@ -116,6 +145,18 @@ fn bridge_out_and_in_carry_every_record() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Issue 16: the bridge serves its counters over HTTP (`--metrics`).
+    let body = http_get(metrics_port, "/metrics");
+    assert!(
+        body.contains(
+            "ipcress_bridge_records_total{stream=\"src\",bridge=\"bridge-out-ipc.src\"} 5000\n"
+        ),
+        "{body}"
+    );
+    assert!(
+        body.contains("ipcress_messages_total{stream=\"src\"} 5000\n"),
+        "{body}"
+    );
     out.signal(rustix::process::Signal::TERM);
     inn.signal(rustix::process::Signal::TERM);
     assert!(
@@ -132,10 +173,6 @@ fn bridge_out_and_in_carry_every_record() {
     let _ = server.wait();
 }
 
-/// Issue 16: `bridge out` to a server that is not there says so on stderr
-/// within seconds, once (not once per retry), and still ends cleanly on
-/// SIGTERM. (It used to retry without a word: nothing printed the
-/// bridge's log.)
 /// `ipcress bridge out ... 2>&1 | head -3`: once the reader of stderr is
 /// gone, log lines are dropped and the bridge goes on (it used to abort,
 /// status 134: the logger reported its own write failure with `eprintln!`,
@@ -186,6 +223,10 @@ fn a_closed_stderr_does_not_abort_the_bridge() {
     assert_eq!(st.code(), Some(0), "{st:?}");
 }
 
+/// Issue 16: `bridge out` to a server that is not there says so on stderr
+/// within seconds, once (not once per retry), and still ends cleanly on
+/// SIGTERM. (It used to retry without a word: nothing printed the
+/// bridge's log.)
 #[test]
 fn a_bridge_that_cannot_reach_its_server_says_so() {
     let _w = Watchdog::new(
