@@ -263,17 +263,7 @@ pub(crate) fn claim_resolved(s: &Inner, claim: u64) -> bool {
         return true;
     }
     let p = claim - 1;
-    if p < s.head() || p >= s.tail() || !p.is_multiple_of(8) {
-        return true;
-    }
-    match s.segment(s.seg_index(p), false) {
-        Ok(Some(seg)) => {
-            let a = seg.region.u64_at(s.seg_offset(p) as usize).load(Acquire);
-            let w = split_a(a);
-            w.flags & F_COMMITTED != 0 && w.lap == s.lap(p)
-        }
-        _ => true,
-    }
+    p >= s.tail() || claim_published(s, p)
 }
 
 /// The first position after `p` and before `stop` that holds a valid frame
