@@ -64,7 +64,7 @@ const USAGE: &str = "usage:
   ipcress-bench put-lines [--lines N] [--reps N] [--ipcress PATH] [--out DIR]
   ipcress-bench scale [--quick] [--reps N] [--records N] [--max-procs N] [--work-ns N,N..]
                       [--sizes N,N..] [--codecs plain,lz4-enc] [--out DIR]
-transports: ipc-send ipc-reserve ipc-reserve-crc pipe pipe-1m uds uds-4m tcp iox ring
+transports: ipc-send ipc-reserve ipc-reserve-crc pipe pipe-1m uds uds-4m tcp iox ring ipc-async uds-tokio
 codecs: none lz4 zstd3 enc lz4-enc";
 
 /// No wait on a child lasts longer than this; it guards against hangs only
