@@ -11,6 +11,8 @@ pub(crate) mod decode;
 pub(crate) mod flow;
 pub(crate) mod frame;
 pub(crate) mod group;
+#[cfg(all(feature = "tokio", not(loom)))]
+pub(crate) mod notify;
 #[cfg(all(test, loom))]
 mod loom;
 pub(crate) mod options;
@@ -22,3 +24,5 @@ pub(crate) mod run;
 pub(crate) mod shared;
 pub(crate) mod unblock;
 pub(crate) mod wait;
+#[cfg(all(feature = "tokio", not(loom)))]
+pub(crate) mod wait_async;
