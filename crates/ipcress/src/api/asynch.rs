@@ -26,8 +26,9 @@ impl Consumer {
     ///
     /// Cancellation safe: a `recv_async` dropped before it completes has
     /// taken nothing (the next receive gets the record) and leaves no
-    /// waiter registered. It spins for a few microseconds, then sleeps on
-    /// the process's notifier (no thread per waiter, no polling while idle).
+    /// waiter registered. It polls for a few microseconds as `recv` does
+    /// (holding the runtime's thread that long), then sleeps on the
+    /// process's notifier (no thread per waiter, no polling while idle).
     /// ```
     /// # use ipcress::{StartAt, Stream, StreamOptions};
     /// let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;

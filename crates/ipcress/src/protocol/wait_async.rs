@@ -9,10 +9,9 @@ use crate::format::*;
 use crate::protocol::claim::Producer;
 use crate::protocol::notify::{Announce, Word, WordChange};
 use crate::protocol::read::*;
+use crate::protocol::wait::{YIELD_AFTER, YIELD_EVERY};
+use crate::sys;
 
-/// Polls an async receive makes, spinning, before it parks: a record that
-/// comes within them (a few microseconds) is taken without a wake-up.
-pub(crate) const ASYNC_SPINS: u32 = 100;
 
 impl Consumer {
     /// The async `park`: save the position, wake producers waiting for
@@ -40,7 +39,10 @@ impl Consumer {
     }
 
     /// Call `attempt` (which must not wait) until it gives something,
-    /// spinning briefly, then parking between calls.
+    /// first as `wait_for` does before it parks (`SPINS` polls, yielding
+    /// the processor now and then: a record that comes within them, a few
+    /// microseconds, is taken without any wake-up), then parking between
+    /// calls. The spin holds the runtime's thread for that long at most.
     pub(crate) async fn until_async<T>(
         &mut self,
         mut attempt: impl FnMut(&mut Consumer) -> Result<Option<T>>,
@@ -50,9 +52,13 @@ impl Consumer {
             if let Some(v) = attempt(self)? {
                 return Ok(v);
             }
-            if spins < ASYNC_SPINS {
+            if spins < SPINS {
                 spins += 1;
-                crate::sync::spin_loop();
+                if spins >= YIELD_AFTER && spins.is_multiple_of(YIELD_EVERY) {
+                    sys::yield_now();
+                } else {
+                    crate::sync::spin_loop();
+                }
                 continue;
             }
             spins = 0;
