@@ -27,7 +27,10 @@ fn tokio_uds(rt: &Runtime, fd: OwnedFd) -> Result<tokio::net::UnixStream> {
 }
 
 pub fn uds_tx(mut fds: Vec<OwnedFd>) -> Result<Box<dyn Tx>> {
-    anyhow::ensure!(fds.len() == 1, "uds-tokio writes one socket (ping-pong only)");
+    anyhow::ensure!(
+        fds.len() == 1,
+        "uds-tokio writes one socket (ping-pong only)"
+    );
     let rt = runtime()?;
     let mut s = tokio_uds(&rt, fds.pop().context("socket writer got no fd")?)?;
     Ok(Box::new(FnTx(move |msg: &[u8]| -> Result<()> {

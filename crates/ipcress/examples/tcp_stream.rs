@@ -27,7 +27,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let lines = args.next().as_deref() == Some("lines");
     let stream = match Stream::open(&name) {
         Ok(s) => s,
-        Err(ipcress::Error::NotFound { .. }) => Stream::create(&name, &StreamOptions::ring(16 << 20))?,
+        Err(ipcress::Error::NotFound { .. }) => {
+            Stream::create(&name, &StreamOptions::ring(16 << 20))?
+        }
         Err(e) => return Err(e.into()),
     };
     let listener = TcpListener::bind(&addr).await?;
@@ -37,7 +39,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let consumer = stream.subscribe(StartAt::End)?;
         tokio::spawn(async move {
             let r = serve(consumer, socket, lines).await;
-            println!("{peer}: gone ({})", r.err().map_or("closed".into(), |e| e.to_string()));
+            println!(
+                "{peer}: gone ({})",
+                r.err().map_or("closed".into(), |e| e.to_string())
+            );
         });
     }
 }

@@ -311,13 +311,21 @@ fn send_async_waits_for_space_on_a_full_block_ring() {
         let mut send = std::pin::pin!(p.send_async(b"waited"));
         // Still full after 300 ms of waiting: nobody reads.
         let early = tokio::time::timeout(Duration::from_millis(300), send.as_mut()).await;
-        assert!(early.is_err(), "send_async completed on a full ring: {early:?}");
-        assert!(ticks.load(std::sync::atomic::Ordering::Relaxed) >= 5, "the runtime was blocked");
+        assert!(
+            early.is_err(),
+            "send_async completed on a full ring: {early:?}"
+        );
+        assert!(
+            ticks.load(std::sync::atomic::Ordering::Relaxed) >= 5,
+            "the runtime was blocked"
+        );
         let mut e = base_env(&root, "s");
         e.push(("FLAVOR", "current".to_string()));
         e.push(("COUNT", filled.to_string()));
         let drain = spawn_child("drain", &e);
-        let pos = tokio::time::timeout(WATCHDOG, send).await.expect("send_async never completed");
+        let pos = tokio::time::timeout(WATCHDOG, send)
+            .await
+            .expect("send_async never completed");
         assert!(pos.unwrap() > 0);
         ticker.abort();
         let out = tokio::task::spawn_blocking(move || wait_with_watchdog(drain, WATCHDOG))
@@ -343,5 +351,9 @@ fn idle_async_consumers_use_no_cpu() {
     assert_eq!(got, "16");
     let cpu: f64 = cpu.parse().unwrap();
     eprintln!("idle CPU: {:.2} % of the elapsed time", cpu * 100.0);
-    assert!(cpu < 0.10, "idle async consumers used {:.1} % of a core", cpu * 100.0);
+    assert!(
+        cpu < 0.10,
+        "idle async consumers used {:.1} % of a core",
+        cpu * 100.0
+    );
 }

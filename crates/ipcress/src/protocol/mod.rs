@@ -11,10 +11,10 @@ pub(crate) mod decode;
 pub(crate) mod flow;
 pub(crate) mod frame;
 pub(crate) mod group;
-#[cfg(all(feature = "tokio", not(loom)))]
-pub(crate) mod notify;
 #[cfg(all(test, loom))]
 mod loom;
+#[cfg(all(feature = "tokio", not(loom)))]
+pub(crate) mod notify;
 pub(crate) mod options;
 pub(crate) mod raw;
 pub(crate) mod read;

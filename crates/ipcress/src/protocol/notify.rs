@@ -64,10 +64,7 @@ pub(crate) struct Announce {
 impl Announce {
     pub(crate) fn new(s: &Arc<Inner>, word: Word) -> Announce {
         word.waiters(s).fetch_add(1, SeqCst);
-        Announce {
-            s: s.clone(),
-            word,
-        }
+        Announce { s: s.clone(), word }
     }
 }
 
@@ -142,9 +139,9 @@ fn run(n: &'static Notifier) {
             let reg = n.lock();
             let mut v: Vec<(Arc<Inner>, Word, u32)> = Vec::new();
             for e in reg.entries.values() {
-                let dup = v.iter().any(|(s, w, q)| {
-                    std::ptr::eq(w.seq(s), e.word.seq(&e.s)) && *q == e.seq
-                });
+                let dup = v
+                    .iter()
+                    .any(|(s, w, q)| std::ptr::eq(w.seq(s), e.word.seq(&e.s)) && *q == e.seq);
                 if !dup {
                     v.push((e.s.clone(), e.word, e.seq));
                 }

@@ -12,7 +12,6 @@ use crate::protocol::read::*;
 use crate::protocol::wait::{YIELD_AFTER, YIELD_EVERY};
 use crate::sys;
 
-
 impl Consumer {
     /// The async `park`: save the position, wake producers waiting for
     /// space, announce a waiter, look again, then sleep (without a
@@ -121,7 +120,13 @@ mod tests {
             }
         });
         assert_eq!(registered(), 0);
-        assert_eq!(stream.inner.data_waiters().load(crate::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(
+            stream
+                .inner
+                .data_waiters()
+                .load(crate::sync::atomic::Ordering::SeqCst),
+            0
+        );
         stream.producer().unwrap().send(b"kept").unwrap();
         let m = rt.block_on(c.recv_async()).unwrap();
         assert_eq!(&*m, b"kept");

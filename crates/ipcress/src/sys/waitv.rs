@@ -60,7 +60,9 @@ pub(crate) fn futex_waitv(words: &[(&AtomicU32, u32)], timeout: Duration) -> Wai
     // The timeout of futex_waitv is absolute, on the clock passed below.
     let nanos = now.tv_nsec as u64 + u64::from(timeout.subsec_nanos());
     let deadline = libc::timespec {
-        tv_sec: now.tv_sec + timeout.as_secs().min(1 << 32) as libc::time_t + (nanos / 1_000_000_000) as libc::time_t,
+        tv_sec: now.tv_sec
+            + timeout.as_secs().min(1 << 32) as libc::time_t
+            + (nanos / 1_000_000_000) as libc::time_t,
         tv_nsec: (nanos % 1_000_000_000) as libc::c_long,
     };
     // SAFETY: `v` is a live array of `v.len()` `struct futex_waitv` whose
