@@ -97,38 +97,3 @@ impl Producer {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use crate::protocol::notify::registered;
-    use crate::{StartAt, Stream, StreamOptions};
-    use std::time::Duration;
-
-    /// A `recv_async` dropped while it waits leaves no registration and no
-    /// waiter counted on the stream, and the record sent next is received.
-    #[test]
-    fn a_cancelled_receive_leaves_nothing_behind() {
-        let stream = Stream::create_in_memory("cancel", &StreamOptions::ring(1 << 16)).unwrap();
-        let mut c = stream.subscribe(StartAt::Start).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            for _ in 0..20 {
-                let r = tokio::time::timeout(Duration::from_millis(5), c.recv_async()).await;
-                assert!(r.is_err(), "nothing was sent");
-            }
-        });
-        assert_eq!(registered(), 0);
-        assert_eq!(
-            stream
-                .inner
-                .data_waiters()
-                .load(crate::sync::atomic::Ordering::SeqCst),
-            0
-        );
-        stream.producer().unwrap().send(b"kept").unwrap();
-        let m = rt.block_on(c.recv_async()).unwrap();
-        assert_eq!(&*m, b"kept");
-    }
-}
