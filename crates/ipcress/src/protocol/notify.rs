@@ -12,7 +12,7 @@
 //! once (its expected value no longer matches).
 
 use crate::sync::atomic::{AtomicU32, Ordering::*};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -135,18 +135,17 @@ fn run(n: &'static Notifier) {
     loop {
         // Read before the snapshot: a registration after it bumps the word.
         let changed = n.changed.load(SeqCst);
+        // One entry per (word, value seen): many waiters on one stream
+        // cost one slot of the `futex_waitv` array.
         let snapshot: Vec<(Arc<Inner>, Word, u32)> = {
             let reg = n.lock();
-            let mut v: Vec<(Arc<Inner>, Word, u32)> = Vec::new();
-            for e in reg.entries.values() {
-                let dup = v
-                    .iter()
-                    .any(|(s, w, q)| std::ptr::eq(w.seq(s), e.word.seq(&e.s)) && *q == e.seq);
-                if !dup {
-                    v.push((e.s.clone(), e.word, e.seq));
-                }
-            }
-            v
+            let mut seen = HashSet::new();
+            reg.entries
+                .values()
+                // The address is an identity only, never dereferenced.
+                .filter(|e| seen.insert((e.word.seq(&e.s).as_ptr() as usize, e.seq)))
+                .map(|e| (e.s.clone(), e.word, e.seq))
+                .collect()
         };
         if snapshot.is_empty() {
             sys::futex_wait(&n.changed, changed, None);
