@@ -256,7 +256,8 @@ impl Producer {
 
 #[cfg(test)]
 mod tests {
-    use crate::protocol::notify::registered;
+    use crate::protocol::notify::{WORD_FIRES, registered};
+    use crate::sync::atomic::Ordering::SeqCst;
     use crate::{StartAt, Stream, StreamOptions};
     use std::time::Duration;
 
@@ -276,7 +277,7 @@ mod tests {
                 assert!(r.is_err(), "nothing was sent");
             }
         });
-        assert_eq!(registered(), 0);
+        assert_eq!(registered(&stream.inner), 0);
         assert_eq!(
             stream
                 .inner
@@ -287,5 +288,58 @@ mod tests {
         stream.producer().unwrap().send(b"kept").unwrap();
         let m = rt.block_on(c.recv_async()).unwrap();
         assert_eq!(&*m, b"kept");
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// A parked `recv_async` is woken by the producer's commit (its futex
+    /// word moves), not only by the notifier's tick: the handshake
+    /// announced it, so the producer made the wake.
+    #[test]
+    fn a_parked_receive_is_woken_by_the_commit() {
+        let stream = Stream::create_in_memory("woken", &StreamOptions::ring(1 << 16)).unwrap();
+        let mut c = stream.subscribe(StartAt::Start).unwrap();
+        let before = WORD_FIRES.load(SeqCst);
+        let sender = stream.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            sender.producer().unwrap().send(b"late").unwrap();
+        });
+        assert_eq!(&*runtime().block_on(c.recv_async()).unwrap(), b"late");
+        t.join().unwrap();
+        assert!(
+            WORD_FIRES.load(SeqCst) > before,
+            "woken by the tick only: the commit did not wake the waiter"
+        );
+    }
+
+    /// A `send_async` waiting on a full ring is woken by the consumer
+    /// moving on (the space word), not only by the tick.
+    #[test]
+    fn a_waiting_send_is_woken_by_the_consumer() {
+        let stream = Stream::create_in_memory("space", &StreamOptions::ring(1 << 16)).unwrap();
+        let mut c = stream.subscribe(StartAt::Start).unwrap();
+        let mut p = stream.producer().unwrap();
+        while p.try_send(&[1; 1000]).is_ok() {}
+        let before = WORD_FIRES.load(SeqCst);
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let mut n = 0;
+            while c.try_recv().unwrap().is_some() {
+                n += 1;
+            }
+            n
+        });
+        runtime().block_on(p.send_async(&[2; 1000])).unwrap();
+        assert!(t.join().unwrap() > 10);
+        assert!(
+            WORD_FIRES.load(SeqCst) > before,
+            "woken by the tick only: the consumer did not wake the producer"
+        );
     }
 }

@@ -121,10 +121,20 @@ fn notifier() -> &'static Notifier {
     })
 }
 
-/// Waiters registered in this process now (for tests).
+/// Waiters woken because their word moved, not by the tick (for tests: a
+/// waiter nobody announced is woken by the tick only).
 #[cfg(test)]
-pub(crate) fn registered() -> usize {
-    notifier().lock().entries.len()
+pub(crate) static WORD_FIRES: crate::sync::atomic::AtomicU64 =
+    crate::sync::atomic::AtomicU64::new(0);
+
+/// Waiters of stream `s` registered now (for tests).
+#[cfg(test)]
+pub(crate) fn registered(s: &Arc<Inner>) -> usize {
+    let reg = notifier().lock();
+    reg.entries
+        .values()
+        .filter(|e| Arc::ptr_eq(&e.s, s))
+        .count()
 }
 
 /// The notifier thread: sleep on `changed` and every registered word,
@@ -181,7 +191,12 @@ fn run(n: &'static Notifier) {
         }
         let mut wake = Vec::new();
         n.lock().entries.retain(|_, e| {
-            let fire = tick || e.word.seq(&e.s).load(SeqCst) != e.seq;
+            let moved = e.word.seq(&e.s).load(SeqCst) != e.seq;
+            #[cfg(test)]
+            if moved {
+                WORD_FIRES.fetch_add(1, SeqCst);
+            }
+            let fire = tick || moved;
             if fire {
                 wake.push(e.waker.clone());
             }
