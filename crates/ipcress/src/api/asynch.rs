@@ -29,6 +29,8 @@ impl Consumer {
     /// waiter registered. It polls for a few microseconds as `recv` does
     /// (holding the runtime's thread that long), then sleeps on the
     /// process's notifier (no thread per waiter, no polling while idle).
+    /// [`set_wait`](Self::set_wait) does not apply: it never busy-spins
+    /// longer.
     /// ```
     /// # use ipcress::{StartAt, Stream, StreamOptions};
     /// let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
