@@ -118,3 +118,13 @@ pub fn rx(case: &Case, desc: &EndpointDesc) -> Result<Box<dyn Rx>> {
         },
     )))
 }
+
+/// The writing end of `ipc-async`: `send_async` on a tokio runtime.
+pub fn async_tx(desc: &EndpointDesc) -> Result<Box<dyn Tx>> {
+    crate::asynch::ipc_tx(open(desc)?)
+}
+
+/// The reading end of `ipc-async`: `recv_async` on a tokio runtime.
+pub fn async_rx(desc: &EndpointDesc) -> Result<Box<dyn Rx>> {
+    crate::asynch::ipc_rx(open(desc)?)
+}

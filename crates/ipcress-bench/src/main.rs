@@ -25,6 +25,7 @@
 
 #[cfg(feature = "ipcress")]
 mod aead;
+mod asynch;
 #[cfg(feature = "bridge")]
 mod bridge;
 #[cfg(feature = "ipcress")]

@@ -65,6 +65,8 @@ fn column_title(t: Transport, setup: &Value) -> String {
         Transport::Tcp => "TCP lo".into(),
         Transport::Iox => "iceoryx2".into(),
         Transport::Ring => "bare ring".into(),
+        Transport::IpcAsync => "ipcress recv_async (tokio)".into(),
+        Transport::UdsTokio => "UDS (tokio)".into(),
     }
 }
 

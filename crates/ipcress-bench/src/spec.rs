@@ -27,10 +27,16 @@ pub enum Transport {
     Iox,
     /// Bare single-producer single-consumer byte ring in shared memory (ceiling).
     Ring,
+    /// ipcress `send_async` / `recv_async` awaited on a current-thread
+    /// tokio runtime (ping-pong only).
+    IpcAsync,
+    /// A Unix domain socket pair read and written through tokio on a
+    /// current-thread runtime (ping-pong only).
+    UdsTokio,
 }
 
 impl Transport {
-    pub const ALL: [Transport; 10] = [
+    pub const ALL: [Transport; 12] = [
         Transport::IpcSend,
         Transport::IpcReserve,
         Transport::IpcReserveCrc,
@@ -41,6 +47,8 @@ impl Transport {
         Transport::Tcp,
         Transport::Iox,
         Transport::Ring,
+        Transport::IpcAsync,
+        Transport::UdsTokio,
     ];
 
     /// The name used on the command line and in bench.json.
@@ -56,6 +64,8 @@ impl Transport {
             Transport::Tcp => "tcp",
             Transport::Iox => "iox",
             Transport::Ring => "ring",
+            Transport::IpcAsync => "ipc-async",
+            Transport::UdsTokio => "uds-tokio",
         }
     }
 
@@ -78,7 +88,10 @@ impl Transport {
     pub fn is_ipcress(self) -> bool {
         matches!(
             self,
-            Transport::IpcSend | Transport::IpcReserve | Transport::IpcReserveCrc
+            Transport::IpcSend
+                | Transport::IpcReserve
+                | Transport::IpcReserveCrc
+                | Transport::IpcAsync
         )
     }
 
@@ -87,6 +100,10 @@ impl Transport {
         match self {
             // The bare ring is single-consumer and only polls.
             Transport::Ring => case.consumers == 1 && case.wait != Wait::Block,
+            // The async peers sleep until data comes, one runtime per end.
+            Transport::IpcAsync | Transport::UdsTokio => {
+                matches!(case.kind, Kind::PingPong { .. }) && case.wait == Wait::Block
+            }
             _ => true,
         }
     }

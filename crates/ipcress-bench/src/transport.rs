@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::spec::{Case, EndpointDesc, Transport, Wait};
-use crate::{iox, pipe, ring, tcp, uds};
+use crate::{asynch, iox, pipe, ring, tcp, uds};
 
 /// The sending end of a channel.
 pub trait Tx {
@@ -87,11 +87,14 @@ impl Transport {
     /// Parent side: makes a channel with `readers` readers inside `dir`.
     pub fn channel(self, case: &Case, dir: &Path, tag: &str, readers: usize) -> Result<Channel> {
         match self {
-            Transport::IpcSend | Transport::IpcReserve | Transport::IpcReserveCrc => {
-                ipc_channel(case, dir, tag, readers)
-            }
+            Transport::IpcSend
+            | Transport::IpcReserve
+            | Transport::IpcReserveCrc
+            | Transport::IpcAsync => ipc_channel(case, dir, tag, readers),
             Transport::Pipe | Transport::Pipe1m => pipe::channel(self, readers),
-            Transport::Uds | Transport::Uds4m => uds::channel(self, readers),
+            Transport::Uds | Transport::Uds4m | Transport::UdsTokio => {
+                uds::channel(Transport::Uds, readers)
+            }
             Transport::Tcp => tcp::channel(readers),
             Transport::Iox => iox::channel(dir, tag, readers),
             Transport::Ring => ring::channel(case, dir, tag, readers),
@@ -103,6 +106,7 @@ impl Transport {
     pub fn duplex(self, case: &Case, dir: &Path) -> Result<Duplex> {
         match self {
             Transport::Uds | Transport::Uds4m => uds::duplex(self),
+            Transport::UdsTokio => uds::duplex(Transport::Uds),
             Transport::Tcp => tcp::duplex(),
             _ => {
                 let mut there = self.channel(case, dir, "ping", 1)?;
@@ -125,6 +129,8 @@ impl Transport {
             Transport::IpcSend | Transport::IpcReserve | Transport::IpcReserveCrc => {
                 ipc_tx(self, case, desc)
             }
+            Transport::IpcAsync => ipc_async_tx(desc),
+            Transport::UdsTokio => asynch::uds_tx(fds),
             Transport::Pipe | Transport::Pipe1m => pipe::tx(fds),
             Transport::Uds | Transport::Uds4m => uds::tx(fds),
             Transport::Tcp => tcp::tx(fds),
@@ -144,6 +150,8 @@ impl Transport {
             Transport::IpcSend | Transport::IpcReserve | Transport::IpcReserveCrc => {
                 ipc_rx(case, desc)
             }
+            Transport::IpcAsync => ipc_async_rx(desc),
+            Transport::UdsTokio => asynch::uds_rx(fds),
             Transport::Pipe | Transport::Pipe1m => pipe::rx(case, fds),
             Transport::Uds | Transport::Uds4m => uds::rx(case, fds),
             Transport::Tcp => tcp::rx(case, fds),
@@ -154,7 +162,20 @@ impl Transport {
 }
 
 #[cfg(feature = "ipcress")]
-use crate::ipc::{channel as ipc_channel, rx as ipc_rx, tx as ipc_tx};
+use crate::ipc::{
+    async_rx as ipc_async_rx, async_tx as ipc_async_tx, channel as ipc_channel, rx as ipc_rx,
+    tx as ipc_tx,
+};
+
+#[cfg(not(feature = "ipcress"))]
+fn ipc_async_tx(_: &EndpointDesc) -> Result<Box<dyn Tx>> {
+    anyhow::bail!("built without the `ipcress` feature")
+}
+
+#[cfg(not(feature = "ipcress"))]
+fn ipc_async_rx(_: &EndpointDesc) -> Result<Box<dyn Rx>> {
+    anyhow::bail!("built without the `ipcress` feature")
+}
 
 #[cfg(not(feature = "ipcress"))]
 fn ipc_channel(_: &Case, _: &Path, _: &str, _: usize) -> Result<Channel> {

@@ -1,9 +1,10 @@
 //! `bridge out`: local stream → JetStream subject.
 //!
-//! A reader thread owns the durable consumer and hands raw frames over, in
-//! chunks of what fits one NATS message, through a bounded channel; the
-//! async side (a current-thread runtime, shared with the NATS client's
-//! connection task) publishes them with a bounded window of pipelined
+//! A reader task owns the durable consumer and hands raw frames over, in
+//! chunks of what fits one NATS message, through a bounded channel; it
+//! waits for records with ipcress's async API (`recv_raw_async`), on the
+//! same current-thread runtime as the publishing side and the NATS
+//! client's connection task. The publishing side publishes them with a bounded window of pipelined
 //! acks: consecutive frames as one batch message (`Ipcress-Batch`), a frame
 //! over the server's max payload as parts, otherwise one frame per
 //! message. Acknowledged progress (always a message boundary) is published
@@ -166,33 +167,30 @@ pub fn run_out(cfg: OutConfig, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let commit_every = stream
         .capacity()
         .map_or(64 << 20, |c| (c / 4).min(64 << 20));
-    let reader = {
-        let acked = acked.clone();
-        let quit = quit.clone();
-        let stop = stop.clone();
-        std::thread::Builder::new()
-            .name("bridge-out-reader".into())
-            .spawn(move || {
-                let _raise = RaiseOnDrop(quit.clone());
-                reader_loop(consumer, tx, &acked, &quit, &stop, commit_every, limit)
-            })?
-    };
     let stats = StatsWriter::open(&stream, &name)?;
-    // One thread drives the pipeline and the client's connection task
-    // together: an ack reaches the pipeline, and a publish the socket,
-    // without a wake-up of another thread. Nothing here blocks (the
-    // ipcress calls are on the reader thread).
+    // One thread drives the reader, the pipeline and the client's
+    // connection task together: a record reaches the pipeline, an ack the
+    // reader, and a publish the socket, without a wake-up of another
+    // thread. Nothing here blocks: the reader waits for records with
+    // `recv_raw_async` (the process's ipcress notifier wakes it).
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let reader = {
+        let (acked, quit, stop) = (acked.clone(), quit.clone(), stop.clone());
+        rt.spawn(async move {
+            let _raise = RaiseOnDrop(quit.clone());
+            reader_loop(consumer, tx, &acked, &quit, &stop, commit_every, limit).await
+        })
+    };
     let res = {
         let _raise = RaiseOnDrop(quit.clone());
         rt.spawn(crate::forward_stop(stop.clone(), quit.clone()));
         rt.block_on(out_async(&cfg, rx, &acked, guard, stats, &quit))
     };
-    let rres = reader
-        .join()
-        .map_err(|_| anyhow::anyhow!("reader thread panicked"))?;
+    let rres = rt
+        .block_on(reader)
+        .map_err(|_| anyhow::anyhow!("reader task panicked"))?;
     rt.shutdown_timeout(Duration::from_secs(1));
     rres.and(res)
 }
@@ -248,7 +246,7 @@ impl Limit {
     }
 }
 
-fn reader_loop(
+async fn reader_loop(
     mut c: Consumer,
     tx: mpsc::Sender<Vec<Item>>,
     acked: &AtomicU64,
@@ -277,10 +275,10 @@ fn reader_loop(
     let mut buf: Vec<Item> = Vec::new();
     // Batch bytes in `buf`.
     let mut bytes = 0;
-    let send = |buf: &mut Vec<Item>, bytes: &mut usize| {
+    async fn send(tx: &mpsc::Sender<Vec<Item>>, buf: &mut Vec<Item>, bytes: &mut usize) -> bool {
         *bytes = 0;
-        tx.blocking_send(std::mem::take(buf)).is_ok()
-    };
+        tx.send(std::mem::take(buf)).await.is_ok()
+    }
     loop {
         if quit.load(Ordering::Relaxed) || stop.load(Ordering::Relaxed) {
             break;
@@ -289,17 +287,22 @@ fn reader_loop(
         if buf.is_empty() && at_boundary && c.position() - committed >= commit_every {
             // Far ahead of the acks (a ring's producers wait for our
             // commits): let them catch up.
-            std::thread::sleep(Duration::from_millis(1));
+            tokio::time::sleep(Duration::from_millis(1)).await;
             continue;
         }
-        // Wait for the first frame of a batch; take the rest only if
-        // already there, so that a slow flow is not delayed.
-        let wait = if buf.is_empty() {
-            Duration::from_millis(50)
+        // Wait for the first frame of a batch (at most 50 ms, to look at
+        // the acks and the stop flag; `recv_raw_async` is cancellation
+        // safe); take the rest only if already there, so that a slow flow
+        // is not delayed.
+        let got = if buf.is_empty() {
+            tokio::select! {
+                r = c.recv_raw_async() => r.map(Some),
+                _ = tokio::time::sleep(Duration::from_millis(50)) => Ok(None),
+            }
         } else {
-            Duration::ZERO
+            c.recv_raw_timeout(Duration::ZERO)
         };
-        match c.recv_raw_timeout(wait) {
+        match got {
             Ok(Some((pos, f))) => {
                 let next = c.position();
                 at_boundary = f.flags & F_END != 0;
@@ -315,7 +318,10 @@ fn reader_loop(
                     data: Bytes::from(f.data),
                 };
                 let size = limit.size(&item);
-                if !buf.is_empty() && bytes + size > limit.bytes && !send(&mut buf, &mut bytes) {
+                if !buf.is_empty()
+                    && bytes + size > limit.bytes
+                    && !send(&tx, &mut buf, &mut bytes).await
+                {
                     break;
                 }
                 bytes += size;
@@ -330,7 +336,7 @@ fn reader_loop(
             }
             Err(e) => return Err(e).context("reading the local stream"),
         }
-        if !buf.is_empty() && !send(&mut buf, &mut bytes) {
+        if !buf.is_empty() && !send(&tx, &mut buf, &mut bytes).await {
             break;
         }
     }
@@ -338,7 +344,7 @@ fn reader_loop(
     // A clean stop: wait briefly for the last acks, then save the position.
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     while std::time::Instant::now() < deadline && acked.load(Ordering::Acquire) < last_end {
-        std::thread::sleep(Duration::from_millis(5));
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     commit_acked(&mut c, &mut committed)
 }

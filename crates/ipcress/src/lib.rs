@@ -32,6 +32,8 @@ mod storage;
 mod sync;
 mod sys;
 
+#[cfg(all(feature = "tokio", not(loom)))]
+pub use api::asynch::MessageStream;
 pub use api::consumer::Messages;
 pub use api::grant::{Grant, MessageWriter, RawGrant};
 pub use api::message::{Message, MessageReader, OwnedMessage};

@@ -2,6 +2,8 @@
 //! writers, messages and readers. Everything here is a thin layer over
 //! `protocol`; the rules live there.
 
+#[cfg(all(feature = "tokio", not(loom)))]
+pub(crate) mod asynch;
 pub(crate) mod consumer;
 pub(crate) mod grant;
 #[cfg(all(test, loom))]

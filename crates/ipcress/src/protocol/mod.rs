@@ -13,6 +13,8 @@ pub(crate) mod frame;
 pub(crate) mod group;
 #[cfg(all(test, loom))]
 mod loom;
+#[cfg(all(feature = "tokio", not(loom)))]
+pub(crate) mod notify;
 pub(crate) mod options;
 pub(crate) mod raw;
 pub(crate) mod read;
@@ -22,3 +24,5 @@ pub(crate) mod run;
 pub(crate) mod shared;
 pub(crate) mod unblock;
 pub(crate) mod wait;
+#[cfg(all(feature = "tokio", not(loom)))]
+pub(crate) mod wait_async;

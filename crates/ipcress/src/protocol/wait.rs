@@ -12,8 +12,8 @@ use crate::sys::{self};
 /// While waiting (`Wait::Park`), pure spins first (a record that comes
 /// within them is taken with no system call), then a yield of the
 /// processor every `YIELD_EVERY` spins until `SPINS`, then the futex.
-const YIELD_AFTER: u32 = 64;
-const YIELD_EVERY: u32 = 16;
+pub(crate) const YIELD_AFTER: u32 = 64;
+pub(crate) const YIELD_EVERY: u32 = 16;
 
 impl Consumer {
     /// Call `poll` until it yields, spinning then parking between calls,

@@ -13,6 +13,10 @@ use crate::error::{Error, Result};
 
 mod liveness;
 pub(crate) use liveness::{Hold, Liveness, SlotRef};
+#[cfg(all(feature = "tokio", not(loom)))]
+mod waitv;
+#[cfg(all(feature = "tokio", not(loom)))]
+pub(crate) use waitv::{WAITV_MAX, Waitv, futex_waitv};
 
 /// A shared, writable mapping of a whole file.
 pub(crate) struct Mapping {
