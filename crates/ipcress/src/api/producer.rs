@@ -81,6 +81,7 @@ impl Stream {
             bytes: 0,
             last_retention_seg: u64::MAX,
             interrupt: None,
+            last_time: 0,
         })
     }
 }
@@ -214,7 +215,7 @@ impl Producer {
             } else {
                 0
             };
-        let claim = self.claim(frame_len(stored as u64), false)?;
+        let claim = self.claim(self.s.frame_total(stored), false)?;
         Ok(Grant {
             p: self,
             claim: Some(claim),
@@ -263,7 +264,7 @@ impl Producer {
     /// let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
     /// let mut consumer = stream.subscribe(StartAt::Start)?;
     /// let mut producer = stream.producer()?;
-    /// let frame = RawFrame { flags: F_BEGIN | F_END, origin: stream.id(), origin_position: 0, data: b"raw".to_vec() };
+    /// let frame = RawFrame { flags: F_BEGIN | F_END, origin: stream.id(), origin_position: 0, data: b"raw".to_vec(), time: None };
     /// let grant = producer.reserve_raw(&frame)?;
     /// assert_eq!(grant.position(), 0);
     /// grant.commit()?;
@@ -296,8 +297,8 @@ impl Producer {
         if fragment && !self.holds_frag_lock {
             self.acquire_frag_lock()?;
         }
-        let claim = self.claim(frame_len(stored as u64), false)?;
-        let mut body = claim.off + HEADER_LEN;
+        let claim = self.claim(self.s.frame_total(stored), false)?;
+        let mut body = claim.body;
         if foreign {
             claim.seg.region.write(body, &f.origin);
             claim

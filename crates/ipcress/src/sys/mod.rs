@@ -170,6 +170,15 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Nanoseconds since the Unix epoch (CLOCK_REALTIME, through the vDSO):
+/// a record's commit time.
+#[inline]
+pub(crate) fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// Reserve the blocks of `file` up to `len` so that writing through a
 /// mapping can never hit a full file system (which would be a SIGBUS).
 pub(crate) fn reserve_space(file: &File, len: u64, path: &Path) -> Result<()> {
