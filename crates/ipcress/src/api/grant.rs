@@ -38,7 +38,7 @@ impl RawGrant<'_> {
     /// # let mut producer = stream.producer()?;
     /// # let frame = RawFrame { flags: format::F_BEGIN | format::F_END, origin: stream.id(), origin_position: 0, data: vec![1, 2, 3], time: None };
     /// producer.send(b"before")?;
-    /// assert_eq!(producer.reserve_raw(&frame)?.position(), 24);
+    /// assert_eq!(producer.reserve_raw(&frame)?.position(), 32);
     /// # Ok::<(), ipcress::Error>(())
     /// ```
     pub fn position(&self) -> u64 {
@@ -124,7 +124,7 @@ impl Grant<'_> {
     /// producer.send(b"first")?;
     /// let mut grant = producer.reserve(3)?;
     /// grant.copy_from_slice(b"abc");
-    /// assert_eq!(grant.commit()?, 24);
+    /// assert_eq!(grant.commit()?, 32);
     /// # Ok::<(), ipcress::Error>(())
     /// ```
     #[inline]

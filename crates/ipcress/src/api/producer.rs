@@ -102,8 +102,8 @@ impl Producer {
     /// use ipcress::{Error, Stream, StreamOptions};
     /// let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
     /// let mut producer = stream.producer()?;
-    /// let max = producer.max_message_len(); // half a segment, less the header
-    /// assert_eq!(max, (1 << 14) / 2 - 16);
+    /// let max = producer.max_message_len(); // half a segment, less header and time
+    /// assert_eq!(max, (1 << 14) / 2 - 16 - 8);
     /// assert!(producer.send(&vec![0; max]).is_ok());
     /// assert!(matches!(producer.send(&vec![0; max + 1]), Err(Error::TooLarge { .. })));
     /// # Ok::<(), ipcress::Error>(())
@@ -149,7 +149,7 @@ impl Producer {
     /// let mut consumer = stream.subscribe(StartAt::Start)?;
     /// let mut producer = stream.producer()?;
     /// assert_eq!(producer.send(b"one")?, 0);
-    /// assert_eq!(producer.send(b"two")?, 24); // 16-byte header, 8-byte aligned
+    /// assert_eq!(producer.send(b"two")?, 32); // 16-byte header, 8-byte time, 8-byte aligned
     /// assert_eq!(consumer.recv()?.bytes(), Some(&b"one"[..]));
     /// # Ok::<(), ipcress::Error>(())
     /// ```

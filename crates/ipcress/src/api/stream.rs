@@ -31,7 +31,7 @@ pub fn default_root() -> PathBuf {
 /// ```
 /// let stream = ipcress::Stream::create_in_memory("orders", &ipcress::StreamOptions::ring(1 << 16))?;
 /// stream.producer()?.send(b"one")?; // header 16 + payload 3, aligned to 8
-/// assert_eq!((stream.name(), stream.head(), stream.tail()), ("orders", 0, 24));
+/// assert_eq!((stream.name(), stream.head(), stream.tail()), ("orders", 0, 32));
 /// # Ok::<(), ipcress::Error>(())
 /// ```
 #[derive(Clone)]
@@ -394,7 +394,7 @@ impl Stream {
     /// ```
     /// # let s = ipcress::Stream::create_in_memory("s", &ipcress::StreamOptions::ring(1 << 16)).unwrap();
     /// s.producer().unwrap().send(b"abc").unwrap();
-    /// assert_eq!(s.tail(), 24);
+    /// assert_eq!(s.tail(), 32);
     /// ```
     pub fn tail(&self) -> u64 {
         self.inner.tail()

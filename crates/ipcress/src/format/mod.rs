@@ -2,15 +2,17 @@
 //! file. docs/FORMAT.md describes the same bytes in prose; keep them in step.
 //!
 //! ```
-//! use ipcress::format::{F_BEGIN, F_END, HEADER_LEN, frame_len};
+//! use ipcress::format::{F_BEGIN, F_END, HEADER_LEN, TIME_LEN, frame_len};
 //! # let stream = ipcress::Stream::create_in_memory("doc", &ipcress::StreamOptions::ring(1 << 16))?;
 //! let at = stream.producer()?.send(b"abc")?;
-//! assert_eq!(stream.tail() - at, frame_len(3)); // the header, 3 bytes, aligned to 8
-//! assert_eq!(frame_len(3), 24);
+//! // The header, the commit time, 3 bytes, aligned to 8:
+//! assert_eq!(stream.tail() - at, frame_len((TIME_LEN + 3) as u64));
+//! assert_eq!(frame_len(8 + 3), 32);
 //! assert_eq!(HEADER_LEN, 16);
 //! # let mut c = stream.subscribe(ipcress::StartAt::Start)?;
 //! let (_, raw) = c.recv_raw_timeout(std::time::Duration::from_millis(10))?.expect("sent");
 //! assert_eq!(raw.flags, F_BEGIN | F_END); // a whole message in one frame
+//! assert!(raw.time.is_some()); // committed at that time (ns since the epoch)
 //! # Ok::<(), ipcress::Error>(())
 //! ```
 
