@@ -258,6 +258,12 @@ fn stat_json_and_prometheus_match_known_traffic() {
     assert_eq!(c["kind"], "durable");
     assert_eq!(c["position"], pos);
     assert_eq!(c["lag_bytes"], tail - pos);
+    assert_eq!(c["lag_records"], 60);
+    let secs = c["lag_seconds"]
+        .as_f64()
+        .expect("a format-4 stream has times");
+    assert!(secs >= 0.0, "{c}");
+    assert_eq!(st["format_version"], 4);
     assert_eq!(c["alive"], false);
     assert_eq!(c["messages"], 40);
     assert!(c["slot"].is_u64() && c["pid"].is_u64() && c["heartbeat_ms"].is_u64());
@@ -290,6 +296,8 @@ fn stat_json_and_prometheus_match_known_traffic() {
             tail - pos
         ),
         "ipcress_consumer_alive{stream=\"s\",consumer=\"reader\",kind=\"durable\"} 0".to_string(),
+        "ipcress_consumer_lag_records{stream=\"s\",consumer=\"reader\",kind=\"durable\"} 60"
+            .to_string(),
         "ipcress_consumer_messages_total{stream=\"s\",consumer=\"reader\",kind=\"durable\"} 40"
             .to_string(),
     ] {
