@@ -309,20 +309,23 @@ fn codecs_round_trip() {
 
 #[test]
 fn checksum_detects_damage() {
-    let root = TempRoot::new("crc");
-    let opts = StreamOptions::ring(1 << 14).checksum(Checksum::Crc32c);
-    let s = Stream::create_in(root.path(), "s", &opts).unwrap();
-    let mut p = s.producer().unwrap();
-    let pos = p.send(b"precious data").unwrap();
-    // Damage one payload byte in the data file.
-    let path = root.path().join("s").join("data");
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes[pos as usize + 16 + 3] ^= 0x40;
-    std::fs::write(&path, &bytes).unwrap();
-    let mut c = s.subscribe(StartAt::Start).unwrap();
-    match c.recv() {
-        Err(Error::Corrupt { position, .. }) => assert_eq!(position, pos),
-        other => panic!("expected Corrupt, got {other:?}"),
+    // Damage one byte of the commit time (the CRC covers it), then one
+    // of the payload.
+    for at in [16 + 3, 24 + 3] {
+        let root = TempRoot::new("crc");
+        let opts = StreamOptions::ring(1 << 14).checksum(Checksum::Crc32c);
+        let s = Stream::create_in(root.path(), "s", &opts).unwrap();
+        let mut p = s.producer().unwrap();
+        let pos = p.send(b"precious data").unwrap();
+        let path = root.path().join("s").join("data");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[pos as usize + at] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        let mut c = s.subscribe(StartAt::Start).unwrap();
+        match c.recv() {
+            Err(Error::Corrupt { position, .. }) => assert_eq!(position, pos),
+            other => panic!("byte {at}: expected Corrupt, got {other:?}"),
+        }
     }
 }
 
