@@ -564,13 +564,13 @@ fn errors_are_one_line_with_exit_codes() {
         &root,
         &["get", "v"],
         1,
-        "ipcress: stream v: incompatible stream format: found version 99, this build reads version 3",
+        "ipcress: stream v: incompatible stream format: found version 99, this build reads versions 3 and 4",
     );
     expect_error(
         &root,
         &["stat", "v"],
         1,
-        "ipcress: stream v: incompatible stream format: found version 99, this build reads version 3",
+        "ipcress: stream v: incompatible stream format: found version 99, this build reads versions 3 and 4",
     );
 
     // Corrupt data: a flipped payload byte fails its checksum.
