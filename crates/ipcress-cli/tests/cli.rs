@@ -578,8 +578,9 @@ fn errors_are_one_line_with_exit_codes() {
     root.ok_in(&["put", "c"], b"payload\n");
     let data = root.path().join("c/data");
     let mut b = std::fs::read(&data).unwrap();
-    assert_eq!(&b[16..23], b"payload");
-    b[16] ^= 0xff;
+    // 16-byte header, 8-byte commit time, then the payload.
+    assert_eq!(&b[24..31], b"payload");
+    b[24] ^= 0xff;
     std::fs::write(&data, b).unwrap();
     expect_error(
         &root,
