@@ -401,6 +401,10 @@ impl StreamOptions {
 /// let mut from_second = stream.subscribe(StartAt::Position(second))?;
 /// assert_eq!(from_second.recv()?.bytes(), Some(&b"two"[..]));
 /// assert_eq!(stream.subscribe(StartAt::End)?.position(), stream.tail());
+/// let mut last = stream.subscribe(StartAt::Last(1))?;
+/// assert_eq!(last.recv()?.bytes(), Some(&b"two"[..]));
+/// let since = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
+/// assert_eq!(stream.subscribe(StartAt::Time(since))?.position(), 0); // both are newer
 /// # Ok::<(), ipcress::Error>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
