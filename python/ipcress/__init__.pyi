@@ -209,6 +209,9 @@ class Message(Buffer):
     @property
     def position(self) -> int: ...
     @property
+    def time(self) -> Optional[float]:
+        """Commit time in seconds since the epoch (None: a format-3 stream)."""
+    @property
     def released(self) -> bool: ...
     def __len__(self) -> int: ...
     def tobytes(self) -> bytes:

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pyo3::exceptions::{PyBufferError, PyException, PyValueError};
 use pyo3::prelude::*;
@@ -941,7 +941,11 @@ enum Held {
     /// (borrowed from the mapping, or the consumer's decode buffer).
     Msg(ipcress::Message<'static>),
     /// A fragmented message, reassembled (the consumer is free again).
-    Copy { position: u64, data: Vec<u8> },
+    Copy {
+        position: u64,
+        time: Option<SystemTime>,
+        data: Vec<u8>,
+    },
 }
 
 struct ConsumerState {
@@ -1046,8 +1050,13 @@ impl Consumer {
         };
         let held = if m.is_fragmented() {
             let position = m.position();
+            let time = m.time();
             let data = py.detach(|| m.to_vec()).map_err(to_py)?;
-            Held::Copy { position, data }
+            Held::Copy {
+                position,
+                time,
+                data,
+            }
         } else {
             Held::Msg(m)
         };
@@ -1211,7 +1220,14 @@ fn held<'a>(c: &'a mut PyRefMut<'_, Consumer>, seq: u64) -> PyResult<&'a mut Con
 fn body(h: &Held) -> (u64, &[u8]) {
     match h {
         Held::Msg(m) => (m.position(), m.bytes().unwrap_or_default()),
-        Held::Copy { position, data } => (*position, data),
+        Held::Copy { position, data, .. } => (*position, data),
+    }
+}
+
+fn time_of(h: &Held) -> Option<SystemTime> {
+    match h {
+        Held::Msg(m) => m.time(),
+        Held::Copy { time, .. } => *time,
     }
 }
 
@@ -1223,6 +1239,17 @@ impl Message {
         let mut c = self.consumer.bind(py).try_borrow_mut()?;
         let st = held(&mut c, self.seq)?;
         Ok(body(st.held.as_ref().expect("held")).0)
+    }
+
+    /// When the record was committed, in seconds since the Unix epoch (as
+    /// `time.time()`); None in a stream of format version 3.
+    #[getter]
+    fn time(&self, py: Python<'_>) -> PyResult<Option<f64>> {
+        let mut c = self.consumer.bind(py).try_borrow_mut()?;
+        let st = held(&mut c, self.seq)?;
+        let t = time_of(st.held.as_ref().expect("held"));
+        Ok(t.and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs_f64()))
     }
 
     fn __len__(&self, py: Python<'_>) -> PyResult<usize> {

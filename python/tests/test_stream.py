@@ -212,3 +212,29 @@ def test_reservation_aborts_on_exception_and_refuses_while_exported(root):
         c.recv(timeout=5)
     assert bytes(c.recv(timeout=5)) == b"after"
     assert c.try_recv() is None
+
+
+def test_messages_carry_their_commit_time(root, cli):
+    import time
+
+    s = ipcress.Stream.create("s", root=root, size=1 << 20)
+    c = s.subscribe()
+    p = s.producer()
+    before = time.time()
+    p.send(b"a")
+    with p.writer() as w:
+        w.write(b"z" * 300_000)  # fragmented: copied out, time kept
+    t1 = c.recv(timeout=5).time
+    t2 = c.recv(timeout=5).time
+    after = time.time()
+    assert before <= t1 <= t2 <= after
+    # A stream of format 3 has no times.
+    subprocess.run(
+        [cli, "create", "old", "--ring", "64K", "--format-version", "3"],
+        check=True,
+        env=dict(os.environ, IPCRESS_DIR=str(root)),
+    )
+    old = ipcress.Stream.open("old", root=root)
+    o = old.subscribe()
+    old.producer().send(b"x")
+    assert o.recv(timeout=5).time is None

@@ -37,7 +37,8 @@ pub fn create(ctx: &Ctx, a: CreateArgs) -> Result<()> {
             ChecksumArg::Crc32c => Checksum::Crc32c,
             ChecksumArg::None => Checksum::None,
         })
-        .compression(a.compress);
+        .compression(a.compress)
+        .format_version(a.format_version);
     if let Some(path) = &a.encrypt_key {
         // The key is not stored: check now that it can be used later.
         Key::load(path)?;

@@ -117,6 +117,9 @@ pub struct CreateArgs {
     /// A dead durable consumer stops holding producers back after this age
     #[arg(long, value_name = "AGE", value_parser = parse_age)]
     pub durable_timeout: Option<Duration>,
+    /// Format version: 4 (records carry their commit time) or 3 (readable by older ipcress)
+    #[arg(long, value_name = "N", default_value_t = ipcress::format::VERSION, value_parser = clap::value_parser!(u32).range(3..=4))]
+    pub format_version: u32,
 }
 
 fn parse_compression(s: &str) -> Result<Compression, String> {
@@ -224,6 +227,12 @@ pub struct GetArgs {
     /// Where a new consumer starts: start, end or a position
     #[arg(long, value_name = "start|end|POS", default_value = "start", value_parser = parse_from)]
     pub from: ipcress::StartAt,
+    /// Start at the first record committed at or after TIME: an age (10m, 1h30m) or RFC 3339
+    #[arg(long, value_name = "AGE|TIME", value_parser = crate::when::parse_since, conflicts_with_all = ["from", "last"])]
+    pub since: Option<std::time::SystemTime>,
+    /// Start at the last N messages
+    #[arg(long, value_name = "N", conflicts_with = "from")]
+    pub last: Option<u64>,
     /// Follow: keep waiting for new records until interrupted
     #[arg(short, long)]
     pub follow: bool,

@@ -23,10 +23,15 @@ pub fn run(ctx: &Ctx, a: GetArgs) -> Result<()> {
     let stop = signals::stop_flag()?;
     let key = load_key(a.key.as_deref())?;
     let s = ctx.open(&a.name, key.as_ref())?;
+    let from = match (a.since, a.last) {
+        (Some(t), _) => ipcress::StartAt::Time(t),
+        (None, Some(n)) => ipcress::StartAt::Last(n),
+        (None, None) => a.from,
+    };
     let c = match (&a.consumer, &a.group) {
-        (Some(name), _) => s.consumer_from(name, a.from),
-        (None, Some(g)) => s.group_from(g, a.from),
-        (None, None) => s.subscribe(a.from),
+        (Some(name), _) => s.consumer_from(name, from),
+        (None, Some(g)) => s.group_from(g, from),
+        (None, None) => s.subscribe(from),
     };
     let mut c = c.map_err(|e| explain(&a.name, e))?;
     let stop_at = (!a.follow && a.count.is_none()).then(|| s.tail());

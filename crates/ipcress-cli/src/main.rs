@@ -23,6 +23,7 @@ mod signals;
 mod stat;
 mod top;
 mod units;
+mod when;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

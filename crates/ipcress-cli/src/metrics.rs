@@ -80,6 +80,16 @@ pub fn encode(stats: &[StreamStat]) -> Result<String> {
         "ipcress_consumer_lag_bytes",
         "Bytes between the consumer's position and the tail",
     );
+    let lag_records = gauge(
+        &mut reg,
+        "ipcress_consumer_lag_records",
+        "Messages committed that the consumer has not read",
+    );
+    let lag_ms = gauge(
+        &mut reg,
+        "ipcress_consumer_lag_milliseconds",
+        "Age of the oldest message the consumer has not read (format 4 streams)",
+    );
     let alive = gauge(
         &mut reg,
         "ipcress_consumer_alive",
@@ -125,6 +135,10 @@ pub fn encode(stats: &[StreamStat]) -> Result<String> {
             let l = consumer_labels(s, c);
             position.get_or_create(&l).set(c.position);
             lag.get_or_create(&l).set(c.lag_bytes);
+            lag_records.get_or_create(&l).set(c.lag_records);
+            if let Some(secs) = c.lag_seconds {
+                lag_ms.get_or_create(&l).set((secs * 1000.0) as u64);
+            }
             alive.get_or_create(&l).set(c.alive as u64);
             read.get_or_create(&l).inc_by(c.messages);
         }

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Result;
 use comfy_table::{Table, presets};
@@ -24,6 +24,8 @@ pub struct StreamStat {
     pub checksum: &'static str,
     pub compression: String,
     pub encrypted: bool,
+    /// 4: records carry their commit time; 3: they do not.
+    pub format_version: u32,
     pub capacity_bytes: Option<u64>,
     pub segment_bytes: u64,
     pub segments: Option<u64>,
@@ -48,6 +50,11 @@ pub struct ConsumerStat {
     pub kind: &'static str,
     pub position: u64,
     pub lag_bytes: u64,
+    /// Messages committed and not yet read.
+    pub lag_records: u64,
+    /// Age of the oldest unread message (now minus its commit time), 0
+    /// when there is none; null for a stream of format 3 (no times).
+    pub lag_seconds: Option<f64>,
     pub pid: u32,
     pub alive: bool,
     pub messages: u64,
@@ -130,6 +137,22 @@ pub fn collect(s: &Stream, before: Option<Sample>) -> StreamStat {
             })
         })
         .collect();
+    // Records left and their age, once per distinct position (members
+    // share their group's): a walk over the headers in between.
+    let mut backlogs: std::collections::HashMap<u64, (u64, Option<f64>)> = Default::default();
+    let timed = s.format_version() >= 4;
+    let mut backlog = |position: u64| {
+        *backlogs.entry(position).or_insert_with(|| {
+            let b = s.backlog(position).ok();
+            let records = b.map_or(0, |b| b.records);
+            let age = b.and_then(|b| b.oldest).map_or(0.0, |t| {
+                SystemTime::now()
+                    .duration_since(t)
+                    .map_or(0.0, |d| d.as_secs_f64())
+            });
+            (records, timed.then_some(age))
+        })
+    };
     let consumers = infos
         .iter()
         .filter(|c| c.kind != "user")
@@ -148,12 +171,15 @@ pub fn collect(s: &Stream, before: Option<Sample>) -> StreamStat {
             } else {
                 (c.pid, c.alive)
             };
+            let (lag_records, lag_seconds) = backlog(position);
             ConsumerStat {
                 slot: c.slot,
                 name: c.name.clone(),
                 kind: c.kind,
                 position,
                 lag_bytes: now.tail.saturating_sub(position),
+                lag_records,
+                lag_seconds,
                 pid,
                 alive,
                 messages: c.messages,
@@ -169,6 +195,7 @@ pub fn collect(s: &Stream, before: Option<Sample>) -> StreamStat {
         checksum: s.checksum().as_str(),
         compression: s.compression().to_string(),
         encrypted: s.encrypted(),
+        format_version: s.format_version(),
         capacity_bytes: s.capacity(),
         segment_bytes: s.segment_size(),
         segments: s.capacity().map(|c| c / s.segment_size()),
@@ -263,8 +290,9 @@ pub fn table(st: &StreamStat) -> String {
     } else {
         "not sampled".into()
     };
-    let rows: [(&str, String); 10] = [
+    let rows: [(&str, String); 11] = [
         ("stream", st.name.clone()),
+        ("format", format!("version {}", st.format_version)),
         ("layout", format!("{} ({size})", st.layout)),
         ("policy", st.policy.to_string()),
         (
@@ -304,7 +332,7 @@ pub fn table(st: &StreamStat) -> String {
     }
     let mut c = new_table();
     c.set_header([
-        "CONSUMER", "KIND", "POSITION", "LAG", "PID", "ALIVE", "READ",
+        "CONSUMER", "KIND", "POSITION", "LAG", "LAG MSGS", "LAG TIME", "PID", "ALIVE", "READ",
     ]);
     for x in &st.consumers {
         c.add_row([
@@ -312,6 +340,8 @@ pub fn table(st: &StreamStat) -> String {
             x.kind.to_string(),
             x.position.to_string(),
             x.lag_bytes.to_string(),
+            x.lag_records.to_string(),
+            human_lag(x.lag_seconds),
             x.pid.to_string(),
             if x.alive { "yes" } else { "no" }.to_string(),
             x.messages.to_string(),
@@ -319,4 +349,14 @@ pub fn table(st: &StreamStat) -> String {
     }
     let _ = writeln!(out, "{c}");
     out
+}
+
+/// A lag in seconds for people: `0s`, `1.5s`, `2m03s`, `-` (no times).
+pub fn human_lag(secs: Option<f64>) -> String {
+    match secs {
+        None => "-".into(),
+        Some(s) if s < 60.0 => format!("{s:.1}s"),
+        Some(s) if s < 3600.0 => format!("{}m{:02}s", s as u64 / 60, s as u64 % 60),
+        Some(s) => format!("{}h{:02}m", s as u64 / 3600, s as u64 % 3600 / 60),
+    }
 }

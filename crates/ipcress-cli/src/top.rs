@@ -94,8 +94,9 @@ fn batch(ctx: &Ctx, period: Duration, count: Option<u64>) -> Result<()> {
     Ok(())
 }
 
-const HEADER: [&str; 9] = [
-    "STREAM", "LAYOUT", "SIZE", "TAIL", "BYTES/S", "MSG/S", "PROD", "CONS", "MAX LAG",
+const HEADER: [&str; 11] = [
+    "STREAM", "LAYOUT", "SIZE", "TAIL", "BYTES/S", "MSG/S", "PROD", "CONS", "MAX LAG", "LAG MSGS",
+    "LAG TIME",
 ];
 
 /// The cells of a stream's row (one cell with the error for a stream that
@@ -105,6 +106,12 @@ fn cells(name: &str, e: &Entry) -> Vec<String> {
         Entry::Ok(w) => {
             let s = &w.stat;
             let max_lag = s.consumers.iter().map(|c| c.lag_bytes).max();
+            let max_records = s.consumers.iter().map(|c| c.lag_records).max();
+            let max_secs = s
+                .consumers
+                .iter()
+                .filter_map(|c| c.lag_seconds)
+                .max_by(f64::total_cmp);
             vec![
                 name.to_string(),
                 s.layout.to_string(),
@@ -115,6 +122,8 @@ fn cells(name: &str, e: &Entry) -> Vec<String> {
                 s.live_producers.to_string(),
                 s.consumers.len().to_string(),
                 max_lag.map_or("-".into(), human_bytes),
+                max_records.map_or("-".into(), |n| n.to_string()),
+                crate::stat::human_lag(max_secs),
             ]
         }
         Entry::Failed(msg) => vec![name.to_string(), format!("error: {msg}")],
@@ -210,6 +219,8 @@ fn draw(f: &mut Frame, ctx: &Ctx, entries: &BTreeMap<String, Entry>) {
         Constraint::Length(5),
         Constraint::Length(5),
         Constraint::Length(11),
+        Constraint::Length(9),
+        Constraint::Length(9),
     ];
     let table = Table::new(rows, widths)
         .header(header)

@@ -258,6 +258,12 @@ fn stat_json_and_prometheus_match_known_traffic() {
     assert_eq!(c["kind"], "durable");
     assert_eq!(c["position"], pos);
     assert_eq!(c["lag_bytes"], tail - pos);
+    assert_eq!(c["lag_records"], 60);
+    let secs = c["lag_seconds"]
+        .as_f64()
+        .expect("a format-4 stream has times");
+    assert!(secs >= 0.0, "{c}");
+    assert_eq!(st["format_version"], 4);
     assert_eq!(c["alive"], false);
     assert_eq!(c["messages"], 40);
     assert!(c["slot"].is_u64() && c["pid"].is_u64() && c["heartbeat_ms"].is_u64());
@@ -290,6 +296,8 @@ fn stat_json_and_prometheus_match_known_traffic() {
             tail - pos
         ),
         "ipcress_consumer_alive{stream=\"s\",consumer=\"reader\",kind=\"durable\"} 0".to_string(),
+        "ipcress_consumer_lag_records{stream=\"s\",consumer=\"reader\",kind=\"durable\"} 60"
+            .to_string(),
         "ipcress_consumer_messages_total{stream=\"s\",consumer=\"reader\",kind=\"durable\"} 40"
             .to_string(),
     ] {
@@ -556,13 +564,13 @@ fn errors_are_one_line_with_exit_codes() {
         &root,
         &["get", "v"],
         1,
-        "ipcress: stream v: incompatible stream format: found version 99, this build reads version 3",
+        "ipcress: stream v: incompatible stream format: found version 99, this build reads versions 3 and 4",
     );
     expect_error(
         &root,
         &["stat", "v"],
         1,
-        "ipcress: stream v: incompatible stream format: found version 99, this build reads version 3",
+        "ipcress: stream v: incompatible stream format: found version 99, this build reads versions 3 and 4",
     );
 
     // Corrupt data: a flipped payload byte fails its checksum.
@@ -570,8 +578,9 @@ fn errors_are_one_line_with_exit_codes() {
     root.ok_in(&["put", "c"], b"payload\n");
     let data = root.path().join("c/data");
     let mut b = std::fs::read(&data).unwrap();
-    assert_eq!(&b[16..23], b"payload");
-    b[16] ^= 0xff;
+    // 16-byte header, 8-byte commit time, then the payload.
+    assert_eq!(&b[24..31], b"payload");
+    b[24] ^= 0xff;
     std::fs::write(&data, b).unwrap();
     expect_error(
         &root,

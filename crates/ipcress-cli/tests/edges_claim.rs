@@ -16,7 +16,7 @@ fn get_from_a_position_inside_a_record_is_refused() {
     let input = format!("{line}\n{line}\n{line}\n");
     root.ok_in(&["put", "s"], input.as_bytes());
     let data = std::fs::read(root.path().join("s/data")).unwrap();
-    for pos in ["8", "16", "64", "128"] {
+    for pos in ["8", "16", "64", "120"] {
         let o = root.run(&["get", "s", "--from", pos]);
         assert_ne!(o.code(), 0, "--from {pos} was accepted: {}", o.stderr);
         assert_eq!(o.stderr.lines().count(), 1, "{}", o.stderr);
@@ -24,9 +24,10 @@ fn get_from_a_position_inside_a_record_is_refused() {
         assert!(o.stdout.is_empty());
     }
     assert!(std::fs::read(root.path().join("s/data")).unwrap() == data);
-    // A frame boundary (the second record, 16 + 100 bytes rounded to 120).
+    // A frame boundary (the second record: a 16-byte header, the 8-byte
+    // commit time and 100 bytes, rounded to 128).
     assert_eq!(
-        root.ok(&["get", "s", "--from", "120"]),
+        root.ok(&["get", "s", "--from", "128"]),
         format!("{line}\n{line}\n").as_bytes()
     );
     assert_eq!(root.ok(&["get", "s"]), input.as_bytes());

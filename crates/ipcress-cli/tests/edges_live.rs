@@ -384,7 +384,7 @@ fn a_put_waiting_on_a_full_ring_names_the_consumer_holding_it() {
     assert_eq!(
         line,
         "ipcress: warning: stream s is full: waiting for durable consumer slow \
-         (no process reads it), 65520 bytes behind; \
+         (no process reads it), 65536 bytes behind; \
          `ipcress rm s --consumer slow` removes it"
     );
     put.signal(Signal::TERM);

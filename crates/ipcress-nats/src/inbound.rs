@@ -522,6 +522,7 @@ impl Writer {
                     origin: self.id,
                     origin_position: 0,
                     data,
+                    time: None,
                 };
                 self.apply(&f, seq, 1, 1)?;
             }
@@ -538,6 +539,7 @@ impl Writer {
                 origin: meta.origin,
                 origin_position: meta.origin_position,
                 data: m.message.payload.to_vec(),
+                time: None,
             },
             Some((i, n)) => {
                 if let Some(p) = &self.partial
@@ -582,6 +584,7 @@ impl Writer {
                     origin: p.origin,
                     origin_position: p.origin_position,
                     data: p.data,
+                    time: None,
                 };
                 self.apply(&f, seq, 1, 1)?;
                 return Ok(p.msgs);
@@ -614,6 +617,7 @@ impl Writer {
                 origin: e.origin.unwrap_or(id),
                 origin_position: e.position,
                 data: e.data.to_vec(),
+                time: None,
             };
             self.apply(&f, seq, i + 1, count)?;
             if e.origin.is_none() {

@@ -2,8 +2,10 @@
 //!
 //! ```text
 //! cargo build --release -p ipcress --example hotpath
-//! valgrind --tool=callgrind target/release/examples/hotpath 200000 [reserve]
+//! valgrind --tool=callgrind target/release/examples/hotpath 200000 [reserve|send] [v3]
 //! ```
+//!
+//! `v3` writes a stream of format version 3 (records without a time).
 //!
 //! Sends N 64-byte messages in batches that fit the ring, receiving each
 //! batch after it is sent, so neither side ever waits. Divide the counts by
@@ -20,7 +22,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let in_place = std::env::args().nth(2).as_deref() == Some("reserve");
     let dir = std::env::temp_dir().join(format!("ipcress-hotpath-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let opts = StreamOptions::ring(1 << 20).checksum(Checksum::None);
+    let v3 = std::env::args().nth(3).as_deref() == Some("v3");
+    let opts = StreamOptions::ring(1 << 20)
+        .checksum(Checksum::None)
+        .format_version(if v3 { 3 } else { 4 });
     let stream = Stream::create_in(&dir, "hot", &opts)?;
     let mut c = stream.subscribe(StartAt::Start)?;
     let mut p = stream.producer()?;

@@ -38,7 +38,7 @@ pub enum Error {
     },
     /// The stream was written by another, incompatible format version.
     #[error(
-        "incompatible stream format: found version {found}, this build reads version {expected}"
+        "incompatible stream format: found version {found}, this build reads versions 3 and {expected}"
     )]
     Incompatible {
         /// Version found in the meta file.

@@ -39,7 +39,7 @@ pub use api::grant::{Grant, MessageWriter, RawGrant};
 pub use api::message::{Message, MessageReader, OwnedMessage};
 pub use api::open::OpenOptions;
 pub use api::slots::UserSlot;
-pub use api::stream::{Stream, default_root, validate_name};
+pub use api::stream::{Backlog, Stream, default_root, validate_name};
 pub use codec::{Compression, Key, KeyError};
 pub use error::{Error, Result};
 pub use protocol::claim::Producer;

@@ -309,20 +309,23 @@ fn codecs_round_trip() {
 
 #[test]
 fn checksum_detects_damage() {
-    let root = TempRoot::new("crc");
-    let opts = StreamOptions::ring(1 << 14).checksum(Checksum::Crc32c);
-    let s = Stream::create_in(root.path(), "s", &opts).unwrap();
-    let mut p = s.producer().unwrap();
-    let pos = p.send(b"precious data").unwrap();
-    // Damage one payload byte in the data file.
-    let path = root.path().join("s").join("data");
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes[pos as usize + 16 + 3] ^= 0x40;
-    std::fs::write(&path, &bytes).unwrap();
-    let mut c = s.subscribe(StartAt::Start).unwrap();
-    match c.recv() {
-        Err(Error::Corrupt { position, .. }) => assert_eq!(position, pos),
-        other => panic!("expected Corrupt, got {other:?}"),
+    // Damage one byte of the commit time (the CRC covers it), then one
+    // of the payload.
+    for at in [16 + 3, 24 + 3] {
+        let root = TempRoot::new("crc");
+        let opts = StreamOptions::ring(1 << 14).checksum(Checksum::Crc32c);
+        let s = Stream::create_in(root.path(), "s", &opts).unwrap();
+        let mut p = s.producer().unwrap();
+        let pos = p.send(b"precious data").unwrap();
+        let path = root.path().join("s").join("data");
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[pos as usize + at] ^= 0x40;
+        std::fs::write(&path, &bytes).unwrap();
+        let mut c = s.subscribe(StartAt::Start).unwrap();
+        match c.recv() {
+            Err(Error::Corrupt { position, .. }) => assert_eq!(position, pos),
+            other => panic!("byte {at}: expected Corrupt, got {other:?}"),
+        }
     }
 }
 
@@ -458,4 +461,149 @@ fn user_slot_words_out_of_range_are_refused() {
     let wrapped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| slot.set(5, 9)));
     assert!(wrapped.is_err());
     assert_eq!((slot.get(0), slot.get(1), slot.get(3)), (0, 0, 7));
+}
+
+/// Every record of a format-4 stream carries its commit time: within
+/// [before its send, after its receipt], never earlier than the record
+/// before it from the same producer; whatever the codecs and policy.
+#[test]
+fn records_carry_their_commit_time() {
+    use std::time::SystemTime;
+    let tunes: [fn(StreamOptions) -> StreamOptions; 4] = [
+        same,
+        |o| o.checksum(Checksum::None),
+        |o| o.compression(ipcress::Compression::Lz4),
+        |o| o.policy(Policy::Overwrite),
+    ];
+    for b in ALL {
+        for (k, tune) in tunes.iter().enumerate() {
+            let tag = format!("{}-{k}", b.tag());
+            let root = TempRoot::new(&tag);
+            let s = b.create(&root, 1 << 16, tune);
+            assert_eq!(s.format_version(), 4);
+            let mut c = s.subscribe(StartAt::Start).unwrap();
+            let mut p = s.producer().unwrap();
+            let mut last = SystemTime::UNIX_EPOCH;
+            for i in 0..300u64 {
+                let before = SystemTime::now();
+                let sent = payload(1, i, 12 + (i as usize * 37) % 900);
+                match i % 3 {
+                    0 => drop(p.send(&sent).unwrap()),
+                    1 => {
+                        let mut g = p.reserve(sent.len()).unwrap();
+                        g.copy_from_slice(&sent);
+                        g.commit().unwrap();
+                    }
+                    _ => {
+                        let mut w = p.writer().unwrap();
+                        w.write_all(&sent).unwrap();
+                        w.finish().unwrap();
+                    }
+                }
+                let m = c.recv().unwrap().into_owned().unwrap();
+                let after = SystemTime::now();
+                let t = m.time().expect("a format-4 record has a time");
+                assert_eq!(&*m, &sent[..], "{tag} {i}");
+                assert!(before <= t && t <= after, "{tag} {i}: {t:?}");
+                assert!(t >= last, "{tag} {i}: went back in time");
+                last = t;
+            }
+        }
+    }
+}
+
+/// Sends `n` messages numbered from `first` (producer 1).
+fn send_batch(p: &mut ipcress::Producer, first: u64, n: u64) {
+    for i in first..first + n {
+        p.send(&payload(1, i, 300)).unwrap();
+    }
+}
+
+/// The numbers of every message a consumer started at `from` reads.
+fn numbers_from(s: &Stream, from: StartAt) -> Vec<u64> {
+    let mut c = s.subscribe(from).unwrap();
+    let mut got = Vec::new();
+    while let Some(m) = c.try_recv().unwrap() {
+        got.push(check_payload(m.bytes().unwrap()).1);
+    }
+    got
+}
+
+/// `StartAt::Time` starts at the first record committed at or after the
+/// time, across segments; `StartAt::Last(n)` at the last n messages.
+#[test]
+fn start_at_a_time_or_the_last_n() {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    for b in ALL {
+        let tag = b.tag();
+        let root = TempRoot::new(tag);
+        // 3 batches of 40 × 300-byte records: 3 segments of 16 KiB (the
+        // log's are 16 KiB too), all retained.
+        let s = b.create(&root, 1 << 16, same);
+        let mut p = s.producer().unwrap();
+        send_batch(&mut p, 0, 40);
+        std::thread::sleep(Duration::from_millis(3));
+        let t1 = SystemTime::now();
+        std::thread::sleep(Duration::from_millis(3));
+        send_batch(&mut p, 40, 40);
+        std::thread::sleep(Duration::from_millis(3));
+        let t2 = SystemTime::now();
+        std::thread::sleep(Duration::from_millis(3));
+        send_batch(&mut p, 80, 40);
+        let all: Vec<u64> = (0..120).collect();
+        assert_eq!(numbers_from(&s, StartAt::Time(UNIX_EPOCH)), all, "{tag}");
+        assert_eq!(numbers_from(&s, StartAt::Time(t1)), all[40..], "{tag}");
+        assert_eq!(numbers_from(&s, StartAt::Time(t2)), all[80..], "{tag}");
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        assert_eq!(
+            s.subscribe(StartAt::Time(later)).unwrap().position(),
+            s.tail()
+        );
+        assert_eq!(numbers_from(&s, StartAt::Last(5)), all[115..], "{tag}");
+        assert_eq!(numbers_from(&s, StartAt::Last(41)), all[79..], "{tag}");
+        assert_eq!(numbers_from(&s, StartAt::Last(1000)), all, "{tag}");
+        assert_eq!(s.subscribe(StartAt::Last(0)).unwrap().position(), s.tail());
+        // A durable consumer and a group start there too.
+        let mut d = s.consumer_from("d", StartAt::Last(2)).unwrap();
+        assert_eq!(check_payload(d.recv().unwrap().bytes().unwrap()).1, 118);
+        let mut g = s.group_from("g", StartAt::Time(t2)).unwrap();
+        assert_eq!(check_payload(g.recv().unwrap().bytes().unwrap()).1, 80);
+        // What a reader at the start of the third batch has left to read.
+        let at = s.subscribe(StartAt::Time(t2)).unwrap().position();
+        let left = s.backlog(at).unwrap();
+        assert_eq!(left.records, 40, "{tag}");
+        assert!(left.oldest.unwrap() >= t2 && left.oldest.unwrap() <= SystemTime::now());
+    }
+}
+
+/// A stream of format 3 (records without time) is still read and written:
+/// 16-byte headers, no times, `StartAt::Time` refused with a clear error.
+#[test]
+fn format_3_streams_are_still_read_and_written() {
+    for b in ALL {
+        let tag = b.tag();
+        let root = TempRoot::new(tag);
+        let s = b.create(&root, 1 << 16, |o| o.format_version(3));
+        assert_eq!(s.format_version(), 3);
+        let mut p = s.producer().unwrap();
+        p.send(b"abc").unwrap();
+        assert_eq!(s.tail(), 24, "{tag}: a 16-byte header, 3 bytes, aligned");
+        send_batch(&mut p, 0, 10);
+        let mut c = s.subscribe(StartAt::Start).unwrap();
+        let m = c.recv_owned().unwrap();
+        assert_eq!((&*m, m.time()), (&b"abc"[..], None));
+        let err = s.subscribe(StartAt::Time(std::time::SystemTime::now()));
+        let msg = err.unwrap_err().to_string();
+        assert!(msg.contains("format version 3"), "{msg}");
+        assert_eq!(numbers_from(&s, StartAt::Last(3)), [7, 8, 9], "{tag}");
+        let left = s.backlog(0).unwrap();
+        assert_eq!((left.records, left.oldest), (11, None));
+        if !matches!(b, Memory) {
+            // Reopened from its files by this build: still format 3.
+            drop((c, p, s));
+            let s = Stream::open_in(root.path(), "s").unwrap();
+            assert_eq!(s.format_version(), 3);
+            assert_eq!(numbers_from(&s, StartAt::Last(2)), [8, 9], "{tag}");
+        }
+    }
 }

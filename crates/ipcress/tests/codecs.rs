@@ -102,7 +102,8 @@ fn every_codec_combination_round_trips_across_processes() {
 }
 
 /// Three encrypted records; the middle one is 48 bytes of payload so that
-/// its frame (16 + 48 + 16 tag = 80 bytes) has no alignment padding.
+/// its frame (16 + 8 time + 48 + 16 tag = 88 bytes) has no alignment
+/// padding.
 fn three_records(root: &TempRoot) -> (Stream, [u64; 3]) {
     let opts = StreamOptions::ring(1 << 16)
         .encrypted(true)
@@ -133,10 +134,12 @@ fn flip(root: &TempRoot, name: &str, off: u64, x: u8) {
 
 #[test]
 fn any_flipped_byte_fails_exactly_that_record() {
-    for byte in 0..80u64 {
+    // Every byte of the frame: header, commit time (the CRC covers it),
+    // ciphertext and tag.
+    for byte in 0..88u64 {
         let root = TempRoot::new("tamper");
         let (s, [a, b, c]) = three_records(&root);
-        assert_eq!(b - a, 48, "layout");
+        assert_eq!(b - a, 56, "layout");
         flip(&root, "t", b + byte, 0x01);
         let mut con = s.subscribe(StartAt::Start).unwrap();
         assert_eq!(con.recv().unwrap().to_vec().unwrap(), b"first record....");

@@ -104,7 +104,7 @@ fn meta_with_wrong_magic_version_checksum_or_ranges() {
             e,
             Error::Incompatible {
                 found: 7,
-                expected: 3
+                expected: 4
             }
         ),
         "{e:?}"

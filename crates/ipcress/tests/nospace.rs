@@ -77,9 +77,11 @@ fn child_main() {
             };
             let line = e.to_string();
             assert!(!line.contains('\n'), "{line}");
-            // At roll time: the segment after the tail's could not be
-            // reserved (before any position was claimed in it).
-            let next = format!("{:016x}.seg", s.tail() / SEGMENT + 1);
+            // At roll time: the first segment after the committed bytes
+            // could not be reserved (before any position was claimed in
+            // it). 1000-byte records are 1024-byte frames: the tail may
+            // be exactly at a segment start.
+            let next = format!("{:016x}.seg", s.tail().div_ceil(SEGMENT));
             assert!(path.ends_with(&next), "{line}, tail {}", s.tail());
             // Still alive, still refusing cleanly.
             let again = p.send(&payload(1, n, 1000));

@@ -286,8 +286,8 @@ pub fn length_prefixed(records: &[Vec<u8>]) -> Vec<u8> {
     v
 }
 
-/// Bytes a record of `len` payload bytes takes in a stream (16-byte
-/// header, padded to 8).
+/// Bytes a record of `len` payload bytes takes in a stream of format 4
+/// (16-byte header, 8-byte commit time, padded to 8).
 pub fn frame_len(len: usize) -> u64 {
-    (16 + len as u64).div_ceil(8) * 8
+    (24 + len as u64).div_ceil(8) * 8
 }

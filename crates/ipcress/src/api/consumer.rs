@@ -22,7 +22,7 @@ impl Stream {
     /// assert_eq!(audit.recv()?.bytes(), Some(&b"kept"[..]));
     /// audit.commit()?;
     /// drop(audit);
-    /// assert_eq!(stream.consumer("audit")?.position(), 24); // where it left off
+    /// assert_eq!(stream.consumer("audit")?.position(), 32); // where it left off
     /// # Ok::<(), ipcress::Error>(())
     /// ```
     pub fn consumer(&self, name: &str) -> Result<Consumer> {
@@ -311,7 +311,7 @@ impl Consumer {
     /// stream.producer()?.send(b"abc")?;
     /// assert_eq!(consumer.position(), 0);
     /// consumer.recv()?;
-    /// assert_eq!(consumer.position(), 24);
+    /// assert_eq!(consumer.position(), 32);
     /// # Ok::<(), ipcress::Error>(())
     /// ```
     pub fn position(&self) -> u64 {

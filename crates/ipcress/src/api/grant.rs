@@ -14,7 +14,7 @@ use std::ops::{Deref, DerefMut};
 /// # use ipcress::{format, RawFrame, Stream, StreamOptions};
 /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
 /// let mut producer = stream.producer()?;
-/// let frame = RawFrame { flags: format::F_BEGIN | format::F_END, origin: stream.id(), origin_position: 0, data: vec![1, 2, 3] };
+/// let frame = RawFrame { flags: format::F_BEGIN | format::F_END, origin: stream.id(), origin_position: 0, data: vec![1, 2, 3], time: None };
 /// let grant = producer.reserve_raw(&frame)?;
 /// let at = grant.position();
 /// assert_eq!(grant.commit()?, at);
@@ -36,9 +36,9 @@ impl RawGrant<'_> {
     /// # use ipcress::{format, RawFrame, Stream, StreamOptions};
     /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
     /// # let mut producer = stream.producer()?;
-    /// # let frame = RawFrame { flags: format::F_BEGIN | format::F_END, origin: stream.id(), origin_position: 0, data: vec![1, 2, 3] };
+    /// # let frame = RawFrame { flags: format::F_BEGIN | format::F_END, origin: stream.id(), origin_position: 0, data: vec![1, 2, 3], time: None };
     /// producer.send(b"before")?;
-    /// assert_eq!(producer.reserve_raw(&frame)?.position(), 24);
+    /// assert_eq!(producer.reserve_raw(&frame)?.position(), 32);
     /// # Ok::<(), ipcress::Error>(())
     /// ```
     pub fn position(&self) -> u64 {
@@ -50,7 +50,7 @@ impl RawGrant<'_> {
     /// # use ipcress::{format, RawFrame, Stream, StreamOptions};
     /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
     /// # let mut producer = stream.producer()?;
-    /// # let frame = RawFrame { flags: format::F_BEGIN | format::F_END, origin: stream.id(), origin_position: 0, data: vec![1, 2, 3] };
+    /// # let frame = RawFrame { flags: format::F_BEGIN | format::F_END, origin: stream.id(), origin_position: 0, data: vec![1, 2, 3], time: None };
     /// let at = producer.reserve_raw(&frame)?.commit()?;
     /// assert!(stream.is_committed(at)?);
     /// # Ok::<(), ipcress::Error>(())
@@ -124,7 +124,7 @@ impl Grant<'_> {
     /// producer.send(b"first")?;
     /// let mut grant = producer.reserve(3)?;
     /// grant.copy_from_slice(b"abc");
-    /// assert_eq!(grant.commit()?, 24);
+    /// assert_eq!(grant.commit()?, 32);
     /// # Ok::<(), ipcress::Error>(())
     /// ```
     #[inline]
@@ -159,7 +159,7 @@ impl Deref for Grant<'_> {
         match &self.claim {
             // SAFETY: the frame is claimed by this grant and not yet
             // published; nobody else writes or reads it.
-            Some(c) => unsafe { c.seg.region.slice(c.off + HEADER_LEN, self.len) },
+            Some(c) => unsafe { c.seg.region.slice(c.body, self.len) },
             None => &self.buf,
         }
     }
@@ -170,7 +170,7 @@ impl DerefMut for Grant<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
         match &self.claim {
             // SAFETY: as in `deref`; `&mut self` makes the borrow unique.
-            Some(c) => unsafe { c.seg.region.slice_mut(c.off + HEADER_LEN, self.len) },
+            Some(c) => unsafe { c.seg.region.slice_mut(c.body, self.len) },
             None => &mut self.buf,
         }
     }

@@ -48,6 +48,24 @@ impl<'a> Message<'a> {
         self.d.pos
     }
 
+    /// When the message was committed (its first fragment, for a
+    /// fragmented one): the producer's clock at commit, CLOCK_REALTIME.
+    /// None in a stream of format version 3, whose records carry no time.
+    /// ```
+    /// # use ipcress::{StartAt, Stream, StreamOptions};
+    /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// # let mut consumer = stream.subscribe(StartAt::Start)?;
+    /// let before = std::time::SystemTime::now();
+    /// stream.producer()?.send(b"x")?;
+    /// let at = consumer.recv()?.time().expect("format 4 records carry their time");
+    /// assert!(at >= before && at <= std::time::SystemTime::now());
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
+    #[inline]
+    pub fn time(&self) -> Option<std::time::SystemTime> {
+        ns_to_time(self.d.time)
+    }
+
     /// Whether the message spans several fragments (read it with
     /// [`reader`](Self::reader) or [`to_vec`](Self::to_vec)).
     /// ```
@@ -139,8 +157,10 @@ impl<'a> Message<'a> {
     /// ```
     pub fn into_owned(self) -> Result<OwnedMessage> {
         let position = self.position();
+        let time = self.d.time;
         Ok(OwnedMessage {
             position,
+            time,
             bytes: self.to_vec()?,
         })
     }
@@ -179,6 +199,11 @@ impl<'a> Message<'a> {
             failed: None,
         }
     }
+}
+
+/// A commit time word as a time (0: none).
+fn ns_to_time(ns: u64) -> Option<std::time::SystemTime> {
+    (ns != 0).then(|| std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns))
 }
 
 /// `io::Read` over a (possibly fragmented) message.
@@ -266,7 +291,7 @@ impl MessageReader<'_> {
                         });
                     }
                     let body = match c.decode(p, &seg, off, len, flags) {
-                        Ok(b) => b,
+                        Ok((b, _)) => b,
                         Err(e) if matches!(c.kind, Kind::Member { .. }) => {
                             return Err(c.undecodable(p, e));
                         }
@@ -351,6 +376,7 @@ impl io::Read for MessageReader<'_> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OwnedMessage {
     position: u64,
+    time: u64,
     bytes: Vec<u8>,
 }
 
@@ -369,6 +395,19 @@ impl OwnedMessage {
     /// ```
     pub fn position(&self) -> u64 {
         self.position
+    }
+
+    /// When the message was committed, as [`Message::time`].
+    /// ```
+    /// # use ipcress::{StartAt, Stream, StreamOptions};
+    /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
+    /// # let mut consumer = stream.subscribe(StartAt::Start)?;
+    /// stream.producer()?.send(b"x")?;
+    /// assert!(consumer.recv_owned()?.time().is_some());
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
+    pub fn time(&self) -> Option<std::time::SystemTime> {
+        ns_to_time(self.time)
     }
 
     /// The bytes, without a copy.

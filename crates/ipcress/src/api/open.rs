@@ -17,7 +17,7 @@ use crate::protocol::options::StreamOptions;
 /// let open = OpenOptions::new().root(&dir).key(Key::generate().expect("randomness"));
 /// let stream = open.create("secrets", &StreamOptions::ring(1 << 16).encrypted(true))?;
 /// open.open("secrets")?.producer()?.send(b"sealed")?; // keyed too, shared or not
-/// assert_eq!(stream.tail(), 40); // header 16 + payload 6 + tag 16, aligned to 8
+/// assert_eq!(stream.tail(), 48); // header 16 + time 8 + payload 6 + tag 16, aligned to 8
 /// # drop(stream); std::fs::remove_dir_all(&dir).unwrap(); Ok::<(), ipcress::Error>(())
 /// ```
 #[derive(Clone, Debug, Default)]

@@ -81,6 +81,7 @@ impl Stream {
             bytes: 0,
             last_retention_seg: u64::MAX,
             interrupt: None,
+            last_time: 0,
         })
     }
 }
@@ -101,8 +102,8 @@ impl Producer {
     /// use ipcress::{Error, Stream, StreamOptions};
     /// let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
     /// let mut producer = stream.producer()?;
-    /// let max = producer.max_message_len(); // half a segment, less the header
-    /// assert_eq!(max, (1 << 14) / 2 - 16);
+    /// let max = producer.max_message_len(); // half a segment, less header and time
+    /// assert_eq!(max, (1 << 14) / 2 - 16 - 8);
     /// assert!(producer.send(&vec![0; max]).is_ok());
     /// assert!(matches!(producer.send(&vec![0; max + 1]), Err(Error::TooLarge { .. })));
     /// # Ok::<(), ipcress::Error>(())
@@ -148,7 +149,7 @@ impl Producer {
     /// let mut consumer = stream.subscribe(StartAt::Start)?;
     /// let mut producer = stream.producer()?;
     /// assert_eq!(producer.send(b"one")?, 0);
-    /// assert_eq!(producer.send(b"two")?, 24); // 16-byte header, 8-byte aligned
+    /// assert_eq!(producer.send(b"two")?, 32); // 16-byte header, 8-byte time, 8-byte aligned
     /// assert_eq!(consumer.recv()?.bytes(), Some(&b"one"[..]));
     /// # Ok::<(), ipcress::Error>(())
     /// ```
@@ -214,7 +215,7 @@ impl Producer {
             } else {
                 0
             };
-        let claim = self.claim(frame_len(stored as u64), false)?;
+        let claim = self.claim(self.s.frame_total(stored), false)?;
         Ok(Grant {
             p: self,
             claim: Some(claim),
@@ -263,7 +264,7 @@ impl Producer {
     /// let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
     /// let mut consumer = stream.subscribe(StartAt::Start)?;
     /// let mut producer = stream.producer()?;
-    /// let frame = RawFrame { flags: F_BEGIN | F_END, origin: stream.id(), origin_position: 0, data: b"raw".to_vec() };
+    /// let frame = RawFrame { flags: F_BEGIN | F_END, origin: stream.id(), origin_position: 0, data: b"raw".to_vec(), time: None };
     /// let grant = producer.reserve_raw(&frame)?;
     /// assert_eq!(grant.position(), 0);
     /// grant.commit()?;
@@ -296,8 +297,8 @@ impl Producer {
         if fragment && !self.holds_frag_lock {
             self.acquire_frag_lock()?;
         }
-        let claim = self.claim(frame_len(stored as u64), false)?;
-        let mut body = claim.off + HEADER_LEN;
+        let claim = self.claim(self.s.frame_total(stored), false)?;
+        let mut body = claim.body;
         if foreign {
             claim.seg.region.write(body, &f.origin);
             claim

@@ -31,7 +31,7 @@ pub fn default_root() -> PathBuf {
 /// ```
 /// let stream = ipcress::Stream::create_in_memory("orders", &ipcress::StreamOptions::ring(1 << 16))?;
 /// stream.producer()?.send(b"one")?; // header 16 + payload 3, aligned to 8
-/// assert_eq!((stream.name(), stream.head(), stream.tail()), ("orders", 0, 24));
+/// assert_eq!((stream.name(), stream.head(), stream.tail()), ("orders", 0, 32));
 /// # Ok::<(), ipcress::Error>(())
 /// ```
 #[derive(Clone)]
@@ -394,7 +394,7 @@ impl Stream {
     /// ```
     /// # let s = ipcress::Stream::create_in_memory("s", &ipcress::StreamOptions::ring(1 << 16)).unwrap();
     /// s.producer().unwrap().send(b"abc").unwrap();
-    /// assert_eq!(s.tail(), 24);
+    /// assert_eq!(s.tail(), 32);
     /// ```
     pub fn tail(&self) -> u64 {
         self.inner.tail()
@@ -430,6 +430,38 @@ impl Stream {
     /// ```
     pub fn checksum(&self) -> Checksum {
         self.inner.opts.checksum
+    }
+    /// Format version of the stream's files (4: records carry their
+    /// commit time; 3: they do not).
+    /// ```
+    /// # let s = ipcress::Stream::create_in_memory("s", &ipcress::StreamOptions::ring(1 << 16)).unwrap();
+    /// assert_eq!(s.format_version(), ipcress::format::VERSION);
+    /// ```
+    pub fn format_version(&self) -> u32 {
+        self.inner.opts.format_version
+    }
+    /// What a reader at `position` has left to read: the messages
+    /// committed from there to the tail (up to the first claim not yet
+    /// committed; from the oldest retained record if `position` is older),
+    /// and the commit time of the first of them (None: none left, or a
+    /// stream of format 3). It walks the headers in between.
+    /// ```
+    /// # let s = ipcress::Stream::create_in_memory("s", &ipcress::StreamOptions::ring(1 << 16))?;
+    /// let mut producer = s.producer()?;
+    /// let second = (producer.send(b"a")?, producer.send(b"b")?).1;
+    /// producer.send(b"c")?;
+    /// let b = s.backlog(second)?;
+    /// assert_eq!(b.records, 2);
+    /// assert!(b.oldest.is_some());
+    /// assert_eq!(s.backlog(s.tail())?.records, 0);
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
+    pub fn backlog(&self, position: u64) -> Result<Backlog> {
+        let (records, t) = crate::protocol::seek::backlog(&self.inner, position)?;
+        Ok(Backlog {
+            records,
+            oldest: t.map(|ns| std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns)),
+        })
     }
     /// Compression setting.
     /// ```
@@ -505,4 +537,20 @@ pub(crate) fn dir_to_remove(root: &Path, name: &str) -> Result<Option<PathBuf>> 
         return Ok(None);
     }
     Ok(Some(dir))
+}
+
+/// What a reader has left to read ([`Stream::backlog`]).
+/// ```
+/// # let s = ipcress::Stream::create_in_memory("s", &ipcress::StreamOptions::ring(1 << 16))?;
+/// let b: ipcress::Backlog = s.backlog(0)?;
+/// assert_eq!((b.records, b.oldest), (0, None));
+/// # Ok::<(), ipcress::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Backlog {
+    /// Messages committed and not yet read.
+    pub records: u64,
+    /// Commit time of the oldest of them (None: none, or no times).
+    pub oldest: Option<std::time::SystemTime>,
 }

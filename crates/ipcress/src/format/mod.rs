@@ -2,22 +2,31 @@
 //! file. docs/FORMAT.md describes the same bytes in prose; keep them in step.
 //!
 //! ```
-//! use ipcress::format::{F_BEGIN, F_END, HEADER_LEN, frame_len};
+//! use ipcress::format::{F_BEGIN, F_END, HEADER_LEN, TIME_LEN, frame_len};
 //! # let stream = ipcress::Stream::create_in_memory("doc", &ipcress::StreamOptions::ring(1 << 16))?;
 //! let at = stream.producer()?.send(b"abc")?;
-//! assert_eq!(stream.tail() - at, frame_len(3)); // the header, 3 bytes, aligned to 8
-//! assert_eq!(frame_len(3), 24);
+//! // The header, the commit time, 3 bytes, aligned to 8:
+//! assert_eq!(stream.tail() - at, frame_len((TIME_LEN + 3) as u64));
+//! assert_eq!(frame_len(8 + 3), 32);
 //! assert_eq!(HEADER_LEN, 16);
 //! # let mut c = stream.subscribe(ipcress::StartAt::Start)?;
 //! let (_, raw) = c.recv_raw_timeout(std::time::Duration::from_millis(10))?.expect("sent");
 //! assert_eq!(raw.flags, F_BEGIN | F_END); // a whole message in one frame
+//! assert!(raw.time.is_some()); // committed at that time (ns since the epoch)
 //! # Ok::<(), ipcress::Error>(())
 //! ```
 
 /// Magic at offset 0 of the meta file: "IPCRESS" then 0x00, little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"IPCRESS\0");
-/// Format version written and read by this build.
-pub const VERSION: u32 = 3;
+/// Format version this build writes by default: 4, whose data frames
+/// carry their commit time ([`F_TIMED`]). It reads and writes
+/// [`VERSION_UNTIMED`] streams too.
+pub const VERSION: u32 = 4;
+/// The previous format version (frames without time), still read and
+/// written (`StreamOptions::format_version`).
+pub const VERSION_UNTIMED: u32 = 3;
+/// Length of the time word C of a frame with [`F_TIMED`].
+pub const TIME_LEN: usize = 8;
 
 /// Frame header size in bytes; frames are aligned to [`ALIGN`].
 pub const HEADER_LEN: usize = 16;
@@ -47,8 +56,11 @@ pub const F_CHECKSUM: u16 = 0x0080;
 pub const F_FOREIGN: u16 = 0x0100;
 /// An 8-byte padding frame: word A alone (with `F_PADDING`), no word B.
 pub const F_PAD8: u16 = 0x0200;
+/// The stored bytes start with word C, the commit time (u64 LE, ns since
+/// the Unix epoch); `len` counts it. Every data frame of a version-4 stream.
+pub const F_TIMED: u16 = 0x0400;
 /// Every flag this version knows; a header with others is damaged.
-pub const F_KNOWN: u16 = 0x03FF;
+pub const F_KNOWN: u16 = 0x07FF;
 /// Flags bound into the AEAD associated data (they survive bridging).
 pub const F_AAD_MASK: u16 = F_BEGIN | F_END | F_COMPRESSED | F_ENCRYPTED;
 /// Length of the origin prefix of a foreign frame.
@@ -160,6 +172,17 @@ pub fn frame_crc(position: u64, len: u32, flags: u16, payload: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&h), payload)
 }
 
+/// [`frame_crc`] of a frame with [`F_TIMED`] whose stored bytes are the
+/// time word `time` then `rest` (the same value, without joining them).
+#[inline]
+pub fn frame_crc_timed(position: u64, len: u32, flags: u16, time: u64, rest: &[u8]) -> u32 {
+    let mut h = [0u8; 22];
+    h[..8].copy_from_slice(&position.to_le_bytes());
+    h[8..14].copy_from_slice(&header_bytes(len, flags));
+    h[14..].copy_from_slice(&time.to_le_bytes());
+    crc32c::crc32c_append(crc32c::crc32c(&h), rest)
+}
+
 /// What a reader makes of the header at a position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Slot {
@@ -199,7 +222,7 @@ pub fn parse(
         return Err("unknown frame flags");
     }
     if w.flags & (F_PADDING | F_PAD8) != 0
-        && w.flags & (F_BEGIN | F_END | F_COMPRESSED | F_ENCRYPTED) != 0
+        && w.flags & (F_BEGIN | F_END | F_COMPRESSED | F_ENCRYPTED | F_TIMED) != 0
     {
         return Err("padding frame with data flags");
     }
@@ -220,6 +243,9 @@ pub fn parse(
     let total = frame_len(len as u64);
     if offset + total > segment_size {
         return Err("frame length runs past the end of its segment");
+    }
+    if w.flags & F_TIMED != 0 && (len as usize) < TIME_LEN {
+        return Err("timed frame shorter than its time");
     }
     if w.flags & F_CHECKSUM == 0 && b_check(b) != pos_check(position) {
         return Err("frame header names another position");
@@ -492,6 +518,14 @@ mod tests {
         let ck = word_a(F_COMMITTED | F_BEGIN | F_END | F_CHECKSUM, lap);
         assert!(parse(ck, word_b(123, 77), p + 8, lap, 16, 4096).is_ok());
         assert_ne!(frame_crc(p, 3, 0, b"abc"), frame_crc(p + 8, 3, 0, b"abc"));
+        let timed = [&7u64.to_le_bytes()[..], b"abc"].concat();
+        assert_eq!(
+            frame_crc(p, 11, F_TIMED, &timed),
+            frame_crc_timed(p, 11, F_TIMED, 7, b"abc")
+        );
+        let t = word_a(F_COMMITTED | F_BEGIN | F_END | F_TIMED, lap);
+        assert!(parse(t, word_b(7, pos_check(p)), p, lap, 8, 4096).is_err());
+        assert!(parse(t, word_b(8, pos_check(p)), p, lap, 8, 4096).is_ok());
         assert!(parse(a, b, p, lap, 4000, 4096).is_err());
         // 8-byte padding: word A alone; the flag only with PADDING.
         let pad8 = word_a(F_COMMITTED | F_PADDING | F_PAD8, lap);

@@ -117,7 +117,7 @@ pub(crate) fn init_meta(m: &Region, o: &StreamOptions) -> Result<()> {
     let mut h = [0u8; meta::OPTIONS_CRC + 4];
     let mut put = |off: usize, b: &[u8]| h[off..off + b.len()].copy_from_slice(b);
     put(meta::MAGIC, &format::MAGIC.to_le_bytes());
-    put(meta::VERSION, &format::VERSION.to_le_bytes());
+    put(meta::VERSION, &o.format_version.to_le_bytes());
     let layout = match o.layout {
         Layout::Ring => format::LAYOUT_RING,
         Layout::Log => format::LAYOUT_LOG,
@@ -177,7 +177,7 @@ pub(crate) fn read_options(m: &Region) -> Result<StreamOptions> {
         return bad("bad magic (not an ipcress stream)".into());
     }
     let version = u32_at(meta::VERSION);
-    if version != format::VERSION {
+    if version != format::VERSION && version != format::VERSION_UNTIMED {
         return Err(Error::Incompatible {
             found: version,
             expected: format::VERSION,
@@ -244,6 +244,7 @@ pub(crate) fn read_options(m: &Region) -> Result<StreamOptions> {
         unblock_timeout: ms(u64_at(meta::UNBLOCK_TIMEOUT_MS)).unwrap_or(Duration::from_secs(1)),
         mode: 0o600,
         requested_capacity: 0,
+        format_version: version,
     })
 }
 

@@ -68,6 +68,9 @@ pub struct Producer {
     /// Set from outside (a signal handler): waits that hold no claim give
     /// up with [`Error::Interrupted`].
     pub(crate) interrupt: Option<Arc<AtomicBool>>,
+    /// Commit time of this producer's last timed frame (ns): the next is
+    /// never earlier, so one producer's records never go back in time.
+    pub(crate) last_time: u64,
 }
 
 /// A claimed, uncommitted frame.
@@ -75,6 +78,9 @@ pub(crate) struct Claim {
     pub(crate) pos: u64,
     pub(crate) seg: Seg,
     pub(crate) off: usize,
+    /// Where the record's bytes go: after the header and, in a timed
+    /// stream, the time word C (written at commit).
+    pub(crate) body: usize,
     pub(crate) total: u64,
     pub(crate) stale_a: u64,
 }
@@ -91,6 +97,7 @@ impl Claim {
             pos,
             seg,
             off,
+            body: off + HEADER_LEN + s.time_len,
             total,
             stale_a,
         }
@@ -169,8 +176,8 @@ impl Producer {
                 max: (max - if enc { codec::TAG_LEN } else { 0 }) as u64,
             });
         }
-        let claim = self.claim(frame_len(stored as u64), try_only)?;
-        claim.seg.region.write(claim.off + HEADER_LEN, payload);
+        let claim = self.claim(self.s.frame_total(stored), try_only)?;
+        claim.seg.region.write(claim.body, payload);
         self.finish_claim(claim, stored as u32, flags)
     }
 
@@ -179,7 +186,7 @@ impl Producer {
     pub(crate) fn finish_claim(&mut self, c: Claim, len: u32, flags: u16) -> Result<u64> {
         let flags = flags | self.seal_flags;
         if let Some(cipher) = &self.s.cipher {
-            let body = c.off + HEADER_LEN;
+            let body = c.body;
             let aad = aad(len, flags, c.pos);
             // SAFETY: the claim gives this producer exclusive ownership of
             // the frame until it is committed below.
@@ -189,11 +196,21 @@ impl Producer {
         self.publish_claim(c, len, flags)
     }
 
-    /// Checksum the sealed payload, store word B, and publish the header
-    /// by CAS on word A (FORMAT.md, "Claim and commit", step 6).
+    /// Stamp the commit time (a timed stream: one clock read), checksum
+    /// the sealed payload, store word B, and publish the header by CAS on
+    /// word A (FORMAT.md, "Claim and commit", step 6). `len` is the
+    /// record's stored length, without the time word.
     #[inline(always)]
     pub(crate) fn publish_claim(&mut self, c: Claim, len: u32, flags: u16) -> Result<u64> {
         let body = c.off + HEADER_LEN;
+        let (len, flags) = if self.s.time_len != 0 {
+            let t = sys::now_ns().max(self.last_time);
+            self.last_time = t;
+            c.seg.region.u64_at(body).store(t, Relaxed);
+            (len + TIME_LEN as u32, flags | F_TIMED)
+        } else {
+            (len, flags)
+        };
         let crc = if flags & F_CHECKSUM != 0 {
             // SAFETY: the claim gives this producer exclusive ownership of
             // the frame until it is published below.

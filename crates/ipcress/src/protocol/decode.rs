@@ -21,9 +21,16 @@ impl Consumer {
         off: usize,
         len: u32,
         flags: u16,
-    ) -> Result<Body> {
-        let body = off + HEADER_LEN;
-        let len_us = len as usize;
+    ) -> Result<(Body, u64)> {
+        // A timed frame's stored bytes start with its time word C, which
+        // the CRC covers and the codecs do not see.
+        let (body, data_len, time) = if flags & F_TIMED != 0 {
+            let t = seg.region.u64_at(off + HEADER_LEN).load(Relaxed);
+            (off + HEADER_LEN + TIME_LEN, len - TIME_LEN as u32, t)
+        } else {
+            (off + HEADER_LEN, len, 0)
+        };
+        let len_us = data_len as usize;
         // (Model memory cannot be borrowed: under loom every record is copied.)
         let copy = self.s.opts.policy == Policy::Overwrite
             || flags & (F_COMPRESSED | F_ENCRYPTED) != 0
@@ -32,17 +39,20 @@ impl Consumer {
             if flags & F_CHECKSUM != 0 {
                 // SAFETY: Block policy: this consumer's published position is
                 // at or below `p`, so no producer writes this frame now.
-                let bytes = unsafe { seg.region.slice(body, len_us) };
+                let bytes = unsafe { seg.region.slice(off + HEADER_LEN, len as usize) };
                 let b = seg.region.u64_at(off + 8).load(Relaxed);
                 if frame_crc(p, len, flags, bytes) != b_check(b) {
                     return Err(Error::corrupt(p, "checksum mismatch"));
                 }
             }
-            return Ok(Body::Mapped {
-                seg: seg.clone(),
-                off: body,
-                len: len_us,
-            });
+            return Ok((
+                Body::Mapped {
+                    seg: seg.clone(),
+                    off: body,
+                    len: len_us,
+                },
+                time,
+            ));
         }
         // A compressed record is read into `zbuf` and decoded into `buf`;
         // any other is decoded in place in `buf`.
@@ -72,7 +82,14 @@ impl Consumer {
                 return Err(self.lagged(p));
             }
         }
-        if flags & F_CHECKSUM != 0 && frame_crc(p, len, flags, &buf) != b_check(b) {
+        let crc = |buf: &[u8]| {
+            if flags & F_TIMED != 0 {
+                frame_crc_timed(p, len, flags, time, buf)
+            } else {
+                frame_crc(p, len, flags, buf)
+            }
+        };
+        if flags & F_CHECKSUM != 0 && crc(&buf) != b_check(b) {
             self.put_back(zipped, buf);
             if flags & F_ENCRYPTED != 0 {
                 return Err(Error::Decode {
@@ -84,9 +101,9 @@ impl Consumer {
             }
             return Err(Error::corrupt(p, "checksum mismatch"));
         }
-        let r = self.decode_codecs(p, len, flags, &mut buf);
+        let r = self.decode_codecs(p, data_len, flags, &mut buf);
         self.put_back(zipped, buf);
-        r.map(|()| Body::Buffer)
+        r.map(|()| (Body::Buffer, time))
     }
 
     /// Returns the buffer `decode` took.

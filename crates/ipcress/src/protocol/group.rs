@@ -131,7 +131,7 @@ impl Consumer {
                 self.pos = p + total;
                 continue;
             }
-            let body = match self.decode(p, &seg, off, len, flags) {
+            let (body, time) = match self.decode(p, &seg, off, len, flags) {
                 Ok(b) => b,
                 Err(e) => return Err(self.undecodable(p, e)),
             };
@@ -148,6 +148,7 @@ impl Consumer {
             return Ok(Some(Delivered {
                 pos: p,
                 flags,
+                time,
                 body,
             }));
         }

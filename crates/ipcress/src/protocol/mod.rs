@@ -21,6 +21,7 @@ pub(crate) mod read;
 pub(crate) mod recovery;
 pub(crate) mod registry;
 pub(crate) mod run;
+pub(crate) mod seek;
 pub(crate) mod shared;
 pub(crate) mod unblock;
 pub(crate) mod wait;

@@ -127,6 +127,7 @@ pub struct StreamOptions {
     pub(crate) unblock_timeout: Duration,
     pub(crate) mode: u32,
     pub(crate) requested_capacity: u64,
+    pub(crate) format_version: u32,
 }
 
 fn log2_exact(n: u64) -> Option<u32> {
@@ -181,6 +182,7 @@ impl StreamOptions {
             unblock_timeout: Duration::from_secs(1),
             mode: 0o600,
             requested_capacity: 0,
+            format_version: format::VERSION,
         }
     }
 
@@ -312,9 +314,34 @@ impl StreamOptions {
         self
     }
 
+    /// Format version to write: 4 (the default; records carry their
+    /// commit time) or 3, which binaries from before 4 can read too (its
+    /// records have no time). docs/FORMAT.md, "Versions".
+    /// ```
+    /// # use ipcress::{StartAt, Stream, StreamOptions};
+    /// let old = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16).format_version(3))?;
+    /// old.producer()?.send(b"untimed")?;
+    /// let msg = old.subscribe(StartAt::Start)?.recv_owned()?;
+    /// assert_eq!((old.format_version(), msg.time()), (3, None));
+    /// assert!(Stream::create_in_memory("bad", &StreamOptions::ring(1 << 16).format_version(5)).is_err());
+    /// # Ok::<(), ipcress::Error>(())
+    /// ```
+    pub fn format_version(mut self, v: u32) -> Self {
+        self.format_version = v;
+        self
+    }
+
     pub(crate) fn resolve(&self) -> Result<StreamOptions> {
         let mut o = self.clone();
         let bad = |m: String| Err(Error::InvalidOptions(m));
+        if o.format_version != format::VERSION && o.format_version != format::VERSION_UNTIMED {
+            return bad(format!(
+                "format version {} (this build writes {} or {})",
+                o.format_version,
+                format::VERSION_UNTIMED,
+                format::VERSION
+            ));
+        }
         if o.mode & !0o660 != 0 || o.mode & 0o600 != 0o600 {
             return bad(format!("mode {:o} must be 0600 or 0660/0640", o.mode));
         }
@@ -374,6 +401,10 @@ impl StreamOptions {
 /// let mut from_second = stream.subscribe(StartAt::Position(second))?;
 /// assert_eq!(from_second.recv()?.bytes(), Some(&b"two"[..]));
 /// assert_eq!(stream.subscribe(StartAt::End)?.position(), stream.tail());
+/// let mut last = stream.subscribe(StartAt::Last(1))?;
+/// assert_eq!(last.recv()?.bytes(), Some(&b"two"[..]));
+/// let since = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
+/// assert_eq!(stream.subscribe(StartAt::Time(since))?.position(), 0); // both are newer
 /// # Ok::<(), ipcress::Error>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -385,6 +416,13 @@ pub enum StartAt {
     End,
     /// A record's position (must be retained).
     Position(u64),
+    /// The first record committed at or after this time, walking from the
+    /// oldest retained record (FORMAT.md, "Finding records by time"); the
+    /// tail if there is none. A stream of format 3 has no times: an error.
+    Time(std::time::SystemTime),
+    /// The start of the last `n` messages (the oldest retained record if
+    /// there are fewer).
+    Last(u64),
 }
 
 /// How a consumer waits for data.

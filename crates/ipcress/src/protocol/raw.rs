@@ -19,6 +19,7 @@ use crate::protocol::read::*;
 /// let (at, frame) = bridge.recv_raw_timeout(std::time::Duration::from_millis(10))?.expect("sent");
 /// assert_eq!((at, frame.origin, frame.origin_position), (0, stream.id(), 0));
 /// assert!(frame.flags & format::F_COMPRESSED != 0 && frame.data.len() < 1000);
+/// assert!(frame.time.is_some()); // its commit time, in ns since the epoch
 /// # Ok::<(), ipcress::Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,6 +32,10 @@ pub struct RawFrame {
     pub origin_position: u64,
     /// The stored payload (ciphertext and tag when encrypted).
     pub data: Vec<u8>,
+    /// Commit time in the stream it was read from, in ns since the Unix
+    /// epoch (None: a format-3 stream). Writing a raw frame ignores it:
+    /// the frame gets its commit time in the stream it is written to.
+    pub time: Option<u64>,
 }
 
 impl Consumer {
@@ -50,18 +55,28 @@ impl Consumer {
                         self.pos = p + total;
                         continue;
                     }
-                    let mut data = vec![0u8; len as usize];
-                    if self.s.opts.policy == Policy::Overwrite {
-                        seg.region.read_racy(off + HEADER_LEN, &mut data);
+                    let (body, time) = if flags & F_TIMED != 0 {
+                        let t = seg.region.u64_at(off + HEADER_LEN).load(Relaxed);
+                        (off + HEADER_LEN + TIME_LEN, Some(t))
                     } else {
-                        seg.region.read(off + HEADER_LEN, &mut data);
+                        (off + HEADER_LEN, None)
+                    };
+                    let mut data = vec![0u8; len as usize - (body - off - HEADER_LEN)];
+                    if self.s.opts.policy == Policy::Overwrite {
+                        seg.region.read_racy(body, &mut data);
+                    } else {
+                        seg.region.read(body, &mut data);
                     }
                     let b = seg.region.u64_at(off + 8).load(Relaxed);
                     fence(Acquire);
                     if self.s.head_word().load(Relaxed) > p {
                         return Err(self.lagged(p));
                     }
-                    if flags & F_CHECKSUM != 0 && frame_crc(p, len, flags, &data) != b_check(b) {
+                    let crc = match time {
+                        Some(t) => frame_crc_timed(p, len, flags, t, &data),
+                        None => frame_crc(p, len, flags, &data),
+                    };
+                    if flags & F_CHECKSUM != 0 && crc != b_check(b) {
                         return Err(Error::corrupt(p, "checksum mismatch"));
                     }
                     let (origin, origin_position) = if flags & F_FOREIGN != 0 {
@@ -82,6 +97,7 @@ impl Consumer {
                             origin,
                             origin_position,
                             data,
+                            time,
                         },
                     )));
                 }

@@ -27,6 +27,9 @@ pub(crate) enum Kind {
 pub(crate) struct Delivered {
     pub(crate) pos: u64,
     pub(crate) flags: u16,
+    /// Commit time (ns since the epoch) of the first frame; 0: none
+    /// (format 3).
+    pub(crate) time: u64,
     pub(crate) body: Body,
 }
 
@@ -416,13 +419,19 @@ impl Consumer {
         let Ok(Slot::Frame { len, flags, total }) = self.s.read_header(seg, p).0 else {
             return None;
         };
-        if flags != F_COMMITTED | F_BEGIN | F_END {
+        if flags & !F_TIMED != F_COMMITTED | F_BEGIN | F_END {
             return None;
         }
+        let off = self.s.seg_offset(p) as usize + HEADER_LEN;
+        let (time, skip) = if flags & F_TIMED != 0 {
+            (seg.region.u64_at(off).load(Relaxed), TIME_LEN)
+        } else {
+            (0, 0)
+        };
         let body = Body::Mapped {
             seg: seg.clone(),
-            off: self.s.seg_offset(p) as usize + HEADER_LEN,
-            len: len as usize,
+            off: off + skip,
+            len: len as usize - skip,
         };
         self.stuck = None;
         self.pos = p + total;
@@ -430,6 +439,7 @@ impl Consumer {
         Some(Delivered {
             pos: p,
             flags,
+            time,
             body,
         })
     }
@@ -487,7 +497,7 @@ impl Consumer {
                         self.pos = p + total;
                         continue;
                     }
-                    let body = self.decode(p, &seg, off, len, flags)?;
+                    let (body, time) = self.decode(p, &seg, off, len, flags)?;
                     self.pos = p + total;
                     if flags & F_END == 0 {
                         self.msg_start = Some(p);
@@ -496,6 +506,7 @@ impl Consumer {
                     return Ok(Some(Delivered {
                         pos: p,
                         flags,
+                        time,
                         body,
                     }));
                 }

@@ -77,6 +77,13 @@ pub(crate) fn start_position(s: &Inner, from: StartAt) -> Result<u64> {
     match from {
         StartAt::Start => Ok(oldest),
         StartAt::End => Ok(tail),
+        StartAt::Time(t) => {
+            let ns = t
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            crate::protocol::seek::find_time(s, oldest, tail, ns)
+        }
+        StartAt::Last(n) => crate::protocol::seek::find_last(s, oldest, tail, n),
         StartAt::Position(p) => {
             if p < oldest || p > tail || p % ALIGN as u64 != 0 {
                 Err(Error::InvalidOptions(format!(

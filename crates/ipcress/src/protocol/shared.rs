@@ -36,6 +36,9 @@ pub(crate) struct Inner {
     /// Ring capacity in bytes; u64::MAX for a log.
     pub capacity: u64,
     pub lap_shift: u32,
+    /// Bytes of time at the start of every data frame's stored bytes:
+    /// `TIME_LEN` (format 4, frames with `F_TIMED`) or 0 (format 3).
+    pub time_len: usize,
     pub cipher: Option<Cipher>,
     /// Ring: which chunks of the ring this process has faulted in, one bit
     /// per chunk of `1 << fault_shift` bytes (see `prefault_ahead`).
@@ -88,6 +91,11 @@ impl Inner {
             Layout::Log => Box::default(),
         };
         let storage = storage(&opts)?;
+        let time_len = if opts.format_version >= format::VERSION {
+            format::TIME_LEN
+        } else {
+            0
+        };
         Ok(Inner {
             name: name.to_string(),
             dir,
@@ -100,6 +108,7 @@ impl Inner {
             seg_size,
             capacity,
             lap_shift,
+            time_len,
             cipher: None,
             faulted,
             faulted_count: AtomicU64::new(0),
@@ -202,10 +211,15 @@ impl Inner {
     pub fn seg_offset(&self, pos: u64) -> u64 {
         pos & (self.seg_size - 1)
     }
+    /// Frame length of a record of `stored` bytes (its time word added).
+    #[inline(always)]
+    pub fn frame_total(&self, stored: usize) -> u64 {
+        format::frame_len((stored + self.time_len) as u64)
+    }
     /// Largest stored payload of one frame: frames are at most half a
     /// segment, so a claim that crossed a segment end always fits after it.
     pub fn max_payload(&self) -> usize {
-        self.seg_size as usize / 2 - format::HEADER_LEN
+        self.seg_size as usize / 2 - format::HEADER_LEN - self.time_len
     }
     pub fn checksummed(&self) -> bool {
         self.opts.checksum == Checksum::Crc32c

@@ -174,6 +174,25 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Nanoseconds since the Unix epoch (CLOCK_REALTIME, through the vDSO):
+/// a record's commit time. One `clock_gettime` and no more (std's
+/// `SystemTime::now().duration_since(..)` costs about 90 instructions
+/// more per record, docs/BENCHMARKS.md "Hot path"); 0 before the epoch.
+#[inline]
+pub(crate) fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_REALTIME always
+    // exists, so the call cannot fail (on failure `ts` stays zero).
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
+        * (ts.tv_sec >= 0) as u64
+}
+
 /// Reserve the blocks of `file` up to `len` so that writing through a
 /// mapping can never hit a full file system (which would be a SIGBUS).
 pub(crate) fn reserve_space(file: &File, len: u64, path: &Path) -> Result<()> {
