@@ -11,9 +11,8 @@ use std::time::Duration;
 
 use crate::api::grant::Grant;
 use crate::api::message::OwnedMessage;
-use crate::codec::{self, Compression};
+use crate::codec::Compression;
 use crate::error::{Error, Result};
-use crate::format::*;
 use crate::protocol::claim::Producer;
 use crate::protocol::raw::RawFrame;
 use crate::protocol::read::Consumer;
@@ -216,20 +215,7 @@ impl Producer {
     /// # Ok::<(), ipcress::Error>(())
     /// ```
     pub async fn reserve_async(&mut self, len: usize) -> Result<Grant<'_>> {
-        let max = self.max_message_len();
-        if len > max {
-            return Err(Error::TooLarge {
-                len: len as u64,
-                max: max as u64,
-            });
-        }
-        let stored = len
-            + if self.s.cipher.is_some() {
-                codec::TAG_LEN
-            } else {
-                0
-            };
-        let total = frame_len(stored as u64);
+        let total = self.grant_total(len)?;
         if self.s.opts.compression != Compression::None {
             self.until_space(|p| {
                 if p.must_wait(p.s.tail() + total) {

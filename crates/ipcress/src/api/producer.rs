@@ -193,13 +193,7 @@ impl Producer {
     /// ```
     #[inline]
     pub fn reserve(&mut self, len: usize) -> Result<Grant<'_>> {
-        let max = self.max_message_len();
-        if len > max {
-            return Err(Error::TooLarge {
-                len: len as u64,
-                max: max as u64,
-            });
-        }
+        let total = self.grant_total(len)?;
         if self.s.opts.compression != Compression::None {
             // Compression needs the whole record first: fill a buffer.
             return Ok(Grant {
@@ -209,19 +203,31 @@ impl Producer {
                 buf: vec![0u8; len],
             });
         }
-        let stored = len
-            + if self.s.cipher.is_some() {
-                codec::TAG_LEN
-            } else {
-                0
-            };
-        let claim = self.claim(self.s.frame_total(stored), false)?;
+        let claim = self.claim(total, false)?;
         Ok(Grant {
             p: self,
             claim: Some(claim),
             len,
             buf: Vec::new(),
         })
+    }
+
+    /// The frame a grant of `len` bytes takes (with the tag of an
+    /// encrypted stream and the time word of a timed one), or `TooLarge`.
+    pub(crate) fn grant_total(&self, len: usize) -> Result<u64> {
+        let max = self.max_message_len();
+        if len > max {
+            return Err(Error::TooLarge {
+                len: len as u64,
+                max: max as u64,
+            });
+        }
+        let tag = if self.s.cipher.is_some() {
+            codec::TAG_LEN
+        } else {
+            0
+        };
+        Ok(self.s.frame_total(len + tag))
     }
 
     /// A writer for one message of any size, streamed in fragments. While
