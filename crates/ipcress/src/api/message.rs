@@ -262,13 +262,8 @@ impl MessageReader<'_> {
                         c.park(None)?;
                     }
                 }
-                Peek::Frame {
-                    seg,
-                    off,
-                    len,
-                    flags,
-                    total,
-                } => {
+                Peek::Frame(f) => {
+                    let (flags, total) = (f.flags, f.total);
                     if flags & F_PADDING != 0 || (flags & F_ABORTED != 0 && flags & F_END == 0) {
                         c.fragment_read(p, total, flags);
                         c.pos = p + total;
@@ -290,7 +285,7 @@ impl MessageReader<'_> {
                             position: self.start,
                         });
                     }
-                    let body = match c.decode(p, &seg, off, len, flags) {
+                    let body = match c.decode(p, &f) {
                         Ok((b, _)) => b,
                         Err(e) if matches!(c.kind, Kind::Member { .. }) => {
                             return Err(c.undecodable(p, e));

@@ -8,28 +8,23 @@ use crate::error::{Error, Result};
 use crate::format::*;
 use crate::protocol::options::*;
 use crate::protocol::read::*;
-use crate::storage::Seg;
 
 impl Consumer {
     /// Check the frame's bytes and make them readable: borrow the mapping
     /// when safe, else copy, validate and decode into the buffer.
     #[inline(always)]
-    pub(crate) fn decode(
-        &mut self,
-        p: u64,
-        seg: &Seg,
-        off: usize,
-        len: u32,
-        flags: u16,
-    ) -> Result<(Body, u64)> {
+    pub(crate) fn decode(&mut self, p: u64, f: &Frame) -> Result<(Body, u64)> {
+        let Frame {
+            ref seg,
+            off,
+            len,
+            flags,
+            ..
+        } = *f;
         // A timed frame's stored bytes start with its time word C, which
         // the CRC covers and the codecs do not see.
-        let (body, data_len, time) = if flags & F_TIMED != 0 {
-            let t = seg.region.u64_at(off + HEADER_LEN).load(Relaxed);
-            (off + HEADER_LEN + TIME_LEN, len - TIME_LEN as u32, t)
-        } else {
-            (off + HEADER_LEN, len, 0)
-        };
+        let (body, data_len, time) = f.body();
+        let time = time.unwrap_or(0);
         let len_us = data_len as usize;
         // (Model memory cannot be borrowed: under loom every record is copied.)
         let copy = self.s.opts.policy == Policy::Overwrite

@@ -97,14 +97,7 @@ impl Consumer {
             if self.s.head_word().load(Acquire) > p {
                 return Err(self.lagged(p));
             }
-            let Peek::Frame {
-                seg,
-                off,
-                len,
-                flags,
-                total,
-            } = self.peek(p)?
-            else {
+            let Peek::Frame(f) = self.peek(p)? else {
                 if inside {
                     // Every frame of a claimed run was committed.
                     self.ack_run();
@@ -117,6 +110,7 @@ impl Consumer {
                 return Ok(None);
             };
             self.stuck = None;
+            let (flags, total) = (f.flags, f.total);
             if !inside {
                 // The rest of an open message, skipped.
                 self.fragment_read(p, total, flags);
@@ -131,7 +125,7 @@ impl Consumer {
                 self.pos = p + total;
                 continue;
             }
-            let (body, time) = match self.decode(p, &seg, off, len, flags) {
+            let (body, time) = match self.decode(p, &f) {
                 Ok(b) => b,
                 Err(e) => return Err(self.undecodable(p, e)),
             };
@@ -144,13 +138,7 @@ impl Consumer {
                     self.fragment_read(p, total, flags);
                 }
             }
-            self.msgs += 1;
-            return Ok(Some(Delivered {
-                pos: p,
-                flags,
-                time,
-                body,
-            }));
+            return Ok(Some(self.delivered(p, flags, time, body)));
         }
     }
 
@@ -201,7 +189,7 @@ impl Consumer {
                     Err(_) if gw.load(Acquire) != w => continue 'attempt,
                     r => r?,
                 };
-                let Peek::Frame { flags, total, .. } = peeked else {
+                let Peek::Frame(Frame { flags, total, .. }) = peeked else {
                     break;
                 };
                 if flags & (F_PADDING | F_ABORTED) != 0
@@ -228,7 +216,7 @@ impl Consumer {
                         Err(_) if gw.load(Acquire) != w => continue 'attempt,
                         r => r?,
                     };
-                    let Peek::Frame { flags, total, .. } = peeked else {
+                    let Peek::Frame(Frame { flags, total, .. }) = peeked else {
                         break;
                     };
                     if flags & F_BEGIN != 0 && flags & F_PADDING == 0 {

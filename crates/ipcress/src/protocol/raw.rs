@@ -44,24 +44,20 @@ impl Consumer {
         loop {
             let (p, peek) = self.peek_here()?;
             match peek {
-                Peek::Frame {
-                    seg,
-                    off,
-                    len,
-                    flags,
-                    total,
-                } => {
+                Peek::Frame(f) => {
+                    let Frame {
+                        ref seg,
+                        off,
+                        len,
+                        flags,
+                        total,
+                    } = f;
                     if flags & (F_PADDING | F_ABORTED) != 0 {
                         self.pos = p + total;
                         continue;
                     }
-                    let (body, time) = if flags & F_TIMED != 0 {
-                        let t = seg.region.u64_at(off + HEADER_LEN).load(Relaxed);
-                        (off + HEADER_LEN + TIME_LEN, Some(t))
-                    } else {
-                        (off + HEADER_LEN, None)
-                    };
-                    let mut data = vec![0u8; len as usize - (body - off - HEADER_LEN)];
+                    let (body, data_len, time) = f.body();
+                    let mut data = vec![0u8; data_len as usize];
                     if self.s.opts.policy == Policy::Overwrite {
                         seg.region.read_racy(body, &mut data);
                     } else {

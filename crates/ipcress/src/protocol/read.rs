@@ -42,13 +42,35 @@ pub(crate) enum Body {
 
 pub(crate) enum Peek {
     Empty,
-    Frame {
-        seg: Seg,
-        off: usize,
-        len: u32,
-        flags: u16,
-        total: u64,
-    },
+    Frame(Frame),
+}
+
+/// A committed frame whose header was validated: where it lies and what
+/// its header says.
+pub(crate) struct Frame {
+    pub seg: Seg,
+    /// Offset of its header in `seg`.
+    pub off: usize,
+    /// Stored length (with the time word of a timed frame).
+    pub len: u32,
+    pub flags: u16,
+    /// Bytes to the next frame.
+    pub total: u64,
+}
+
+impl Frame {
+    /// Offset of the record's stored bytes in `seg` (past the time word of
+    /// a timed frame), their length, and the commit time (None: untimed).
+    #[inline(always)]
+    pub(crate) fn body(&self) -> (usize, u32, Option<u64>) {
+        let at = self.off + HEADER_LEN;
+        if self.flags & F_TIMED != 0 {
+            let t = self.seg.region.u64_at(at).load(Relaxed);
+            (at + TIME_LEN, self.len - TIME_LEN as u32, Some(t))
+        } else {
+            (at, self.len, None)
+        }
+    }
 }
 
 /// Reads a stream. Not shared between threads; make one per reader.
@@ -309,6 +331,18 @@ impl Consumer {
         Ok(Some(seg))
     }
 
+    /// Count a message handed to the caller.
+    #[inline(always)]
+    pub(crate) fn delivered(&mut self, pos: u64, flags: u16, time: u64, body: Body) -> Delivered {
+        self.msgs += 1;
+        Delivered {
+            pos,
+            flags,
+            time,
+            body,
+        }
+    }
+
     /// The frame at our position and the position: the head must not
     /// have passed it (else `Lagged`); a committed frame there ends any
     /// wait on an uncommitted one.
@@ -318,7 +352,7 @@ impl Consumer {
             return Err(self.lagged(p));
         }
         let peek = self.peek(p)?;
-        if let Peek::Frame { .. } = peek {
+        if let Peek::Frame(_) = peek {
             self.stuck = None;
         }
         Ok((p, peek))
@@ -338,13 +372,13 @@ impl Consumer {
         let off = self.s.seg_offset(p) as usize;
         match self.s.read_header(&seg, p).0 {
             Ok(Slot::Empty) => Ok(Peek::Empty),
-            Ok(Slot::Frame { len, flags, total }) => Ok(Peek::Frame {
+            Ok(Slot::Frame { len, flags, total }) => Ok(Peek::Frame(Frame {
                 seg,
                 off,
                 len,
                 flags,
                 total,
-            }),
+            })),
             Err(_) => {
                 // A stale or damaged header seen while the frame is being
                 // overwritten is lagging, not damage.
@@ -484,31 +518,20 @@ impl Consumer {
                     self.check_hole(p)?;
                     return Ok(None);
                 }
-                Peek::Frame {
-                    seg,
-                    off,
-                    len,
-                    flags,
-                    total,
-                } => {
+                Peek::Frame(f) => {
+                    let (flags, total) = (f.flags, f.total);
                     if flags & (F_PADDING | F_ABORTED) != 0 || flags & F_BEGIN == 0 {
                         // Padding, an aborted claim, or the rest of a
                         // message whose start we never read.
                         self.pos = p + total;
                         continue;
                     }
-                    let (body, time) = self.decode(p, &seg, off, len, flags)?;
+                    let (body, time) = self.decode(p, &f)?;
                     self.pos = p + total;
                     if flags & F_END == 0 {
                         self.msg_start = Some(p);
                     }
-                    self.msgs += 1;
-                    return Ok(Some(Delivered {
-                        pos: p,
-                        flags,
-                        time,
-                        body,
-                    }));
+                    return Ok(Some(self.delivered(p, flags, time, body)));
                 }
             }
         }

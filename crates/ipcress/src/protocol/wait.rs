@@ -54,9 +54,10 @@ impl Consumer {
         }
     }
 
-    /// Sleep on the data futex until a producer commits (or a timeout, so
-    /// that liveness checks and the unblocker run).
-    pub(crate) fn park(&mut self, deadline: Option<Instant>) -> Result<()> {
+    /// What a consumer does before it sleeps (blocking or async): its
+    /// maintenance, then it saves its position and wakes producers
+    /// waiting for the space it freed.
+    pub(crate) fn before_park(&mut self) {
         self.maintenance();
         if self.auto_commit && matches!(self.kind, Kind::Durable | Kind::Subscriber) {
             // Padding we skipped is consumed too; a message being read is
@@ -67,8 +68,14 @@ impl Consumer {
                 .u64_at(cslot::POSITION)
                 .store(p, Release);
         }
+        self.s.wake_space();
+    }
+
+    /// Sleep on the data futex until a producer commits (or a timeout, so
+    /// that liveness checks and the unblocker run).
+    pub(crate) fn park(&mut self, deadline: Option<Instant>) -> Result<()> {
+        self.before_park();
         let s = self.s.clone();
-        s.wake_space();
         s.data_waiters().fetch_add(1, SeqCst);
         let seq = s.data_seq().load(SeqCst);
         let ready = self.ready();

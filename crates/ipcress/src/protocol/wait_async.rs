@@ -5,7 +5,6 @@
 use crate::sync::atomic::Ordering::*;
 
 use crate::error::{Error, Result};
-use crate::format::*;
 use crate::protocol::claim::Producer;
 use crate::protocol::notify::{Announce, Word, WordChange};
 use crate::protocol::read::*;
@@ -19,16 +18,8 @@ impl Consumer {
     /// pending, it leaves nothing behind: the waiter count goes back and
     /// the registration is removed.
     pub(crate) async fn park_async(&mut self) -> Result<()> {
-        self.maintenance();
-        if self.auto_commit && matches!(self.kind, Kind::Durable | Kind::Subscriber) {
-            let p = self.save_point();
-            self.s
-                .cslot(self.slot)
-                .u64_at(cslot::POSITION)
-                .store(p, Release);
-        }
+        self.before_park();
         let s = self.s.clone();
-        s.wake_space();
         let _announce = Announce::new(&s, Word::Data);
         let seq = s.data_seq().load(SeqCst);
         if !self.ready() {
