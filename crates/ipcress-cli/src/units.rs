@@ -51,16 +51,21 @@ pub fn parse_age(s: &str) -> Result<Duration, String> {
         return Err(bad());
     }
     let n: u64 = num.parse().map_err(|_| bad())?;
-    let ms: u64 = match unit {
+    let ms = unit_ms(unit).ok_or_else(bad)?;
+    n.checked_mul(ms).map(Duration::from_millis).ok_or_else(bad)
+}
+
+/// Milliseconds in one of the time units ages and `--since` take.
+pub fn unit_ms(unit: &str) -> Option<u64> {
+    Some(match unit {
         "ms" => 1,
         "s" => 1000,
         "m" | "min" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
         "w" => 7 * 86_400_000,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(ms).map(Duration::from_millis).ok_or_else(bad)
+        _ => return None,
+    })
 }
 
 /// What `--retain` keeps: a byte count or an age.

@@ -39,15 +39,7 @@ fn parse_compound_age(t: &str) -> Option<Duration> {
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit())
             .unwrap_or(rest.len());
-        let ms: u64 = match &rest[..unit_len] {
-            "ms" => 1,
-            "s" => 1000,
-            "m" | "min" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 7 * 86_400_000,
-            _ => return None,
-        };
+        let ms = crate::units::unit_ms(&rest[..unit_len])?;
         rest = &rest[unit_len..];
         total = total.checked_add(Duration::from_millis(n.checked_mul(ms)?))?;
     }
