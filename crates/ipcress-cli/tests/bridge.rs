@@ -173,17 +173,9 @@ fn bridge_out_and_in_carry_every_record() {
     let _ = server.wait();
 }
 
-/// `ipcress bridge out ... 2>&1 | head -3`: once the reader of stderr is
-/// gone, log lines are dropped and the bridge goes on (it used to abort,
-/// status 134: the logger reported its own write failure with `eprintln!`,
-/// which panicked, and so did the panic hook).
-#[test]
-fn a_closed_stderr_does_not_abort_the_bridge() {
-    let _w = Watchdog::new(
-        "a_closed_stderr_does_not_abort_the_bridge",
-        Duration::from_secs(60),
-    );
-    let root = Root::new("bridge-stderr");
+/// `bridge out` of a new stream `s` under `root` to a loopback port nobody
+/// listens on, with the default log filter.
+fn bridge_out_to_nowhere(root: &Root) -> std::process::Command {
     root.ok(&["create", "s", "--ring", "64K"]);
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -201,8 +193,24 @@ fn a_closed_stderr_does_not_abort_the_bridge() {
         "--subject",
         "x",
     ]);
+    cmd.env_remove("RUST_LOG").env_remove("IPCRESS_LOG");
+    cmd
+}
+
+/// `ipcress bridge out ... 2>&1 | head -3`: once the reader of stderr is
+/// gone, log lines are dropped and the bridge goes on (it used to abort,
+/// status 134: the logger reported its own write failure with `eprintln!`,
+/// which panicked, and so did the panic hook).
+#[test]
+fn a_closed_stderr_does_not_abort_the_bridge() {
+    let _w = Watchdog::new(
+        "a_closed_stderr_does_not_abort_the_bridge",
+        Duration::from_secs(60),
+    );
+    let root = Root::new("bridge-stderr");
+    let mut cmd = bridge_out_to_nowhere(&root);
     // Debug logs: a line at every connection attempt.
-    cmd.env("IPCRESS_LOG", "debug").env_remove("RUST_LOG");
+    cmd.env("IPCRESS_LOG", "debug");
     cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     let mut bridge = Bg::spawn(cmd);
     // Read the first line, then close the pipe as `head -1` would.
@@ -234,25 +242,7 @@ fn a_bridge_that_cannot_reach_its_server_says_so() {
         Duration::from_secs(60),
     );
     let root = Root::new("bridge-nowhere");
-    root.ok(&["create", "s", "--ring", "64K"]);
-    // A loopback port nobody listens on.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("nats://127.0.0.1:{port}");
-    let mut cmd = root.cmd(&[
-        "bridge",
-        "out",
-        "--stream",
-        "s",
-        "--nats",
-        &url,
-        "--subject",
-        "x",
-    ]);
-    cmd.env_remove("RUST_LOG").env_remove("IPCRESS_LOG");
+    let mut cmd = bridge_out_to_nowhere(&root);
     cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     let mut bridge = Bg::spawn(cmd);
     // Several retries happen in these three seconds (100 ms, doubling).
