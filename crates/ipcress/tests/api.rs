@@ -185,6 +185,58 @@ fn block_policy_try_send_full_then_space_in(b: Backend) {
     p.try_send(&payload(1, n, 500)).unwrap();
 }
 
+/// A message borrowed from a Block-policy ring is never rewritten while it
+/// is held: another producer fills every other byte of the ring and is
+/// then told Full. This is the rule that lets a consumer hand out the
+/// mapping's bytes (ARCHITECTURE.md, "A held frame is not rewritten";
+/// `storage::HeldBytes`).
+#[test]
+fn a_held_message_is_not_rewritten() {
+    for b in RINGS {
+        for kind in ["consumer", "subscriber", "group"] {
+            a_held_message_is_not_rewritten_in(b, kind);
+        }
+    }
+}
+
+fn a_held_message_is_not_rewritten_in(b: Backend, kind: &str) {
+    let root = TempRoot::new("held");
+    let s = b.create(&root, 1 << 14, same);
+    let mut c = match kind {
+        "consumer" => s.consumer("d"),
+        "subscriber" => s.subscribe(StartAt::Start),
+        _ => s.group("g"),
+    }
+    .unwrap();
+    s.producer().unwrap().send(&payload(1, 0, 500)).unwrap();
+    let msg = c.recv().unwrap();
+    let held = msg.bytes().unwrap();
+    let before = held.to_vec();
+    let sent = std::thread::scope(|sc| {
+        sc.spawn(|| {
+            let mut q = s.producer().unwrap();
+            for n in 1..1000 {
+                match q.try_send(&payload(2, n, 500)) {
+                    Ok(_) => {}
+                    Err(Error::Full) => return n - 1,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            panic!("{kind} on {b:?}: 999 records went into a 16 KiB ring past a held one")
+        })
+        .join()
+        .unwrap()
+    });
+    assert!(sent > 10, "{kind} on {b:?}: only {sent} records fitted");
+    assert_eq!(held, &before[..], "{kind} on {b:?}: the held message was rewritten");
+    drop(msg);
+    for n in 1..=sent {
+        let got = check_payload(c.recv().unwrap().bytes().unwrap());
+        assert_eq!(got, (2, n), "{kind} on {b:?}");
+    }
+    assert!(c.try_recv().unwrap().is_none(), "{kind} on {b:?}");
+}
+
 #[test]
 fn overwrite_policy_reports_lag() {
     for b in RINGS {

@@ -27,17 +27,6 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// `unsafe` outside `sync/`, `sys/` and `storage/`: the sites that borrow a
-/// frame's bytes in shared memory (a claimed frame, or a committed one
-/// this consumer holds back), each with its `// SAFETY:` line. A new one
-/// is a decision to write down here, not an accident.
-const BORROW_SITES: &[(&str, usize)] = &[
-    ("api/grant.rs", 2),
-    ("api/message.rs", 2),
-    ("protocol/claim.rs", 2),
-    ("protocol/decode.rs", 1),
-];
-
 const MAX_LINES: usize = 600;
 
 fn src() -> PathBuf {
@@ -159,11 +148,9 @@ fn unsafe_stays_in_sync_sys_and_storage() {
             found.insert(path, n);
         }
     }
-    let listed: BTreeMap<String, usize> = BORROW_SITES
-        .iter()
-        .map(|(p, n)| (p.to_string(), *n))
-        .collect();
-    assert_eq!(found, listed, "unsafe outside sync/, sys/ and storage/");
+    // Borrowing a frame's bytes is `storage::span`'s (ClaimedBytes,
+    // HeldBytes), not the protocol's or the API's.
+    assert!(found.is_empty(), "unsafe outside sync/, sys/ and storage/: {found:?}");
 }
 
 #[test]

@@ -157,9 +157,7 @@ impl Deref for Grant<'_> {
     #[inline]
     fn deref(&self) -> &[u8] {
         match &self.claim {
-            // SAFETY: the frame is claimed by this grant and not yet
-            // published; nobody else writes or reads it.
-            Some(c) => unsafe { c.seg.region.slice(c.body, self.len) },
+            Some(c) => c.frame.bytes(c.body, self.len),
             None => &self.buf,
         }
     }
@@ -168,9 +166,8 @@ impl Deref for Grant<'_> {
 impl DerefMut for Grant<'_> {
     #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
-        match &self.claim {
-            // SAFETY: as in `deref`; `&mut self` makes the borrow unique.
-            Some(c) => unsafe { c.seg.region.slice_mut(c.body, self.len) },
+        match &mut self.claim {
+            Some(c) => c.frame.bytes_mut(c.body, self.len),
             None => &mut self.buf,
         }
     }

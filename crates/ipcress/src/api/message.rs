@@ -108,10 +108,7 @@ impl<'a> Message<'a> {
     #[inline]
     fn first_fragment(&self) -> &[u8] {
         match &self.d.body {
-            // SAFETY: Block policy; this consumer's published position (or
-            // its group claim) is at or below the frame, so producers do not
-            // overwrite it while the message lives.
-            Body::Mapped { seg, off, len } => unsafe { seg.region.slice(*off, *len) },
+            Body::Mapped(held) => held.bytes(),
             Body::Buffer => &self.c.buf,
         }
     }
@@ -294,10 +291,7 @@ impl MessageReader<'_> {
                     };
                     self.cur.clear();
                     match body {
-                        // SAFETY: as in Message::first_fragment.
-                        Body::Mapped { seg, off, len } => self
-                            .cur
-                            .extend_from_slice(unsafe { seg.region.slice(off, len) }),
+                        Body::Mapped(held) => self.cur.extend_from_slice(held.bytes()),
                         Body::Buffer => self.cur.extend_from_slice(&c.buf),
                     }
                     self.at = 0;

@@ -306,14 +306,12 @@ impl Producer {
         let claim = self.claim(self.s.frame_total(stored), false)?;
         let mut body = claim.body;
         if foreign {
-            claim.seg.region.write(body, &f.origin);
-            claim
-                .seg
-                .region
-                .write(body + 16, &f.origin_position.to_le_bytes());
+            let region = claim.frame.region();
+            region.write(body, &f.origin);
+            region.write(body + 16, &f.origin_position.to_le_bytes());
             body += ORIGIN_LEN;
         }
-        claim.seg.region.write(body, &f.data);
+        claim.frame.region().write(body, &f.data);
         let release = fragment && flags & F_END != 0;
         Ok(RawGrant {
             p: self,

@@ -11,7 +11,7 @@ use crate::format::*;
 use crate::protocol::frame;
 use crate::protocol::options::*;
 use crate::protocol::shared::*;
-use crate::storage::Seg;
+use crate::storage::{ClaimedBytes, Seg};
 use crate::sync::Region;
 use crate::sys::{self};
 
@@ -76,7 +76,8 @@ pub struct Producer {
 /// A claimed, uncommitted frame.
 pub(crate) struct Claim {
     pub(crate) pos: u64,
-    pub(crate) seg: Seg,
+    /// The frame's bytes, this producer's until published.
+    pub(crate) frame: ClaimedBytes,
     pub(crate) off: usize,
     /// Where the record's bytes go: after the header and, in a timed
     /// stream, the time word C (written at commit).
@@ -95,7 +96,7 @@ impl Claim {
         let stale_a = frame::stale_word(&seg.region, off);
         Claim {
             pos,
-            seg,
+            frame: ClaimedBytes::new(seg, off, total as usize),
             off,
             body: off + HEADER_LEN + s.time_len,
             total,
@@ -177,21 +178,18 @@ impl Producer {
             });
         }
         let claim = self.claim(self.s.frame_total(stored), try_only)?;
-        claim.seg.region.write(claim.body, payload);
+        claim.frame.region().write(claim.body, payload);
         self.finish_claim(claim, stored as u32, flags)
     }
 
     /// Seal (encrypt, checksum) the payload in place and publish the header.
     #[inline(always)]
-    pub(crate) fn finish_claim(&mut self, c: Claim, len: u32, flags: u16) -> Result<u64> {
+    pub(crate) fn finish_claim(&mut self, mut c: Claim, len: u32, flags: u16) -> Result<u64> {
         let flags = flags | self.seal_flags;
         if let Some(cipher) = &self.s.cipher {
             let body = c.body;
             let aad = aad(len, flags, c.pos);
-            // SAFETY: the claim gives this producer exclusive ownership of
-            // the frame until it is committed below.
-            let buf = unsafe { c.seg.region.slice_mut(body, len as usize) };
-            cipher.seal(c.pos, &aad, buf);
+            cipher.seal(c.pos, &aad, c.frame.bytes_mut(body, len as usize));
         }
         self.publish_claim(c, len, flags)
     }
@@ -206,21 +204,18 @@ impl Producer {
         let (len, flags) = if self.s.time_len != 0 {
             let t = sys::now_ns().max(self.last_time);
             self.last_time = t;
-            c.seg.region.u64_at(body).store(t, Relaxed);
+            c.frame.region().u64_at(body).store(t, Relaxed);
             (len + TIME_LEN as u32, flags | F_TIMED)
         } else {
             (len, flags)
         };
         let crc = if flags & F_CHECKSUM != 0 {
-            // SAFETY: the claim gives this producer exclusive ownership of
-            // the frame until it is published below.
-            let buf = unsafe { c.seg.region.slice(body, len as usize) };
-            frame_crc(c.pos, len, flags, buf)
+            frame_crc(c.pos, len, flags, c.frame.bytes(body, len as usize))
         } else {
             pos_check(c.pos)
         };
         let lap = self.s.lap(c.pos);
-        let published = frame::publish(&c.seg.region, c.off, lap, len, flags, crc, c.stale_a);
+        let published = frame::publish(c.frame.region(), c.off, lap, len, flags, crc, c.stale_a);
         self.clear_claim();
         if !published {
             return Err(Error::Unblocked { position: c.pos });
@@ -232,7 +227,7 @@ impl Producer {
     /// Turn a claimed frame into an aborted one (readers skip it).
     pub(crate) fn abort_claim(&mut self, c: Claim) {
         frame::write_pad(
-            &c.seg.region,
+            c.frame.region(),
             c.off,
             c.pos,
             c.total,

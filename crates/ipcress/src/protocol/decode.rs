@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::format::*;
 use crate::protocol::options::*;
 use crate::protocol::read::*;
+use crate::storage::HeldBytes;
 
 impl Consumer {
     /// Check the frame's bytes and make them readable: borrow the mapping
@@ -31,23 +32,17 @@ impl Consumer {
             || flags & (F_COMPRESSED | F_ENCRYPTED) != 0
             || cfg!(loom);
         if !copy {
+            // Block policy: this consumer's published position is at or
+            // below `p`, so no producer writes this frame while it is held.
+            let stored = HeldBytes::new(seg.clone(), off + HEADER_LEN, len as usize);
             if flags & F_CHECKSUM != 0 {
-                // SAFETY: Block policy: this consumer's published position is
-                // at or below `p`, so no producer writes this frame now.
-                let bytes = unsafe { seg.region.slice(off + HEADER_LEN, len as usize) };
                 let b = seg.region.u64_at(off + 8).load(Relaxed);
-                if frame_crc(p, len, flags, bytes) != b_check(b) {
+                if frame_crc(p, len, flags, stored.bytes()) != b_check(b) {
                     return Err(Error::corrupt(p, "checksum mismatch"));
                 }
             }
-            return Ok((
-                Body::Mapped {
-                    seg: seg.clone(),
-                    off: body,
-                    len: len_us,
-                },
-                time,
-            ));
+            // The caller sees the record's bytes, after the time word.
+            return Ok((Body::Mapped(stored.skip(body - (off + HEADER_LEN))), time));
         }
         // A compressed record is read into `zbuf` and decoded into `buf`;
         // any other is decoded in place in `buf`.

@@ -13,7 +13,7 @@ use crate::protocol::options::*;
 pub(crate) use crate::protocol::options::{StartAt, Wait};
 use crate::protocol::registry::*;
 use crate::protocol::shared::*;
-use crate::storage::Seg;
+use crate::storage::{HeldBytes, Seg};
 use crate::sys::{self, SlotRef};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +35,7 @@ pub(crate) struct Delivered {
 
 pub(crate) enum Body {
     /// Bytes borrowed from the mapping (Block policy, plain frame).
-    Mapped { seg: Seg, off: usize, len: usize },
+    Mapped(HeldBytes),
     /// Decoded bytes in the consumer's buffer.
     Buffer,
 }
@@ -462,11 +462,7 @@ impl Consumer {
         } else {
             (0, 0)
         };
-        let body = Body::Mapped {
-            seg: seg.clone(),
-            off: off + skip,
-            len: len as usize - skip,
-        };
+        let body = Body::Mapped(HeldBytes::new(seg.clone(), off + skip, len as usize - skip));
         self.stuck = None;
         self.pos = p + total;
         self.msgs += 1;

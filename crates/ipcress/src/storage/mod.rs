@@ -11,6 +11,9 @@ use crate::error::{Error, Result};
 use crate::sync::Region;
 use crate::sys::{self, Mapping};
 
+mod span;
+pub(crate) use span::{ClaimedBytes, HeldBytes};
+
 /// One mapped segment: `region` is exactly `segment_size` bytes.
 #[derive(Clone)]
 pub(crate) struct Seg {
