@@ -228,7 +228,11 @@ fn a_held_message_is_not_rewritten_in(b: Backend, kind: &str) {
         .unwrap()
     });
     assert!(sent > 10, "{kind} on {b:?}: only {sent} records fitted");
-    assert_eq!(held, &before[..], "{kind} on {b:?}: the held message was rewritten");
+    assert_eq!(
+        held,
+        &before[..],
+        "{kind} on {b:?}: the held message was rewritten"
+    );
     drop(msg);
     for n in 1..=sent {
         let got = check_payload(c.recv().unwrap().bytes().unwrap());

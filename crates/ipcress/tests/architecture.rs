@@ -150,7 +150,10 @@ fn unsafe_stays_in_sync_sys_and_storage() {
     }
     // Borrowing a frame's bytes is `storage::span`'s (ClaimedBytes,
     // HeldBytes), not the protocol's or the API's.
-    assert!(found.is_empty(), "unsafe outside sync/, sys/ and storage/: {found:?}");
+    assert!(
+        found.is_empty(),
+        "unsafe outside sync/, sys/ and storage/: {found:?}"
+    );
 }
 
 #[test]

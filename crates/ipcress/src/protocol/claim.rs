@@ -76,13 +76,12 @@ pub struct Producer {
 /// A claimed, uncommitted frame.
 pub(crate) struct Claim {
     pub(crate) pos: u64,
-    /// The frame's bytes, this producer's until published.
+    /// The frame (where it starts in the segment, how long it is) and its
+    /// bytes, this producer's until published.
     pub(crate) frame: ClaimedBytes,
-    pub(crate) off: usize,
     /// Where the record's bytes go: after the header and, in a timed
     /// stream, the time word C (written at commit).
     pub(crate) body: usize,
-    pub(crate) total: u64,
     pub(crate) stale_a: u64,
 }
 
@@ -97,9 +96,7 @@ impl Claim {
         Claim {
             pos,
             frame: ClaimedBytes::new(seg, off, total as usize),
-            off,
             body: off + HEADER_LEN + s.time_len,
-            total,
             stale_a,
         }
     }
@@ -200,7 +197,7 @@ impl Producer {
     /// record's stored length, without the time word.
     #[inline(always)]
     pub(crate) fn publish_claim(&mut self, c: Claim, len: u32, flags: u16) -> Result<u64> {
-        let body = c.off + HEADER_LEN;
+        let body = c.frame.start() + HEADER_LEN;
         let (len, flags) = if self.s.time_len != 0 {
             let t = sys::now_ns().max(self.last_time);
             self.last_time = t;
@@ -215,7 +212,15 @@ impl Producer {
             pos_check(c.pos)
         };
         let lap = self.s.lap(c.pos);
-        let published = frame::publish(c.frame.region(), c.off, lap, len, flags, crc, c.stale_a);
+        let published = frame::publish(
+            c.frame.region(),
+            c.frame.start(),
+            lap,
+            len,
+            flags,
+            crc,
+            c.stale_a,
+        );
         self.clear_claim();
         if !published {
             return Err(Error::Unblocked { position: c.pos });
@@ -228,9 +233,9 @@ impl Producer {
     pub(crate) fn abort_claim(&mut self, c: Claim) {
         frame::write_pad(
             c.frame.region(),
-            c.off,
+            c.frame.start(),
             c.pos,
-            c.total,
+            c.frame.len() as u64,
             self.s.lap(c.pos),
             c.stale_a,
             F_ABORTED,

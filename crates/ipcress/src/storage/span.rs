@@ -49,6 +49,18 @@ impl ClaimedBytes {
         }
     }
 
+    /// Where the frame starts in its segment.
+    #[inline(always)]
+    pub(crate) fn start(&self) -> usize {
+        self.start
+    }
+
+    /// The frame's length in bytes, header included.
+    #[inline(always)]
+    pub(crate) fn len(&self) -> usize {
+        self.end - self.start
+    }
+
     /// The segment's memory, for the header's atomic words and copies.
     #[inline(always)]
     pub(crate) fn region(&self) -> &Region {
@@ -57,16 +69,15 @@ impl ClaimedBytes {
 
     #[inline(always)]
     fn check(&self, at: usize, len: usize) {
-        assert!(
-            at >= self.start && at.checked_add(len).is_some_and(|e| e <= self.end),
-            "borrow {at}+{len} outside the claimed frame {}..{}",
-            self.start,
-            self.end
-        );
+        // `at - start` wraps to a huge value when `at` is before the frame.
+        let (rel, room) = (at.wrapping_sub(self.start), self.end - self.start);
+        if rel > room || len > room - rel {
+            outside_the_claim(at, len, self.start, self.end);
+        }
     }
 
     /// `len` bytes at segment offset `at`, inside the frame.
-    #[inline(always)]
+    #[inline]
     pub(crate) fn bytes(&self, at: usize, len: usize) -> &[u8] {
         self.check(at, len);
         // SAFETY: in the frame this producer claimed and has not published
@@ -75,13 +86,19 @@ impl ClaimedBytes {
     }
 
     /// As [`bytes`](Self::bytes), to write; `&mut self` makes it unique.
-    #[inline(always)]
+    #[inline]
     pub(crate) fn bytes_mut(&mut self, at: usize, len: usize) -> &mut [u8] {
         self.check(at, len);
         // SAFETY: as in `bytes`; `&mut self` rules out a second borrow
         // through this handle, and the claim rules out every other one.
         unsafe { self.seg.region.slice_mut(at, len) }
     }
+}
+
+#[cold]
+#[inline(never)]
+fn outside_the_claim(at: usize, len: usize, start: usize, end: usize) -> ! {
+    panic!("borrow {at}+{len} outside the claimed frame {start}..{end}")
 }
 
 /// The stored bytes of a committed frame that no producer rewrites while
