@@ -25,6 +25,8 @@ import time
 import numpy as np
 
 FRAME = 1920 * 1080 * 3
+# The ipcress ring for frames (--frame-ring).
+FRAME_RING = 1 << 26
 SMALL = 64
 
 
@@ -77,7 +79,7 @@ def run_ipcress(n, size):
 
     root = tempfile.mkdtemp(prefix="ipcress-pybench-", dir="/dev/shm")
     try:
-        ring = 1 << 26 if size == FRAME else 1 << 24
+        ring = FRAME_RING if size == FRAME else 1 << 24
         ipcress.Stream.create("b", root=root, size=ring, checksum="none")
         ipcress.Stream.open("b", root=root).consumer("c").close()
         return pair(ipc_producer, ipc_consumer, (root, n, size))
@@ -320,8 +322,12 @@ def main():
     ap.add_argument("--small", type=int, default=200_000, help="64-byte messages per run")
     ap.add_argument("--frames", type=int, default=300, help="1080p frames per run")
     ap.add_argument("--only", help="comma-separated transports")
+    ap.add_argument("--frame-ring", type=int, default=1 << 26,
+                    help="bytes of the ipcress ring for 1080p frames")
     ap.add_argument("--reps", type=int, default=3, help="repetitions; the median is printed")
     a = ap.parse_args()
+    global FRAME_RING
+    FRAME_RING = a.frame_ring
     global mp
     mp = mp.get_context("spawn")
     transports = {
