@@ -8,7 +8,7 @@
 //! | bytes | field |
 //! |-------|-------|
 //! | 4     | data length (u32 LE) |
-//! | 2     | frame flags (u16 LE) |
+//! | 2     | frame flags ([`Flags::bits`], u16 LE) |
 //! | 1     | 0: origin implied (the batch's source stream), 1: origin follows |
 //! | 1     | 0 |
 //! | 8     | implied: the frame's position in the source; else the origin position (u64 LE) |
@@ -16,9 +16,11 @@
 //! | len   | data |
 //!
 //! The receiver trusts nothing: every length is checked against the
-//! payload, the count against the header, and trailing bytes are an error.
+//! payload, the count against the header, and unknown flag bits and
+//! trailing bytes are an error.
 
 use anyhow::{bail, ensure};
+use ipcress::Flags;
 
 /// Bytes before the data of an entry with an implied origin.
 pub const ENTRY_HEADER: usize = 16;
@@ -31,7 +33,7 @@ pub const MAX_FRAMES: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry<'a> {
     /// Frame flags.
-    pub flags: u16,
+    pub flags: Flags,
     /// The origin stream id, when it is not the batch's source.
     pub origin: Option<[u8; 16]>,
     /// Implied origin: the position in the source; else the origin position.
@@ -49,7 +51,7 @@ pub fn entry_len(data_len: usize, explicit_origin: bool) -> usize {
 pub fn encode(buf: &mut Vec<u8>, e: &Entry<'_>) {
     let len = u32::try_from(e.data.len()).expect("a frame is shorter than 4 GiB");
     buf.extend_from_slice(&len.to_le_bytes());
-    buf.extend_from_slice(&e.flags.to_le_bytes());
+    buf.extend_from_slice(&e.flags.bits().to_le_bytes());
     buf.push(e.origin.is_some() as u8);
     buf.push(0);
     buf.extend_from_slice(&e.position.to_le_bytes());
@@ -72,7 +74,10 @@ pub fn decode(payload: &[u8], count: usize) -> anyhow::Result<Vec<Entry<'_>>> {
             bail!("batch entry {i} of {count}: truncated header");
         };
         let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
-        let flags = u16::from_le_bytes([h[4], h[5]]);
+        let bits = u16::from_le_bytes([h[4], h[5]]);
+        let Some(flags) = Flags::from_bits(bits) else {
+            bail!("batch entry {i}: unknown flag bits in {bits:#06x}");
+        };
         let position = u64::from_le_bytes(h[8..16].try_into().expect("8 bytes"));
         ensure!(h[7] == 0, "batch entry {i}: reserved byte is {}", h[7]);
         let (origin, tail) = match h[6] {
@@ -108,9 +113,10 @@ pub fn decode(payload: &[u8], count: usize) -> anyhow::Result<Vec<Entry<'_>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy;
 
     /// flags, origin, position, data
-    type Owned = (u16, Option<[u8; 16]>, u64, Vec<u8>);
+    type Owned = (Flags, Option<[u8; 16]>, u64, Vec<u8>);
 
     fn entries(seed: u64, n: usize) -> Vec<Owned> {
         let mut x = seed | 1;
@@ -125,7 +131,12 @@ mod tests {
                 let len = (next() % 300) as usize;
                 let origin = (next() % 3 == 0).then(|| std::array::from_fn(|i| i as u8 ^ 0x5a));
                 let data = (0..len).map(|_| next() as u8).collect();
-                (next() as u16, origin, next(), data)
+                (
+                    Flags::from_bits_truncate(next() as u16),
+                    origin,
+                    next(),
+                    data,
+                )
             })
             .collect()
     }
@@ -186,12 +197,36 @@ mod tests {
         let mut b = buf.clone();
         b[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode(&b, 5).is_err());
+        // A flag bit a raw frame does not carry (committed, checksum...).
+        for bit in [0x0001u16, 0x0080, 0x0400, 0x8000] {
+            let mut b = buf.clone();
+            b[4..6].copy_from_slice(&(es[0].0.bits() | bit).to_le_bytes());
+            let e = decode(&b, 5).unwrap_err().to_string();
+            assert!(e.contains("unknown flag bits"), "{e}");
+        }
+    }
+
+    #[test]
+    fn entry_bytes() {
+        let mut buf = Vec::new();
+        let e = Entry {
+            flags: Flags::BEGIN | Flags::END | Flags::COMPRESSED,
+            origin: None,
+            position: 0x0102,
+            data: b"xy",
+        };
+        encode(&mut buf, &e);
+        let want: &[u8] = &[
+            2, 0, 0, 0, 0x1c, 0, 0, 0, 2, 1, 0, 0, 0, 0, 0, 0, b'x', b'y',
+        ];
+        assert_eq!(buf, want);
+        assert_eq!(decode(&buf, 1).unwrap(), [e]);
     }
 
     proptest::proptest! {
         #[test]
         fn prop_roundtrip(es in proptest::collection::vec(
-            (proptest::num::u16::ANY,
+            (proptest::num::u16::ANY.prop_map(Flags::from_bits_truncate),
              proptest::option::of(proptest::array::uniform16(proptest::num::u8::ANY)),
              proptest::num::u64::ANY,
              proptest::collection::vec(proptest::num::u8::ANY, 0..200)),

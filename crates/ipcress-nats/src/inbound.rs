@@ -31,8 +31,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::{self, Message};
 use futures::StreamExt;
-use ipcress::format::{F_BEGIN, F_END};
-use ipcress::{Key, RawFrame, Stream, StreamOptions, UserSlot};
+use ipcress::{Flags, Key, RawFrame, Stream, StreamOptions, UserSlot};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -332,7 +331,7 @@ async fn session(
 
 /// What the headers say about a message.
 struct Meta {
-    flags: u16,
+    flags: Flags,
     origin: [u8; 16],
     origin_position: u64,
     /// (i, n) of a split frame, 1-based.
@@ -350,6 +349,15 @@ fn source(h: &async_nats::HeaderMap) -> (&str, &str) {
     (fields.next().unwrap_or(""), fields.next().unwrap_or(""))
 }
 
+/// The flags of an `Ipcress-Flags` value ([`Flags::bits`] in decimal).
+fn header_flags(v: &str) -> anyhow::Result<Flags> {
+    match v.parse::<u16>().ok().map(Flags::from_bits) {
+        Some(Some(f)) => Ok(f),
+        Some(None) => anyhow::bail!("bad Ipcress-Flags {v:?}: unknown flag bits"),
+        None => anyhow::bail!("bad Ipcress-Flags {v:?}: not a 16-bit decimal number"),
+    }
+}
+
 fn meta(m: &Message) -> anyhow::Result<Option<Meta>> {
     let Some(h) = m.message.headers.as_ref() else {
         return Ok(None);
@@ -358,7 +366,7 @@ fn meta(m: &Message) -> anyhow::Result<Option<Meta>> {
         return Ok(None);
     };
     let get = |k: &str| h.get(k).map(|v| v.as_str()).unwrap_or("");
-    let flags: u16 = flags.as_str().parse().context("bad Ipcress-Flags")?;
+    let flags = header_flags(flags.as_str())?;
     let part = match h.get(H_PART) {
         Some(v) => {
             let (i, n) = v.as_str().split_once('/').context("bad Ipcress-Part")?;
@@ -403,7 +411,7 @@ struct Partial {
     next: u32,
     n: u32,
     last_seq: u64,
-    flags: u16,
+    flags: Flags,
     origin: [u8; 16],
     origin_position: u64,
     data: Vec<u8>,
@@ -518,7 +526,7 @@ impl Writer {
                 self.stats.add(1, data.len() as u64);
             } else {
                 let f = RawFrame {
-                    flags: F_BEGIN | F_END,
+                    flags: Flags::BEGIN | Flags::END,
                     origin: self.id,
                     origin_position: 0,
                     data,
@@ -665,7 +673,7 @@ impl Writer {
     /// Append `f`, frame `k` of the `n` of JetStream message `seq` (of a
     /// split frame: its last part), and record the point after it.
     fn apply(&mut self, f: &RawFrame, seq: u64, k: usize, n: usize) -> anyhow::Result<()> {
-        let end = f.flags & F_END != 0;
+        let end = f.flags.contains(Flags::END);
         let after = if k == n {
             point(seq + 1, 0)?
         } else {
@@ -688,5 +696,34 @@ impl Writer {
         self.written = seq;
         self.stats.add(end as u64, f.data.len() as u64);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_header() {
+        for f in (0..=u16::MAX).filter_map(Flags::from_bits) {
+            assert_eq!(header_flags(&f.bits().to_string()).unwrap(), f);
+        }
+        assert_eq!(header_flags("12").unwrap(), Flags::BEGIN | Flags::END);
+        assert_eq!(header_flags("0").unwrap(), Flags::empty());
+        for (v, why) in [
+            ("1", "unknown flag bits"),
+            ("13", "unknown flag bits"),
+            ("65535", "unknown flag bits"),
+            ("65536", "not a 16-bit"),
+            ("-4", "not a 16-bit"),
+            ("", "not a 16-bit"),
+            ("0x0c", "not a 16-bit"),
+        ] {
+            let e = header_flags(v).unwrap_err().to_string();
+            assert!(
+                e.starts_with("bad Ipcress-Flags") && e.contains(why),
+                "{v:?}: {e}"
+            );
+        }
     }
 }

@@ -42,8 +42,8 @@ pub use stats::BridgeStats;
 pub const H_BATCH: &str = "Ipcress-Batch";
 /// Header: `i/n`, present when a frame is split into `n` NATS messages.
 pub const H_PART: &str = "Ipcress-Part";
-/// Header: the frame flags (decimal): `F_BEGIN`, `F_END`, `F_COMPRESSED`,
-/// `F_ENCRYPTED`.
+/// Header: the frame flags, [`ipcress::Flags::bits`] in decimal; `bridge
+/// in` refuses other bits.
 pub const H_FLAGS: &str = "Ipcress-Flags";
 /// Header: the origin stream id (32 hex digits): where the frame was first
 /// written (the nonce of an encrypted frame).

@@ -41,8 +41,7 @@ use async_nats::{HeaderMap, HeaderName, Subject, header};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use ipcress::format::F_END;
-use ipcress::{Consumer, Key, StartAt, Stream, UserSlot};
+use ipcress::{Consumer, Flags, Key, StartAt, Stream, UserSlot};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -113,7 +112,7 @@ struct Item {
     pos: u64,
     /// Consumer position right after the frame.
     next: u64,
-    flags: u16,
+    flags: Flags,
     origin: [u8; 16],
     origin_position: u64,
     data: Bytes,
@@ -305,7 +304,7 @@ async fn reader_loop(
         match got {
             Ok(Some((pos, f))) => {
                 let next = c.position();
-                at_boundary = f.flags & F_END != 0;
+                at_boundary = f.flags.contains(Flags::END);
                 if at_boundary {
                     last_end = next;
                 }
@@ -744,7 +743,7 @@ impl Out<'_> {
                 next: (k + count, 0),
             };
         }
-        h.insert(NAME_FLAGS, decimal(item.flags.into()));
+        h.insert(NAME_FLAGS, decimal(item.flags.bits().into()));
         if !implied {
             // Otherwise implied by the message id.
             h.insert(NAME_ORIGIN, hex(&item.origin));
@@ -841,7 +840,7 @@ impl Out<'_> {
         let item = self.unacked.pop_front().expect("an unacknowledged frame");
         self.front_part = (0, 0);
         self.progress = true;
-        let end = item.flags & F_END != 0;
+        let end = item.flags.contains(Flags::END);
         self.stats.add(end as u64, item.data.len() as u64);
         if end {
             self.acked.store(item.next, Ordering::Release);

@@ -42,6 +42,7 @@ pub use api::slots::UserSlot;
 pub use api::stream::{Backlog, Stream, default_root, validate_name};
 pub use codec::{Compression, Key, KeyError};
 pub use error::{Error, Result};
+pub use format::Flags;
 pub use protocol::claim::Producer;
 pub use protocol::options::{Checksum, Layout, Policy, StartAt, StreamOptions, Wait};
 pub use protocol::raw::RawFrame;

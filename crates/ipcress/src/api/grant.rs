@@ -11,10 +11,10 @@ use std::ops::{Deref, DerefMut};
 
 /// A claimed raw frame; see [`Producer::reserve_raw`].
 /// ```
-/// # use ipcress::{format, RawFrame, Stream, StreamOptions};
+/// # use ipcress::{Flags, RawFrame, Stream, StreamOptions};
 /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
 /// let mut producer = stream.producer()?;
-/// let frame = RawFrame { flags: format::F_BEGIN | format::F_END, origin: stream.id(), origin_position: 0, data: vec![1, 2, 3], time: None };
+/// let frame = RawFrame { flags: Flags::BEGIN | Flags::END, origin: stream.id(), origin_position: 0, data: vec![1, 2, 3], time: None };
 /// let grant = producer.reserve_raw(&frame)?;
 /// let at = grant.position();
 /// assert_eq!(grant.commit()?, at);
@@ -33,10 +33,10 @@ pub struct RawGrant<'a> {
 impl RawGrant<'_> {
     /// Position of the frame.
     /// ```
-    /// # use ipcress::{format, RawFrame, Stream, StreamOptions};
+    /// # use ipcress::{Flags, RawFrame, Stream, StreamOptions};
     /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
     /// # let mut producer = stream.producer()?;
-    /// # let frame = RawFrame { flags: format::F_BEGIN | format::F_END, origin: stream.id(), origin_position: 0, data: vec![1, 2, 3], time: None };
+    /// # let frame = RawFrame { flags: Flags::BEGIN | Flags::END, origin: stream.id(), origin_position: 0, data: vec![1, 2, 3], time: None };
     /// producer.send(b"before")?;
     /// assert_eq!(producer.reserve_raw(&frame)?.position(), 32);
     /// # Ok::<(), ipcress::Error>(())
@@ -47,10 +47,10 @@ impl RawGrant<'_> {
 
     /// Publish the frame.
     /// ```
-    /// # use ipcress::{format, RawFrame, Stream, StreamOptions};
+    /// # use ipcress::{Flags, RawFrame, Stream, StreamOptions};
     /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
     /// # let mut producer = stream.producer()?;
-    /// # let frame = RawFrame { flags: format::F_BEGIN | format::F_END, origin: stream.id(), origin_position: 0, data: vec![1, 2, 3], time: None };
+    /// # let frame = RawFrame { flags: Flags::BEGIN | Flags::END, origin: stream.id(), origin_position: 0, data: vec![1, 2, 3], time: None };
     /// let at = producer.reserve_raw(&frame)?.commit()?;
     /// assert!(stream.is_committed(at)?);
     /// # Ok::<(), ipcress::Error>(())

@@ -262,15 +262,15 @@ impl Producer {
 
 impl Producer {
     /// Claim a frame for `f`, to be committed with `RawGrant::commit`.
-    /// Fragments (`F_BEGIN` without `F_END`, continuations) take the
-    /// stream's fragment lock until the frame with `F_END`.
+    /// Fragments (`Flags::BEGIN` without `Flags::END`, continuations) take
+    /// the stream's fragment lock until the frame with `Flags::END`.
     /// ```
-    /// use ipcress::format::{F_BEGIN, F_END};
-    /// # use ipcress::{RawFrame, StartAt, Stream, StreamOptions};
+    /// use ipcress::{Flags, RawFrame};
+    /// # use ipcress::{StartAt, Stream, StreamOptions};
     /// let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
     /// let mut consumer = stream.subscribe(StartAt::Start)?;
     /// let mut producer = stream.producer()?;
-    /// let frame = RawFrame { flags: F_BEGIN | F_END, origin: stream.id(), origin_position: 0, data: b"raw".to_vec(), time: None };
+    /// let frame = RawFrame { flags: Flags::BEGIN | Flags::END, origin: stream.id(), origin_position: 0, data: b"raw".to_vec(), time: None };
     /// let grant = producer.reserve_raw(&frame)?;
     /// assert_eq!(grant.position(), 0);
     /// grant.commit()?;
@@ -278,7 +278,7 @@ impl Producer {
     /// # Ok::<(), ipcress::Error>(())
     /// ```
     pub fn reserve_raw(&mut self, f: &RawFrame) -> Result<RawGrant<'_>> {
-        let flags = f.flags & F_AAD_MASK;
+        let flags = f.flags.bits();
         let foreign = flags & F_ENCRYPTED != 0;
         if foreign && !self.s.opts.encrypted {
             return Err(Error::InvalidOptions(format!(

@@ -70,13 +70,13 @@ impl Consumer {
     /// stored (not decoded): every fragment of a large message separately.
     /// Non-group consumers only.
     /// ```
-    /// use ipcress::format::{F_BEGIN, F_END};
+    /// use ipcress::Flags;
     /// # use ipcress::{StartAt, Stream, StreamOptions};
     /// # let stream = Stream::create_in_memory("doc", &StreamOptions::ring(1 << 16))?;
     /// let mut bridge = stream.subscribe(StartAt::Start)?;
     /// stream.producer()?.send(b"as stored")?;
     /// let (at, frame) = bridge.recv_raw_timeout(std::time::Duration::from_millis(10))?.expect("sent");
-    /// assert_eq!((at, frame.flags, frame.origin), (0, F_BEGIN | F_END, stream.id()));
+    /// assert_eq!((at, frame.flags, frame.origin), (0, Flags::BEGIN | Flags::END, stream.id()));
     /// assert_eq!(frame.data, b"as stored");
     /// # Ok::<(), ipcress::Error>(())
     /// ```

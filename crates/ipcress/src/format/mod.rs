@@ -2,7 +2,7 @@
 //! file. docs/FORMAT.md describes the same bytes in prose; keep them in step.
 //!
 //! ```
-//! use ipcress::format::{F_BEGIN, F_END, HEADER_LEN, TIME_LEN, frame_len};
+//! use ipcress::format::{Flags, HEADER_LEN, TIME_LEN, frame_len};
 //! # let stream = ipcress::Stream::create_in_memory("doc", &ipcress::StreamOptions::ring(1 << 16))?;
 //! let at = stream.producer()?.send(b"abc")?;
 //! // The header, the commit time, 3 bytes, aligned to 8:
@@ -11,7 +11,7 @@
 //! assert_eq!(HEADER_LEN, 16);
 //! # let mut c = stream.subscribe(ipcress::StartAt::Start)?;
 //! let (_, raw) = c.recv_raw_timeout(std::time::Duration::from_millis(10))?.expect("sent");
-//! assert_eq!(raw.flags, F_BEGIN | F_END); // a whole message in one frame
+//! assert_eq!(raw.flags, Flags::BEGIN | Flags::END); // a whole message in one frame
 //! assert!(raw.time.is_some()); // committed at that time (ns since the epoch)
 //! # Ok::<(), ipcress::Error>(())
 //! ```
@@ -19,13 +19,13 @@
 /// Magic at offset 0 of the meta file: "IPCRESS" then 0x00, little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"IPCRESS\0");
 /// Format version this build writes by default: 4, whose data frames
-/// carry their commit time ([`F_TIMED`]). It reads and writes
+/// carry their commit time (flag `TIMED`). It reads and writes
 /// [`VERSION_UNTIMED`] streams too.
 pub const VERSION: u32 = 4;
 /// The previous format version (frames without time), still read and
 /// written (`StreamOptions::format_version`).
 pub const VERSION_UNTIMED: u32 = 3;
-/// Length of the time word C of a frame with [`F_TIMED`].
+/// Length of the time word C of a frame with flag `TIMED`.
 pub const TIME_LEN: usize = 8;
 
 /// Frame header size in bytes; frames are aligned to [`ALIGN`].
@@ -33,36 +33,40 @@ pub const HEADER_LEN: usize = 16;
 /// Frame alignment.
 pub const ALIGN: usize = 8;
 
-// Frame flags (bits 0..16 of header word A).
+mod flags;
+pub use flags::Flags;
+
+// Frame flags (bits 0..16 of header word A), docs/FORMAT.md. The library's
+// own: a caller sees the ones a raw frame carries as `Flags`.
 /// The frame is committed: its length, flags and payload are final.
-pub const F_COMMITTED: u16 = 0x0001;
+pub(crate) const F_COMMITTED: u16 = 0x0001;
 /// Padding: no record, readers skip `total` bytes.
-pub const F_PADDING: u16 = 0x0002;
+pub(crate) const F_PADDING: u16 = 0x0002;
 /// First fragment of a message.
-pub const F_BEGIN: u16 = 0x0004;
+pub(crate) const F_BEGIN: u16 = 0x0004;
 /// Last fragment of a message (a whole message has `F_BEGIN | F_END`).
-pub const F_END: u16 = 0x0008;
+pub(crate) const F_END: u16 = 0x0008;
 /// The payload is compressed with the stream's compression.
-pub const F_COMPRESSED: u16 = 0x0010;
+pub(crate) const F_COMPRESSED: u16 = 0x0010;
 /// The payload is sealed with the stream's key.
-pub const F_ENCRYPTED: u16 = 0x0020;
+pub(crate) const F_ENCRYPTED: u16 = 0x0020;
 /// Padding left by an aborted or dead claim (with `F_PADDING`).
-pub const F_ABORTED: u16 = 0x0040;
+pub(crate) const F_ABORTED: u16 = 0x0040;
 /// Word B carries the CRC-32C of the frame.
-pub const F_CHECKSUM: u16 = 0x0080;
+pub(crate) const F_CHECKSUM: u16 = 0x0080;
 /// Encrypted frame carried from another stream (by a bridge): the payload
 /// starts with the origin stream id (16 bytes) and position (8 bytes, LE)
 /// that its nonce was made from.
-pub const F_FOREIGN: u16 = 0x0100;
+pub(crate) const F_FOREIGN: u16 = 0x0100;
 /// An 8-byte padding frame: word A alone (with `F_PADDING`), no word B.
-pub const F_PAD8: u16 = 0x0200;
+pub(crate) const F_PAD8: u16 = 0x0200;
 /// The stored bytes start with word C, the commit time (u64 LE, ns since
 /// the Unix epoch); `len` counts it. Every data frame of a version-4 stream.
-pub const F_TIMED: u16 = 0x0400;
+pub(crate) const F_TIMED: u16 = 0x0400;
 /// Every flag this version knows; a header with others is damaged.
-pub const F_KNOWN: u16 = 0x07FF;
+pub(crate) const F_KNOWN: u16 = 0x07FF;
 /// Flags bound into the AEAD associated data (they survive bridging).
-pub const F_AAD_MASK: u16 = F_BEGIN | F_END | F_COMPRESSED | F_ENCRYPTED;
+pub(crate) const F_AAD_MASK: u16 = F_BEGIN | F_END | F_COMPRESSED | F_ENCRYPTED;
 /// Length of the origin prefix of a foreign frame.
 pub const ORIGIN_LEN: usize = 24;
 
@@ -99,7 +103,7 @@ pub const fn frame_len(len: u64) -> u64 {
 }
 
 /// Header word A: `flags | lap << 16` (`lap` from [`lap_of`]). It is the
-/// commit word: a frame exists once A carries `F_COMMITTED` and the lap of
+/// commit word: a frame exists once A carries flag `COMMITTED` and the lap of
 /// its position.
 #[inline]
 pub const fn word_a(flags: u16, lap: u64) -> u64 {
@@ -107,14 +111,14 @@ pub const fn word_a(flags: u16, lap: u64) -> u64 {
 }
 
 /// Header word B: `len | check << 32`, where `check` is the frame's CRC
-/// (flag `F_CHECKSUM`, the CRC covers the position) or else [`pos_check`].
+/// (flag `CHECKSUM`, the CRC covers the position) or else [`pos_check`].
 /// Written before word A is published, read only after it.
 #[inline]
 pub const fn word_b(len: u32, check: u32) -> u64 {
     len as u64 | (check as u64) << 32
 }
 
-/// The check half of word B of a frame without `F_CHECKSUM`: bits 3..35
+/// The check half of word B of a frame without flag `CHECKSUM`: bits 3..35
 /// of its position.
 #[inline]
 pub const fn pos_check(position: u64) -> u32 {
@@ -136,7 +140,8 @@ pub const fn b_check(b: u64) -> u32 {
 /// The fields of a header word A.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WordA {
-    /// Bits 0..16: the `F_*` flags.
+    /// Bits 0..16: the flag bits (docs/FORMAT.md; those of a raw frame
+    /// are [`Flags`]).
     pub flags: u16,
     /// Bits 16..64: the lap the header was written in.
     pub lap: u64,
@@ -172,7 +177,7 @@ pub fn frame_crc(position: u64, len: u32, flags: u16, payload: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&h), payload)
 }
 
-/// [`frame_crc`] of a frame with [`F_TIMED`] whose stored bytes are the
+/// [`frame_crc`] of a frame with flag `TIMED` whose stored bytes are the
 /// time word `time` then `rest` (the same value, without joining them).
 #[inline]
 pub fn frame_crc_timed(position: u64, len: u32, flags: u16, time: u64, rest: &[u8]) -> u32 {
@@ -192,7 +197,8 @@ pub enum Slot {
     Frame {
         /// Payload length.
         len: u32,
-        /// The `F_*` flags.
+        /// The flag bits (docs/FORMAT.md; those of a raw frame are
+        /// [`Flags`]).
         flags: u16,
         /// Frame length, header and padding included.
         total: u64,
@@ -203,7 +209,7 @@ pub enum Slot {
 /// `b` (loaded after it; ignored for an 8-byte padding) read at `position`
 /// (of lap `lap`, from [`lap_of`]), at `offset` within a segment of
 /// `segment_size` bytes. Every field is checked before it is trusted; the
-/// CRC of a frame with `F_CHECKSUM` is left to the reader, who has the
+/// CRC of a frame with flag `CHECKSUM` is left to the reader, who has the
 /// payload.
 #[inline(always)]
 pub fn parse(

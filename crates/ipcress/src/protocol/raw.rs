@@ -11,21 +11,21 @@ use crate::protocol::read::*;
 /// One stored frame exactly as written: possibly compressed and encrypted.
 /// Bridges move these between streams without decoding them.
 /// ```
-/// # use ipcress::{format, Compression, StartAt, Stream, StreamOptions};
+/// # use ipcress::{Compression, Flags, StartAt, Stream, StreamOptions};
 /// let opts = StreamOptions::ring(1 << 16).compression(Compression::Lz4);
 /// let stream = Stream::create_in_memory("doc", &opts)?;
 /// let mut bridge = stream.subscribe(StartAt::Start)?;
 /// stream.producer()?.send(&[b'z'; 1000])?;
 /// let (at, frame) = bridge.recv_raw_timeout(std::time::Duration::from_millis(10))?.expect("sent");
 /// assert_eq!((at, frame.origin, frame.origin_position), (0, stream.id(), 0));
-/// assert!(frame.flags & format::F_COMPRESSED != 0 && frame.data.len() < 1000);
+/// assert!(frame.flags.contains(Flags::COMPRESSED) && frame.data.len() < 1000);
 /// assert!(frame.time.is_some()); // its commit time, in ns since the epoch
 /// # Ok::<(), ipcress::Error>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawFrame {
-    /// `F_BEGIN`, `F_END`, `F_COMPRESSED`, `F_ENCRYPTED` (other bits ignored).
-    pub flags: u16,
+    /// Which fragment of a message it is and how its data is stored.
+    pub flags: Flags,
     /// Stream id where the frame was first written (its nonce, if encrypted).
     pub origin: [u8; 16],
     /// Position where the frame was first written.
@@ -89,7 +89,7 @@ impl Consumer {
                     return Ok(Some((
                         p,
                         RawFrame {
-                            flags: flags & F_AAD_MASK,
+                            flags: Flags::from_bits_truncate(flags),
                             origin,
                             origin_position,
                             data,

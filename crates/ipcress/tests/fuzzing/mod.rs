@@ -19,8 +19,25 @@ use std::time::Duration;
 use ipcress::codec::{self, Cipher};
 use ipcress::format::{self, *};
 use ipcress::{
-    Checksum, Compression, Consumer, Error, Key, Policy, StartAt, Stream, StreamOptions,
+    Checksum, Compression, Consumer, Error, Flags, Key, Policy, StartAt, Stream, StreamOptions,
 };
+
+// The flag bits of header word A as docs/FORMAT.md gives them: the library
+// keeps its own private (a caller sees a raw frame's as `Flags`), and this
+// copy checks `format::parse` against the document.
+const F_COMMITTED: u16 = 0x0001;
+const F_PADDING: u16 = 0x0002;
+const F_BEGIN: u16 = Flags::BEGIN.bits();
+const F_END: u16 = Flags::END.bits();
+const F_COMPRESSED: u16 = Flags::COMPRESSED.bits();
+const F_ENCRYPTED: u16 = Flags::ENCRYPTED.bits();
+const F_CHECKSUM: u16 = 0x0080;
+const F_PAD8: u16 = 0x0200;
+/// Every bit this version knows (FOREIGN 0x0100, TIMED 0x0400 and ABORTED
+/// 0x0040 among them).
+const F_KNOWN: u16 = 0x07FF;
+const _: () = assert!(F_BEGIN == 0x0004 && F_END == 0x0008);
+const _: () = assert!(F_COMPRESSED == 0x0010 && F_ENCRYPTED == 0x0020);
 
 /// The targets by name (the name is the corpus directory).
 #[allow(clippy::type_complexity)]
