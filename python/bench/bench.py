@@ -27,6 +27,8 @@ import numpy as np
 FRAME = 1920 * 1080 * 3
 # The ipcress ring for frames (--frame-ring).
 FRAME_RING = 1 << 26
+# Its segments (--frame-segments; None: the default, 4).
+FRAME_SEGMENTS = None
 SMALL = 64
 
 
@@ -80,7 +82,8 @@ def run_ipcress(n, size):
     root = tempfile.mkdtemp(prefix="ipcress-pybench-", dir="/dev/shm")
     try:
         ring = FRAME_RING if size == FRAME else 1 << 24
-        ipcress.Stream.create("b", root=root, size=ring, checksum="none")
+        segs = FRAME_SEGMENTS if size == FRAME else None
+        ipcress.Stream.create("b", root=root, size=ring, segments=segs, checksum="none")
         ipcress.Stream.open("b", root=root).consumer("c").close()
         return pair(ipc_producer, ipc_consumer, (root, n, size))
     finally:
@@ -324,10 +327,12 @@ def main():
     ap.add_argument("--only", help="comma-separated transports")
     ap.add_argument("--frame-ring", type=int, default=1 << 26,
                     help="bytes of the ipcress ring for 1080p frames")
+    ap.add_argument("--frame-segments", type=int, default=None,
+                    help="segments of that ring (a frame must fit in one)")
     ap.add_argument("--reps", type=int, default=3, help="repetitions; the median is printed")
     a = ap.parse_args()
-    global FRAME_RING
-    FRAME_RING = a.frame_ring
+    global FRAME_RING, FRAME_SEGMENTS
+    FRAME_RING, FRAME_SEGMENTS = a.frame_ring, a.frame_segments
     global mp
     mp = mp.get_context("spawn")
     transports = {
