@@ -391,3 +391,48 @@ fn a_put_waiting_on_a_full_ring_names_the_consumer_holding_it() {
     let st = put.wait(LIMIT);
     assert_eq!(st.code(), Some(130), "{st:?}");
 }
+
+/// `rm` SIGKILLed while it deletes a stream's files leaves the name whole
+/// or gone, never a directory with some files missing (which `create`
+/// refused as existing and `get` read as damaged): the directory leaves
+/// its name in one rename before any file is deleted, and what a killed
+/// `rm` leaves under the temporary name the next `ls` sweeps away.
+#[test]
+fn rm_killed_midway_leaves_the_stream_whole_or_gone() {
+    let _w = Watchdog::new("rm_killed_midway", LIMIT);
+    let root = Root::new("rmkill");
+    // A log of 4 KiB segments: thousands of files to delete.
+    root.ok(&["create", "s", "--log", "--segment", "4K"]);
+    root.ok_in(&["put", "s"], &lines(60_000));
+    let dir = root.path().join("s");
+    let count = |d: &std::path::Path| std::fs::read_dir(d).map(|r| r.count()).ok();
+    let files = count(&dir).unwrap();
+    assert!(files > 1000, "only {files} files");
+    let mut rm = Bg::spawn({
+        let mut c = root.cmd(&["rm", "s"]);
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        c
+    });
+    // Kill it once it has started: the name is gone, or files are.
+    while count(&dir).is_some_and(|n| n == files) {
+        std::thread::yield_now();
+    }
+    rm.signal(Signal::KILL);
+    rm.wait(LIMIT);
+    if let Some(n) = count(&dir) {
+        assert_eq!(
+            n, files,
+            "rm killed midway left s with {n} of its {files} files"
+        );
+    }
+    // Nothing half-removed is left once `ls` has looked, and the name is free.
+    assert_eq!(root.ok(&["ls"]), b"");
+    let left: Vec<_> = std::fs::read_dir(root.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left under the root: {left:?}");
+    root.ok(&["create", "s", "--ring", "64K"]);
+    root.ok_in(&["put", "s"], b"again\n");
+    assert_eq!(root.ok(&["get", "s"]), b"again\n");
+}

@@ -1,12 +1,12 @@
 //! Removing a stream that is in use (`ipcress rm --force`): its holders are
 //! told, then its files go.
 
-use std::fs;
 use std::path::Path;
 
 use crate::api::stream::{Stream, dir_to_remove};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::format::meta;
+use crate::protocol::attach::delete_stream_dir;
 use crate::storage::MetaMap;
 use crate::sync::atomic::Ordering::*;
 use crate::sys;
@@ -46,6 +46,6 @@ impl Stream {
                 sys::futex_wake_all(r.u32_at(seq));
             }
         }
-        fs::remove_dir_all(&dir).map_err(|e| Error::from_os(&dir, "remove", e))
+        delete_stream_dir(root, name, &dir)
     }
 }

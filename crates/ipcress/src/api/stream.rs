@@ -331,7 +331,7 @@ impl Stream {
             // process can have this stream open.
             Err(_) => None,
         };
-        fs::remove_dir_all(&dir).map_err(|e| Error::from_os(&dir, "remove", e))
+        delete_stream_dir(root, name, &dir)
     }
 
     /// Names of the streams under `root`, sorted. Temporary directories

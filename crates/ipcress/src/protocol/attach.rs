@@ -71,9 +71,40 @@ pub(crate) fn make_temp_dir(root: &Path, name: &str, mode: u32) -> Result<(PathB
     }
 }
 
-/// Remove the temporary directories under `root` whose creator is gone:
-/// those whose `flock` we can take (a live creator holds it until it has
-/// renamed the directory into place). Best effort: what we may not open or
+/// Delete stream `name`'s directory `dir` so that, whenever this process
+/// dies, the name is either whole or gone. Deleting the files under the
+/// name itself would leave, after a kill midway, a directory with some of
+/// them missing, which `create` refuses as existing and `open` reads as a
+/// damaged stream. So the directory is locked (as `create` locks its
+/// temporary one), renamed to a temporary name in one step, and deleted
+/// there; if we die after the rename, our lock dies with us and the next
+/// `sweep_temp_dirs` finishes the job. Another remover that holds the lock,
+/// or got there first, leaves the name gone: `NotFound`.
+pub(crate) fn delete_stream_dir(root: &Path, name: &str, dir: &Path) -> Result<()> {
+    let gone = || Error::NotFound {
+        what: "stream",
+        name: name.into(),
+    };
+    let d = open_dir(dir).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => gone(),
+        _ => Error::from_os(dir, "open", e),
+    })?;
+    if !sys::try_lock(&d, sys::Lock::Exclusive) || !same_inode(&d, dir) {
+        return Err(gone());
+    }
+    let tmp = root.join(format!(
+        "{TEMP_PREFIX}{name}-{}-{:x}",
+        std::process::id(),
+        sys::random_u64()
+    ));
+    fs::rename(dir, &tmp).map_err(|e| Error::from_os(dir, "remove", e))?;
+    fs::remove_dir_all(&tmp).map_err(|e| Error::from_os(&tmp, "remove", e))
+}
+
+/// Remove the temporary directories under `root` whose creator (or
+/// remover) is gone: those whose `flock` we can take (a live creator holds
+/// it until it has renamed the directory into place, a live remover until
+/// the directory is deleted). Best effort: what we may not open or
 /// remove stays for its owner to sweep.
 pub(crate) fn sweep_temp_dirs(root: &Path) {
     let Ok(rd) = fs::read_dir(root) else {
@@ -93,7 +124,7 @@ pub(crate) fn sweep_temp_dirs(root: &Path) {
         // Still the same directory once locked: not one renamed into a
         // stream meanwhile (its name changed) or made anew.
         if sys::try_lock(&dir, sys::Lock::Exclusive) && same_inode(&dir, &path) {
-            tracing::warn!(dir = %path.display(), "removing a stream left half-created by a process that died");
+            tracing::warn!(dir = %path.display(), "removing a stream left half-created or half-removed by a process that died");
             let _ = fs::remove_dir_all(&path);
         }
     }
