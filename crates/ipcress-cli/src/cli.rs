@@ -219,11 +219,10 @@ pub struct PutArgs {
     pub key: Option<PathBuf>,
 }
 
+/// Where a new consumer or group starts (`get`, `exec`); one that exists
+/// goes on from its own position.
 #[derive(Args, Debug)]
-pub struct GetArgs {
-    /// Stream name
-    #[arg(value_parser = name_arg)]
-    pub name: String,
+pub struct StartArgs {
     /// Where a new consumer starts: start, end or a position
     #[arg(long, value_name = "start|end|POS", default_value = "start", value_parser = parse_from)]
     pub from: ipcress::StartAt,
@@ -233,6 +232,26 @@ pub struct GetArgs {
     /// Start at the last N messages
     #[arg(long, value_name = "N", conflicts_with = "from")]
     pub last: Option<u64>,
+}
+
+impl StartArgs {
+    /// The start position these options ask for.
+    pub fn start_at(&self) -> ipcress::StartAt {
+        match (self.since, self.last) {
+            (Some(t), _) => ipcress::StartAt::Time(t),
+            (None, Some(n)) => ipcress::StartAt::Last(n),
+            (None, None) => self.from,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    /// Stream name
+    #[arg(value_parser = name_arg)]
+    pub name: String,
+    #[command(flatten)]
+    pub start: StartArgs,
     /// Follow: keep waiting for new records until interrupted
     #[arg(short, long)]
     pub follow: bool,
@@ -273,9 +292,8 @@ pub struct ExecArgs {
     /// acknowledge a record only once its answer is in B
     #[arg(long)]
     pub one_to_one: bool,
-    /// Where a new group starts: start, end or a position
-    #[arg(long, value_name = "start|end|POS", default_value = "start", value_parser = parse_from)]
-    pub from: ipcress::StartAt,
+    #[command(flatten)]
+    pub start: StartArgs,
     /// Stop after N input records in total
     #[arg(short = 'n', long, value_name = "N")]
     pub count: Option<u64>,

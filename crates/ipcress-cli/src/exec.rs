@@ -127,7 +127,7 @@ pub fn run(ctx: &Ctx, a: ExecArgs) -> Result<()> {
         for _ in 0..in_flight {
             members.push(
                 input
-                    .group_from(&group, a.from)
+                    .group_from(&group, a.start.start_at())
                     .map_err(|e| explain(&a.input, e))?,
             );
         }

@@ -23,11 +23,7 @@ pub fn run(ctx: &Ctx, a: GetArgs) -> Result<()> {
     let stop = signals::stop_flag()?;
     let key = load_key(a.key.as_deref())?;
     let s = ctx.open(&a.name, key.as_ref())?;
-    let from = match (a.since, a.last) {
-        (Some(t), _) => ipcress::StartAt::Time(t),
-        (None, Some(n)) => ipcress::StartAt::Last(n),
-        (None, None) => a.from,
-    };
+    let from = a.start.start_at();
     let c = match (&a.consumer, &a.group) {
         (Some(name), _) => s.consumer_from(name, from),
         (None, Some(g)) => s.group_from(g, from),

@@ -203,3 +203,29 @@ fn stat_shows_lag_in_records_and_seconds() {
     let top = get(&root, &["top", "--once"]);
     assert!(top.contains("LAG MSGS") && top.contains(" 40 "), "{top}");
 }
+
+/// `exec` starts a new group where `get` would start a new consumer:
+/// `--since` and `--last` pick the same records for its workers.
+#[test]
+fn exec_starts_its_group_at_a_time_or_the_last_n() {
+    let _w = Watchdog::new("exec_starts_its_group_at_a_time_or_the_last_n", LIMIT);
+    let root = Root::new("execsince");
+    root.ok(&["create", "a", "--ring", "1M"]);
+    for out in ["by-time", "by-count"] {
+        root.ok(&["create", out, "--ring", "1M"]);
+    }
+    root.ok_in(&["put", "a"], lines("old", 0..200).as_bytes());
+    let t = moment();
+    root.ok_in(&["put", "a"], lines("new", 0..50).as_bytes());
+    let at = rfc3339(t);
+    root.ok(&[
+        "exec", "--in", "a", "--out", "by-time", "--since", &at, "-n", "50", "--", "cat",
+    ]);
+    root.ok(&[
+        "exec", "--in", "a", "--out", "by-count", "--last", "30", "-n", "30", "--", "cat",
+    ]);
+    let new = lines("new", 0..50);
+    assert_eq!(get(&root, &["get", "by-time"]), new);
+    let last30: String = new.lines().skip(20).map(|l| format!("{l}\n")).collect();
+    assert_eq!(get(&root, &["get", "by-count"]), last30);
+}
