@@ -1,13 +1,15 @@
 //! The async API (feature `tokio`) with real processes: round trips on a
 //! current-thread and a multi-thread runtime (and without `futex_waitv`),
 //! cancellation, many consumers in one process, a producer waiting for
-//! space, and an idle consumer's CPU time. The test binary re-runs itself
-//! as children (`child_main` dispatches on a role).
+//! space, an idle consumer's CPU time, and a wait in a process forked after
+//! its parent's notifier started. The test binary re-runs itself as
+//! children (`child_main` dispatches on a role).
 
 mod common;
 
 use std::collections::HashMap;
 use std::future::poll_fn;
+use std::io::{BufRead, Write};
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
@@ -45,6 +47,7 @@ fn child_main() {
     let Some(role) = child_role() else { return };
     let rt = runtime(&env("FLAVOR"));
     match role.as_str() {
+        "forker" => forker(rt),
         "async_producer" => {
             let s = open();
             let count: u64 = env("COUNT").parse().unwrap();
@@ -131,6 +134,90 @@ fn child_main() {
         }
         other => panic!("unknown role {other}"),
     }
+}
+
+/// Start this process's notifier (a receive that parks, then times out),
+/// then `fork` without `exec`: the forked process waits asynchronously for
+/// a record the test sends (`grandchild`).
+fn forker(rt: tokio::runtime::Runtime) {
+    let mem = Stream::create_in_memory("forker", &StreamOptions::ring(1 << 16)).unwrap();
+    let mut c = mem.subscribe(StartAt::End).unwrap();
+    let parked = rt
+        .block_on(async { tokio::time::timeout(Duration::from_millis(100), c.recv_async()).await });
+    assert!(parked.is_err(), "a record on an empty stream: {parked:?}");
+    drop((c, mem, rt));
+    let threads: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .collect();
+    assert!(
+        threads.iter().any(|t| t == "ipcress-notify"),
+        "no notifier thread before the fork: {threads:?}"
+    );
+    std::io::stdout().flush().unwrap();
+    // SAFETY: the child only runs `grandchild`, which ends in `_exit`; the
+    // other threads of this process (the notifier, the test harness's) are
+    // not running any code of the child's (they do not exist there).
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        grandchild();
+    }
+    // Bounded: a forked process that hangs is killed, so that the pipe to
+    // the test closes.
+    let start = Instant::now();
+    let mut status = 0;
+    loop {
+        // SAFETY: `pid` is our child; `status` is a valid, writable int.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break;
+        }
+        assert_eq!(r, 0, "waitpid: {}", std::io::Error::last_os_error());
+        if start.elapsed() > Duration::from_secs(60) {
+            unsafe_kill(pid as u32, 9);
+            panic!("the forked process {pid} hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the forked process failed: status {status:#x}"
+    );
+    println!("RESULT forker done");
+}
+
+/// The forked process: a new runtime, one `recv_async` that parks (bounded
+/// by 20 s), and `_exit` (the test harness it inherited must not go on).
+fn grandchild() -> ! {
+    let ok = std::panic::catch_unwind(|| {
+        let rt = runtime("current");
+        let s = open();
+        let mut c = s.consumer("c").unwrap();
+        println!("RESULT parking {}", std::process::id());
+        std::io::stdout().flush().unwrap();
+        // The timer first: a `timeout` would poll the receive once more
+        // when it elapses, and find the record a wait that nothing woke
+        // missed.
+        let got = rt.block_on(async {
+            tokio::select! {
+                biased;
+                _ = tokio::time::sleep(Duration::from_secs(20)) => None,
+                m = c.recv_async() => Some(m.unwrap()),
+            }
+        });
+        match got {
+            Some(m) => println!("RESULT got {}", String::from_utf8_lossy(&m)),
+            None => println!("RESULT timed out"),
+        }
+        c.commit().unwrap();
+    })
+    .is_ok();
+    let _ = std::io::stdout().flush();
+    // SAFETY: ends this forked process at once, without unwinding into the
+    // test harness or running the exit handlers it inherited.
+    unsafe { libc::_exit(if ok { 0 } else { 1 }) }
 }
 
 /// User plus system CPU time of this process (/proc/self/stat, in clock
@@ -356,4 +443,65 @@ fn idle_async_consumers_use_no_cpu() {
         "idle async consumers used {:.1} % of a core",
         cpu * 100.0
     );
+}
+
+/// A process forked (without `exec`) after its parent's notifier thread
+/// started has no such thread: its own async waits must still be woken.
+/// The forked process parks in `recv_async`; the test sends one record
+/// 300 ms later and the wait returns it (before the notifier was per
+/// process, it timed out after 20 s).
+fn async_wait_after_fork(extra: &[(&'static str, String)]) {
+    let root = TempRoot::new("async-fork");
+    let s = Stream::create_in(root.path(), "s", &StreamOptions::ring(1 << 16)).unwrap();
+    drop(s.consumer("c").unwrap());
+    let mut e = base_env(&root, "s");
+    e.push(("FLAVOR", "current".to_string()));
+    e.extend(extra.iter().cloned());
+    let mut forker = spawn_child("forker", &e);
+    let out = forker.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(out).lines() {
+            let Ok(l) = l else { break };
+            if let Some(r) = results(l.as_bytes()).pop()
+                && tx.send(r).is_err()
+            {
+                break;
+            }
+        }
+    });
+    let forker_pid = forker.id();
+    let grandchild = std::cell::Cell::new(None);
+    let next = |what: &str| match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(r) => r,
+        Err(err) => {
+            unsafe_kill(forker_pid, 9);
+            if let Some(pid) = grandchild.get() {
+                unsafe_kill(pid, 9);
+            }
+            panic!("no {what} from the forked process: {err}");
+        }
+    };
+    let parking = next("parking");
+    let pid = parking.strip_prefix("parking ").expect(&parking);
+    grandchild.set(Some(pid.parse::<u32>().unwrap()));
+    std::thread::sleep(Duration::from_millis(300));
+    s.producer().unwrap().send(b"after fork").unwrap();
+    assert_eq!(
+        next("result"),
+        "got after fork",
+        "the forked process's async wait was not woken"
+    );
+    assert_eq!(next("forker result"), "forker done");
+    wait_with_watchdog(forker, WATCHDOG);
+}
+
+#[test]
+fn async_wait_in_a_forked_process_is_woken() {
+    async_wait_after_fork(&[]);
+}
+
+#[test]
+fn async_wait_in_a_forked_process_is_woken_without_futex_waitv() {
+    async_wait_after_fork(&[("IPCRESS_NO_FUTEX_WAITV", "1".into())]);
 }

@@ -10,17 +10,23 @@
 //! same handshake as the blocking park, so a producer that commits after
 //! the read bumps the word and the notifier's `futex_waitv` returns at
 //! once (its expected value no longer matches).
+//!
+//! The notifier is per process ([`sys::PerProcess`]): a process forked
+//! without `exec` after its parent's notifier started inherits that
+//! notifier's memory but not its thread, so it starts its own on first use
+//! and never touches the inherited one (whose lock the parent's thread may
+//! have held at the fork instant).
 
 use crate::sync::atomic::{AtomicU32, Ordering::*};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::protocol::shared::Inner;
-use crate::sys::{self, Waitv};
+use crate::sys::{self, PerProcess, Waitv};
 
 /// Every registered waiter is woken at least this often: the blocking
 /// park's timeout, so maintenance runs as often as it does there.
@@ -105,20 +111,24 @@ impl Notifier {
     }
 }
 
-/// The process's notifier, its thread started on first use.
+/// The notifier of this process, once it has one.
+static N: PerProcess<Notifier> = PerProcess::new();
+
+/// This process's notifier, its thread started on first use in the process
+/// (again in a child forked after the parent's started: see the module).
 fn notifier() -> &'static Notifier {
-    static N: OnceLock<&'static Notifier> = OnceLock::new();
-    N.get_or_init(|| {
-        let n: &'static Notifier = Box::leak(Box::new(Notifier {
+    N.get_or_init(
+        || Notifier {
             reg: Mutex::new(Reg::default()),
             changed: AtomicU32::new(0),
-        }));
-        std::thread::Builder::new()
-            .name("ipcress-notify".into())
-            .spawn(move || run(n))
-            .expect("cannot start the ipcress notifier thread");
-        n
-    })
+        },
+        |n| {
+            std::thread::Builder::new()
+                .name("ipcress-notify".into())
+                .spawn(move || run(n))
+                .expect("cannot start the ipcress notifier thread");
+        },
+    )
 }
 
 /// Waiters woken because their word moved, not by the tick (for tests: a
@@ -214,7 +224,9 @@ pub(crate) struct WordChange {
     s: Arc<Inner>,
     word: Word,
     seq: u32,
-    id: Option<u64>,
+    /// The registration: the notifier it is in (this process's, unless the
+    /// future was made before a fork) and its key there.
+    id: Option<(&'static Notifier, u64)>,
 }
 
 impl WordChange {
@@ -234,9 +246,18 @@ impl Future for WordChange {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
         let n = notifier();
+        if let Some((m, _)) = this.id
+            && !std::ptr::eq(m, n)
+        {
+            // Registered with the parent's notifier before a fork: never
+            // touched here (its lock may be held for ever). A spurious
+            // wake-up: the caller checks again and registers anew.
+            this.id = None;
+            return Poll::Ready(());
+        }
         let mut reg = n.lock();
         match this.id {
-            Some(id) => match reg.entries.get_mut(&id) {
+            Some((_, id)) => match reg.entries.get_mut(&id) {
                 Some(e) if this.word.seq(&this.s).load(SeqCst) == this.seq => {
                     e.waker.clone_from(cx.waker());
                     Poll::Pending
@@ -268,7 +289,7 @@ impl Future for WordChange {
                     },
                 );
                 drop(reg);
-                this.id = Some(id);
+                this.id = Some((n, id));
                 n.poke();
                 Poll::Pending
             }
@@ -278,8 +299,12 @@ impl Future for WordChange {
 
 impl Drop for WordChange {
     fn drop(&mut self) {
-        if let Some(id) = self.id.take() {
-            let n = notifier();
+        if let Some((n, id)) = self.id.take() {
+            // Only from this process's notifier: one inherited across a
+            // fork is left alone (see `poll`).
+            if !N.get().is_some_and(|mine| std::ptr::eq(mine, n)) {
+                return;
+            }
             let gone = n.lock().entries.remove(&id).is_some();
             if gone {
                 // Let the thread drop its reference to the stream now.

@@ -14,6 +14,10 @@ use crate::error::{Error, Result};
 mod liveness;
 pub(crate) use liveness::{Hold, Liveness, SlotRef};
 #[cfg(all(feature = "tokio", not(loom)))]
+mod per_process;
+#[cfg(all(feature = "tokio", not(loom)))]
+pub(crate) use per_process::PerProcess;
+#[cfg(all(feature = "tokio", not(loom)))]
 mod waitv;
 #[cfg(all(feature = "tokio", not(loom)))]
 pub(crate) use waitv::{WAITV_MAX, Waitv, futex_waitv};
