@@ -276,17 +276,32 @@ fn async_round_trip_without_futex_waitv() {
 
 /// `recv_async` raced against a timer that often wins (`select!`), while a
 /// producer thread sends at an uneven pace: every record still arrives,
-/// once and in order, and many receives were cancelled on the way.
+/// once and in order, and many receives were cancelled on the way. Every
+/// `PAUSE` records the producer waits until the consumer has caught up and
+/// cancelled a receive on the empty ring, so that cancellations happen
+/// however the two threads are scheduled (on a loaded machine the producer
+/// can otherwise stay ahead, and every receive finds a record at once).
 #[test]
 fn cancelled_recv_async_loses_no_record() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+    const PAUSE: u64 = 100;
     let stream = Stream::create_in_memory("cancel", &StreamOptions::ring(1 << 16)).unwrap();
     let mut c = stream.subscribe(StartAt::Start).unwrap();
     let count = 3000u64;
     let sender = stream.clone();
+    let (got_n, cancelled_n) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (seen, cancels) = (got_n.clone(), cancelled_n.clone());
     let producer = std::thread::spawn(move || {
         let mut p = sender.producer().unwrap();
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         for seq in 0..count {
+            if seq > 0 && seq % PAUSE == 0 {
+                let before = cancels.load(SeqCst);
+                while seen.load(SeqCst) < seq || cancels.load(SeqCst) == before {
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+            }
             p.send(&payload(2, seq, rng.random_range(12..500))).unwrap();
             if rng.random_range(0..4) == 0 {
                 std::thread::sleep(Duration::from_micros(rng.random_range(0..300)));
@@ -304,15 +319,23 @@ fn cancelled_recv_async_loses_no_record() {
                     let m = m.unwrap();
                     assert_eq!(check_payload(&m), (2, got), "a record was lost or repeated");
                     got += 1;
+                    got_n.store(got, SeqCst);
                 }
-                _ = tokio::time::sleep(t) => cancelled += 1,
+                _ = tokio::time::sleep(t) => {
+                    cancelled += 1;
+                    cancelled_n.store(cancelled, SeqCst);
+                }
             }
         }
         (got, cancelled)
     });
     producer.join().unwrap();
     assert_eq!(got, count);
-    assert!(cancelled > 10, "only {cancelled} receives were cancelled");
+    let pauses = (count - 1) / PAUSE;
+    assert!(
+        cancelled >= pauses,
+        "only {cancelled} receives were cancelled ({pauses} pauses)"
+    );
     assert!(c.try_recv().unwrap().is_none());
 }
 
