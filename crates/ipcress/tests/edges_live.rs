@@ -438,3 +438,24 @@ fn an_open_that_waited_for_a_removal_sees_what_the_name_holds_now() {
         let _ = Stream::remove_in(root.path(), "s");
     }
 }
+
+/// A `create` holds its new directory's lock from the rename into place
+/// until it lets go of it (a moment); a removal that meets that lock waits
+/// for it instead of reporting the stream gone.
+#[test]
+fn a_removal_waits_out_a_creators_directory_lock() {
+    use std::os::fd::AsRawFd;
+    let root = TempRoot::new("rm-dirlock");
+    Stream::create_in(root.path(), "s", &StreamOptions::ring(1 << 16)).unwrap();
+    let dir = std::fs::File::open(root.path().join("s")).unwrap();
+    // SAFETY: flock on a descriptor this test owns; no memory involved.
+    assert_eq!(unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let creator = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        drop(dir);
+    });
+    Stream::remove_forced_in(root.path(), "s").unwrap();
+    creator.join().unwrap();
+    assert!(!root.path().join("s").exists());
+    assert!(Stream::list_in(root.path()).unwrap().is_empty());
+}

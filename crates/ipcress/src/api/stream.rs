@@ -118,6 +118,8 @@ impl Stream {
             let _ = fs::remove_dir_all(&tmp);
             return Err(e);
         }
+        // Under its name now: no sweeper looks at it, and a remover locks it.
+        drop(_lock);
         Stream::open_in(root, name)
     }
 

@@ -78,8 +78,9 @@ pub(crate) fn make_temp_dir(root: &Path, name: &str, mode: u32) -> Result<(PathB
 /// damaged stream. So the directory is locked (as `create` locks its
 /// temporary one), renamed to a temporary name in one step, and deleted
 /// there; if we die after the rename, our lock dies with us and the next
-/// `sweep_temp_dirs` finishes the job. Another remover that holds the lock,
-/// or got there first, leaves the name gone: `NotFound`.
+/// `sweep_temp_dirs` finishes the job. Another remover that holds the lock
+/// longer than a creator would, or got there first, leaves the name gone:
+/// `NotFound`.
 pub(crate) fn delete_stream_dir(root: &Path, name: &str, dir: &Path) -> Result<()> {
     let gone = || Error::NotFound {
         what: "stream",
@@ -89,7 +90,18 @@ pub(crate) fn delete_stream_dir(root: &Path, name: &str, dir: &Path) -> Result<(
         std::io::ErrorKind::NotFound => gone(),
         _ => Error::from_os(dir, "open", e),
     })?;
-    if !sys::try_lock(&d, sys::Lock::Exclusive) || !same_inode(&d, dir) {
+    // Only another remover holds this lock for long (a `create` holds it
+    // from its rename until it drops it, a moment): wait like `remove_in`
+    // waits for the meta lock, then leave the name to that remover.
+    let mut tries = 0;
+    while !sys::try_lock(&d, sys::Lock::Exclusive) {
+        tries += 1;
+        if tries >= REMOVE_LOCK_TRIES {
+            return Err(gone());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !same_inode(&d, dir) {
         return Err(gone());
     }
     let tmp = root.join(format!(
