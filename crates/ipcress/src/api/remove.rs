@@ -14,7 +14,7 @@ use crate::sys;
 impl Stream {
     /// Remove stream `name` under `root` even while processes have it
     /// open: they are told first (the meta file's `REMOVED` word), so that
-    /// each stops with [`Error::Removed`] at its next wait or slow path
+    /// each stops with [`Error::Removed`](crate::Error::Removed) at its next wait or slow path
     /// (a consumer that finds nothing new, a producer that must wait for
     /// space or takes a slow claim), and waiting ones are woken for it.
     /// What they have mapped stays valid memory until they let it go;
