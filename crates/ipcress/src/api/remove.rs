@@ -46,6 +46,6 @@ impl Stream {
                 sys::futex_wake_all(r.u32_at(seq));
             }
         }
-        delete_stream_dir(root, name, &dir)
+        delete_stream_dir(root, name)
     }
 }

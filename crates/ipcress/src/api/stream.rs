@@ -4,7 +4,6 @@ use std::fs::{self, DirBuilder};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::codec::{Cipher, Compression, Key};
 use crate::error::{Error, Result};
@@ -319,13 +318,8 @@ impl Stream {
         let meta_path = dir.join("meta");
         let _lock = match storage::open_file(&meta_path, false) {
             Ok(meta) => {
-                let mut tries = 0;
-                while !sys::try_lock(&meta, sys::Lock::Exclusive) {
-                    tries += 1;
-                    if tries >= REMOVE_LOCK_TRIES {
-                        return Err(Error::StreamInUse { name: name.into() });
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
+                if !lock_for_removal(&meta) {
+                    return Err(Error::StreamInUse { name: name.into() });
                 }
                 Some(meta)
             }
@@ -333,7 +327,7 @@ impl Stream {
             // process can have this stream open.
             Err(_) => None,
         };
-        delete_stream_dir(root, name, &dir)
+        delete_stream_dir(root, name)
     }
 
     /// Names of the streams under `root`, sorted. Temporary directories

@@ -34,10 +34,32 @@ pub(crate) fn same_inode(f: &fs::File, path: &Path) -> bool {
     }
 }
 
-/// How many times (10 ms apart) `remove_in` tries for the meta file's
-/// exclusive lock: a process that is opening or closing the stream holds
-/// its shared lock only for a moment.
+/// How many times (10 ms apart) a removal tries for an exclusive lock
+/// that others hold only for a moment: the meta file's (a process opening
+/// or closing the stream) and the directory's (a `create` just done).
 pub(crate) const REMOVE_LOCK_TRIES: u32 = 20;
+
+/// Take an exclusive `flock` on `f`, trying [`REMOVE_LOCK_TRIES`] times;
+/// false if it stayed held.
+pub(crate) fn lock_for_removal(f: &fs::File) -> bool {
+    for _ in 1..REMOVE_LOCK_TRIES {
+        if sys::try_lock(f, sys::Lock::Exclusive) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    sys::try_lock(f, sys::Lock::Exclusive)
+}
+
+/// A fresh temporary name under `root` for stream `name`:
+/// `.tmp-NAME-PID-RAND`, which `sweep_temp_dirs` recognises.
+fn temp_dir_path(root: &Path, name: &str) -> PathBuf {
+    root.join(format!(
+        "{TEMP_PREFIX}{name}-{}-{:x}",
+        std::process::id(),
+        sys::random_u64()
+    ))
+}
 
 /// Make a fresh temporary directory for stream `name` and take an
 /// exclusive `flock` on it, held until the returned file is dropped. The
@@ -49,11 +71,7 @@ pub(crate) fn make_temp_dir(root: &Path, name: &str, mode: u32) -> Result<(PathB
     let mut tries = 0;
     loop {
         tries += 1;
-        let tmp = root.join(format!(
-            "{TEMP_PREFIX}{name}-{}-{:x}",
-            std::process::id(),
-            sys::random_u64()
-        ));
+        let tmp = temp_dir_path(root, name);
         DirBuilder::new()
             .mode(mode)
             .create(&tmp)
@@ -71,7 +89,7 @@ pub(crate) fn make_temp_dir(root: &Path, name: &str, mode: u32) -> Result<(PathB
     }
 }
 
-/// Delete stream `name`'s directory `dir` so that, whenever this process
+/// Delete stream `name`'s directory under `root` so that, whenever this process
 /// dies, the name is either whole or gone. Deleting the files under the
 /// name itself would leave, after a kill midway, a directory with some of
 /// them missing, which `create` refuses as existing and `open` reads as a
@@ -81,7 +99,8 @@ pub(crate) fn make_temp_dir(root: &Path, name: &str, mode: u32) -> Result<(PathB
 /// `sweep_temp_dirs` finishes the job. Another remover that holds the lock
 /// longer than a creator would, or got there first, leaves the name gone:
 /// `NotFound`.
-pub(crate) fn delete_stream_dir(root: &Path, name: &str, dir: &Path) -> Result<()> {
+pub(crate) fn delete_stream_dir(root: &Path, name: &str) -> Result<()> {
+    let dir = &root.join(name);
     let gone = || Error::NotFound {
         what: "stream",
         name: name.into(),
@@ -91,24 +110,12 @@ pub(crate) fn delete_stream_dir(root: &Path, name: &str, dir: &Path) -> Result<(
         _ => Error::from_os(dir, "open", e),
     })?;
     // Only another remover holds this lock for long (a `create` holds it
-    // from its rename until it drops it, a moment): wait like `remove_in`
-    // waits for the meta lock, then leave the name to that remover.
-    let mut tries = 0;
-    while !sys::try_lock(&d, sys::Lock::Exclusive) {
-        tries += 1;
-        if tries >= REMOVE_LOCK_TRIES {
-            return Err(gone());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    if !same_inode(&d, dir) {
+    // from its rename until it drops it, a moment): wait as for the meta
+    // lock, then leave the name to that remover.
+    if !lock_for_removal(&d) || !same_inode(&d, dir) {
         return Err(gone());
     }
-    let tmp = root.join(format!(
-        "{TEMP_PREFIX}{name}-{}-{:x}",
-        std::process::id(),
-        sys::random_u64()
-    ));
+    let tmp = temp_dir_path(root, name);
     fs::rename(dir, &tmp).map_err(|e| Error::from_os(dir, "remove", e))?;
     fs::remove_dir_all(&tmp).map_err(|e| Error::from_os(&tmp, "remove", e))
 }
